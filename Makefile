@@ -1,0 +1,36 @@
+# Two commands on a fresh clone: `make run` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## The main job on built-in data (scikit-learn's digits; no download): the two-task study, 3 seeds.
+run: $(STAMP)
+	$(BIN)/umtl reproduce fashion-mnist --dataset digits --seeds 3 --out runs/two-task-digits
+
+## Lint, type-check the package, run the test suite.
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+## Benchmarks print JSON; they are run on demand, never by the tests.
+bench: $(STAMP)
+	$(BIN)/python bench/bench_weighting.py
+
+clean-venv:
+	rm -rf $(VENV)

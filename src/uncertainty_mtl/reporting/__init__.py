@@ -1,0 +1,1 @@
+"""Markdown tables, JSON summaries and matplotlib figures of experiment results."""

@@ -1,0 +1,1 @@
+"""Task losses and metrics, each with the likelihood that ``UncertaintyWeighting`` should use."""

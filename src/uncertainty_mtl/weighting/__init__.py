@@ -1,0 +1,21 @@
+"""Loss weightings: ``weighting({task: loss}) -> total``. Imports nothing from models or data."""
+
+from uncertainty_mtl.weighting.base import Weighting
+from uncertainty_mtl.weighting.fixed import FixedWeighting
+from uncertainty_mtl.weighting.optim import parameter_groups
+from uncertainty_mtl.weighting.uncertainty import (
+    CONVENTIONS,
+    LIKELIHOODS,
+    REGULARISERS,
+    UncertaintyWeighting,
+)
+
+__all__ = [
+    "CONVENTIONS",
+    "LIKELIHOODS",
+    "REGULARISERS",
+    "FixedWeighting",
+    "UncertaintyWeighting",
+    "Weighting",
+    "parameter_groups",
+]

@@ -1,0 +1,129 @@
+"""What every loss weighting shares: a module mapping ``{task: 0-dim loss}`` to a 0-dim total."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Weighting", "check_task_names"]
+
+
+def check_task_names(names: Iterable[object], *, what: str) -> tuple[str, ...]:
+    """Returns the names as a tuple, or raises ``ValueError`` if one cannot name a task.
+
+    Task names become parameter names (``log_vars.<task>``), so they must be non-empty strings
+    without dots.
+    """
+    tasks: list[str] = []
+    for task in names:
+        if not isinstance(task, str) or not task or "." in task:
+            raise ValueError(
+                f"{what}: task name {task!r} is not allowed; use a non-empty string without '.'"
+            )
+        tasks.append(task)
+    if not tasks:
+        raise ValueError(f"{what} is empty: give at least one task")
+    return tuple(tasks)
+
+
+class Weighting(nn.Module, ABC):
+    """A loss weighting: ``weighting({"task": loss, ...})`` returns the weighted total.
+
+    Subclasses set ``tasks`` (the tasks whose losses every call must contain) and implement
+    ``forward`` and ``effective_weights``.
+
+    Args:
+        check_finite: if true, a non-finite task loss raises ``ValueError`` naming the task. The
+            check costs one device synchronisation per call and is skipped while
+            ``torch.compile`` traces the module (a data-dependent branch would break the graph).
+    """
+
+    tasks: tuple[str, ...]
+    #: Tasks a call may contain in addition to ``tasks``; their losses are ignored.
+    ignored_tasks: tuple[str, ...] = ()
+
+    def __init__(self, *, check_finite: bool = True) -> None:
+        super().__init__()
+        self.check_finite = check_finite
+
+    @abstractmethod
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """Args:
+            losses: task name -> 0-dim loss tensor (the batch mean of the task's loss).
+
+        Returns:
+            The weighted total, a 0-dim tensor.
+        """
+
+    @abstractmethod
+    def effective_weights(self) -> dict[str, float]:
+        """The factor on each task loss ``L_t`` in the total, ``{task: float}``."""
+
+    def log_variances(self) -> dict[str, float]:
+        """Learned ``s_t = log σ_t²`` per task; empty for weightings that learn nothing."""
+        return {}
+
+    def variances(self) -> dict[str, float]:
+        """Learned ``σ_t² = exp(s_t)`` per task; empty for weightings that learn nothing."""
+        return {}
+
+    def log_dict(self) -> dict[str, float]:
+        """Everything worth logging each step, under the keys of ``metrics.jsonl``.
+
+        ``log_var/<task>``, ``var/<task>`` (learned weightings only) and ``weight/<task>``.
+        """
+        out = {f"log_var/{t}": v for t, v in self.log_variances().items()}
+        out.update({f"var/{t}": v for t, v in self.variances().items()})
+        out.update({f"weight/{t}": v for t, v in self.effective_weights().items()})
+        return out
+
+    def _stack_losses(self, losses: Mapping[str, Tensor], at_least: torch.dtype) -> Tensor:
+        """Validates a call's losses and stacks them into a ``[len(tasks)]`` tensor.
+
+        Its dtype is the promotion of ``at_least`` and the losses' dtypes, so half-precision
+        losses from autocast are weighed in float32 and float64 losses stay float64.
+        """
+        if not isinstance(losses, Mapping):
+            raise TypeError(
+                f"{type(self).__name__} takes a mapping task name -> 0-dim loss tensor, "
+                f"got {type(losses).__name__}"
+            )
+        allowed = set(self.tasks) | set(self.ignored_tasks)
+        unknown = [t for t in losses if t not in allowed]
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}: unknown task(s) {unknown}; it weighs {list(self.tasks)}"
+            )
+        missing = [t for t in self.tasks if t not in losses]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}: no loss given for task(s) {missing}; "
+                f"every call needs {list(self.tasks)}"
+            )
+        for task in self.tasks:
+            loss = losses[task]
+            if not isinstance(loss, Tensor):
+                raise ValueError(
+                    f"loss of task {task!r} must be a tensor, got {type(loss).__name__}"
+                )
+            if loss.dim() != 0:
+                raise ValueError(
+                    f"loss of task {task!r} must be a 0-dim tensor (reduce it, e.g. with .mean()), "
+                    f"got shape {list(loss.shape)}"
+                )
+        dtype = at_least
+        for task in self.tasks:
+            dtype = torch.promote_types(dtype, losses[task].dtype)
+        stacked = torch.stack([losses[t] for t in self.tasks])
+        if stacked.dtype != dtype:
+            stacked = stacked.to(dtype)
+        if self.check_finite and not torch.compiler.is_compiling():
+            finite = torch.isfinite(stacked)
+            if not bool(finite.all()):
+                bad = [t for t, ok in zip(self.tasks, finite.tolist(), strict=True) if not ok]
+                values = {t: float(losses[t].detach()) for t in bad}
+                raise ValueError(f"non-finite loss for task(s) {bad}: {values}")
+        return stacked

@@ -1,0 +1,234 @@
+"""Weighting by learned homoscedastic (task) uncertainty, Kendall, Gal & Cipolla (CVPR 2018).
+
+Each task ``t`` has a learned ``s_t = log σ_t²`` and adds a term chosen by its likelihood:
+
+============  ==============================  ======================  ==================
+likelihood    term added to the total          minimiser, fixed ``L``  weight on ``L``
+============  ==============================  ======================  ==================
+gaussian      ``0.5·exp(-s)·L + 0.5·s``        ``s* = log L``          ``0.5·exp(-s)``
+laplace       ``exp(-0.5·s)·L + 0.5·s``        ``s* = 2·log L``        ``exp(-0.5·s)``
+softmax       ``exp(-s)·L + 0.5·s``            ``s* = log(2L)``        ``exp(-s)``
+============  ==============================  ======================  ==================
+
+``gaussian`` is the negative log-likelihood of a Gaussian with variance ``σ²`` for a squared-error
+loss, ``laplace`` that of a Laplace distribution with scale ``σ`` for an absolute-error loss, and
+``softmax`` the paper's approximation (its eq. 10) for a cross-entropy loss. Constants are dropped.
+
+The total can be negative: ``0.5·s`` is negative as soon as ``σ² < 1``, which happens whenever a
+task is fitted well (``L`` small). It is a negative log-likelihood up to a constant, not a
+distance, so only its gradient matters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uncertainty_mtl.weighting.base import Weighting, check_task_names
+
+__all__ = [
+    "CONVENTIONS",
+    "LIKELIHOODS",
+    "REGULARISERS",
+    "UncertaintyWeighting",
+    "optimal_log_variance",
+]
+
+#: likelihood -> (a, b) of the weighted term ``a·exp(-b·s)·L``.
+_TERM_FORM: Final[dict[str, tuple[float, float]]] = {
+    "gaussian": (0.5, 1.0),
+    "laplace": (1.0, 0.5),
+    "softmax": (1.0, 1.0),
+}
+LIKELIHOODS: Final = tuple(_TERM_FORM)
+CONVENTIONS: Final = ("likelihood", "paper")
+REGULARISERS: Final = ("log", "positive")
+
+
+class UncertaintyWeighting(Weighting):
+    """Weighs task losses by learned homoscedastic uncertainty, one likelihood per task.
+
+    The only parameter is ``log_vars``, the float32 vector of the ``s_t`` in the order of
+    ``tasks`` (one tensor, not one per task: an optimiser step costs per tensor). The state dict
+    also records the task names, so a checkpoint loads by name into a weighting that lists the
+    same tasks in another order, and fails, naming the tasks, into one with other tasks. Give the
+    log-variances their own optimiser group without weight decay: :func:`parameter_groups`.
+
+    Args:
+        likelihoods: task name -> ``"gaussian"`` (MSE loss), ``"laplace"`` (L1 loss) or
+            ``"softmax"`` (cross-entropy). Declared, never guessed from the loss.
+        init_log_var: initial ``s``, one float for every task or a mapping task -> float (tasks
+            it leaves out start at 0.0).
+        convention: ``"likelihood"`` uses each task's own term; ``"paper"`` uses the Gaussian
+            term for every regression task, whatever its loss (what the paper's equations and
+            most public code do, also for L1 losses); ``softmax`` is the same in both.
+        regulariser: ``"log"`` adds ``0.5·s`` (= ``log σ``); ``"positive"`` adds
+            ``log(1 + exp(s))`` (= ``log(1 + σ²)``, Liebel & Körner 2018), which keeps the
+            total positive.
+        check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
+
+    Example:
+        >>> weighting = UncertaintyWeighting({"semantic": "softmax", "depth": "laplace"})
+        >>> total = weighting({"semantic": ce_loss, "depth": l1_loss})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        likelihoods: Mapping[str, str],
+        *,
+        init_log_var: float | Mapping[str, float] = 0.0,
+        convention: str = "likelihood",
+        regulariser: str = "log",
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(check_finite=check_finite)
+        if not isinstance(likelihoods, Mapping):
+            raise TypeError(
+                "likelihoods must map task name -> likelihood, e.g. "
+                f"{{'semantic': 'softmax'}}; got {type(likelihoods).__name__}"
+            )
+        self.tasks = check_task_names(likelihoods, what="likelihoods")
+        for task, likelihood in likelihoods.items():
+            if likelihood not in _TERM_FORM:
+                raise ValueError(
+                    f"task {task!r}: unknown likelihood {likelihood!r}; "
+                    f"expected one of {list(LIKELIHOODS)}"
+                )
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {list(CONVENTIONS)}, got {convention!r}")
+        if regulariser not in REGULARISERS:
+            raise ValueError(
+                f"regulariser must be one of {list(REGULARISERS)}, got {regulariser!r}"
+            )
+        self.likelihoods: dict[str, str] = dict(likelihoods)
+        self.convention = convention
+        self.regulariser = regulariser
+
+        inits = _per_task_init(init_log_var, self.tasks)
+        self.log_vars = nn.Parameter(torch.tensor([inits[t] for t in self.tasks]))
+        self.index = {t: i for i, t in enumerate(self.tasks)}
+        forms = [_TERM_FORM[self.term_likelihood(t)] for t in self.tasks]
+        # a·exp(-b·s) is computed as exp(log a - b·s): two autograd nodes instead of four.
+        # Buffers, so that the constants follow the module's device; float64, so that log a is
+        # exact whatever precision the losses come in (they are cast to it in forward).
+        self.register_buffer(
+            "_log_scale",
+            torch.tensor([math.log(a) for a, _ in forms], dtype=torch.float64),
+            persistent=False,
+        )
+        self.register_buffer(
+            "_neg_rate", torch.tensor([-b for _, b in forms], dtype=torch.float64), persistent=False
+        )
+        self._log_scale: Tensor
+        self._neg_rate: Tensor
+
+    def term_likelihood(self, task: str) -> str:
+        """The likelihood whose term ``task`` adds, after applying the convention."""
+        likelihood = self.likelihoods[task]
+        if self.convention == "paper" and likelihood != "softmax":
+            return "gaussian"
+        return likelihood
+
+    def log_var(self, task: str) -> Tensor:
+        """``s`` of one task, a 0-dim view of ``log_vars`` (differentiable)."""
+        return self.log_vars[self.index[task]]
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        # At least float32: under autocast the losses may arrive in half precision.
+        loss = self._stack_losses(losses, torch.promote_types(self.log_vars.dtype, torch.float32))
+        s = self.log_vars.to(loss.dtype)
+        weight = torch.exp(
+            torch.addcmul(self._log_scale.to(loss.dtype), s, self._neg_rate.to(loss.dtype))
+        )
+        penalty = 0.5 * s if self.regulariser == "log" else F.softplus(s)
+        return torch.addcmul(penalty, weight, loss).sum()
+
+    @torch.no_grad()
+    def effective_weights(self) -> dict[str, float]:
+        s = self.log_vars.double()
+        weights = torch.exp(self._log_scale.double() + self._neg_rate.double() * s)
+        return dict(zip(self.tasks, weights.tolist(), strict=True))
+
+    @torch.no_grad()
+    def log_variances(self) -> dict[str, float]:
+        return dict(zip(self.tasks, self.log_vars.float().tolist(), strict=True))
+
+    @torch.no_grad()
+    def variances(self) -> dict[str, float]:
+        return dict(zip(self.tasks, self.log_vars.float().exp().tolist(), strict=True))
+
+    def extra_repr(self) -> str:
+        return (
+            f"likelihoods={self.likelihoods}, convention={self.convention!r}, "
+            f"regulariser={self.regulariser!r}"
+        )
+
+    def get_extra_state(self) -> dict[str, list[str]]:
+        return {"tasks": list(self.tasks)}
+
+    def set_extra_state(self, state: dict[str, list[str]]) -> None:
+        """Checked and applied in :meth:`_load_from_state_dict`, before any value is copied."""
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        extra = state_dict.get(prefix + "_extra_state")
+        key = prefix + "log_vars"
+        if isinstance(extra, dict) and "tasks" in extra and key in state_dict:
+            saved = list(extra["tasks"])
+            if sorted(saved) != sorted(self.tasks):
+                error_msgs.append(
+                    f"{prefix or 'UncertaintyWeighting'}: the state dict holds log-variances of "
+                    f"tasks {saved}, this weighting has tasks {list(self.tasks)}"
+                )
+                return
+            if saved != list(self.tasks):  # same tasks, other order: match by name
+                state_dict = dict(state_dict)
+                state_dict[key] = state_dict[key][[saved.index(t) for t in self.tasks]]
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+def optimal_log_variance(likelihood: str, loss: float) -> float:
+    """The ``s`` minimising a task's term (``log`` regulariser) for a fixed loss ``L > 0``.
+
+    ``log L`` (gaussian), ``2·log L`` (laplace), ``log 2L`` (softmax). At this ``s`` the effective
+    weight is ``1/(2L)``, ``1/L`` and ``1/(2L)`` respectively: the gradient reaching the network
+    is that of ``log L`` up to a constant factor, whatever the loss's units.
+    """
+    if likelihood not in _TERM_FORM:
+        raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {list(LIKELIHOODS)}")
+    if not loss > 0:
+        raise ValueError(f"the optimum exists for a positive loss only, got {loss}")
+    scale, rate = _TERM_FORM[likelihood]
+    # d/ds [scale·exp(-rate·s)·L + 0.5·s] = 0  <=>  s = log(2·scale·rate·L) / rate
+    return math.log(2.0 * scale * rate * loss) / rate
+
+
+def _per_task_init(init: float | Mapping[str, float], tasks: tuple[str, ...]) -> dict[str, float]:
+    if isinstance(init, Mapping):
+        unknown = [t for t in init if t not in tasks]
+        if unknown:
+            raise ValueError(
+                f"init_log_var names unknown task(s) {unknown}; tasks are {list(tasks)}"
+            )
+        values = {t: float(init.get(t, 0.0)) for t in tasks}
+    else:
+        values = dict.fromkeys(tasks, float(init))
+    for task, value in values.items():
+        if not torch.isfinite(torch.tensor(value)):
+            raise ValueError(f"init_log_var of task {task!r} must be finite, got {value}")
+    return values
