@@ -31,6 +31,7 @@ pytest: $(STAMP)
 ## Benchmarks print JSON; they are run on demand, never by the tests.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_weighting.py
+	$(BIN)/python bench/bench_data.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,6 +12,13 @@ from typing import Any, BinaryIO
 __all__ = ["atomic_write", "read_json", "write_json", "write_text"]
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Calls ``write`` on a temporary file beside ``path``, then renames it onto ``path``.
 
@@ -26,6 +33,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,266 @@
+"""CityscapesScenes on tiny trees in the exact Cityscapes format, against hand-computed targets."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from uncertainty_mtl.data.cityscapes import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CityscapesScenes,
+    SceneDataError,
+)
+from uncertainty_mtl.data.labels import (
+    INSTANCE_TRAIN_IDS,
+    TRAIN_ID_NAMES,
+    id_to_train_id,
+    instance_label_ids,
+    label_id_of,
+)
+from uncertainty_mtl.data.layout import frame_paths, write_frame
+
+# A 4×6 frame. Label ids: 23 sky, 11 building, 26 car, 24 person, 21 vegetation, 7 road,
+# 29 caravan, 1 ego vehicle, 255 = license plate (-1 in 8 bits).
+LABEL_IDS = np.array(
+    [
+        [23, 23, 23, 23, 23, 23],
+        [11, 26, 26, 26, 24, 21],
+        [7, 26, 255, 26, 24, 29],
+        [24, 7, 26, 7, 1, 29],
+    ]
+)
+# One car (26000) with a license plate (-1) and a crowd pixel (plain 26); one person (24000) in two
+# parts split by an occluder; a caravan instance (29000), not evaluated.
+INSTANCE_IDS = np.array(
+    [
+        [23, 23, 23, 23, 23, 23],
+        [11, 26000, 26000, 26000, 24000, 21],
+        [7, 26000, -1, 26000, 24000, 29000],
+        [24000, 7, 26, 7, 1, 29000],
+    ]
+)
+# 16-bit disparity PNG values p: d = (p - 1) / 256, p = 0 invalid. The sky has one spurious match.
+DISPARITY = np.array(
+    [
+        [0, 0, 300, 0, 0, 0],
+        [0, 513, 513, 513, 1025, 0],
+        [257, 513, 513, 513, 1025, 0],
+        [1, 257, 0, 257, 0, 0],
+    ],
+    dtype=np.uint16,
+)
+IGN = 255
+EXPECTED_SEMANTIC = np.array(
+    [
+        [10, 10, 10, 10, 10, 10],
+        [2, 13, 13, 13, 11, 8],
+        [0, 13, IGN, 13, 11, IGN],
+        [11, 0, 13, 0, IGN, IGN],
+    ]
+)
+# Car pixels (1,1) (1,2) (1,3) (2,1) (2,3): centroid x = 2.0, y = 1.4.
+# Person pixels (1,4) (2,4) (3,0): centroid x = 8/3, y = 2.0.
+EXPECTED_MASK = np.zeros((4, 6), dtype=bool)
+EXPECTED_OFFSET = np.zeros((2, 4, 6))
+for (r, c), (cx, cy) in {
+    (1, 1): (2.0, 1.4), (1, 2): (2.0, 1.4), (1, 3): (2.0, 1.4), (2, 1): (2.0, 1.4),
+    (2, 3): (2.0, 1.4), (1, 4): (8 / 3, 2.0), (2, 4): (8 / 3, 2.0), (3, 0): (8 / 3, 2.0),
+}.items():  # fmt: skip
+    EXPECTED_MASK[r, c] = True
+    EXPECTED_OFFSET[:, r, c] = (cx - c, cy - r)
+EXPECTED_DEPTH = np.array(
+    [
+        [0, 0, 0, 0, 0, 0],
+        [0, 2, 2, 2, 4, 0],
+        [1, 2, 2, 2, 4, 0],
+        [0, 1, 0, 1, 0, 0],
+    ],
+    dtype=np.float32,
+)
+EXPECTED_DEPTH_MASK = np.array(
+    [
+        [1, 1, 1, 1, 1, 1],  # sky: labelled, 0, whatever the PNG says
+        [0, 1, 1, 1, 1, 0],
+        [1, 1, 1, 1, 1, 0],
+        [1, 1, 0, 1, 0, 0],
+    ],
+    dtype=bool,
+)
+CAMERA = {
+    "extrinsic": {"baseline": 0.209313, "pitch": 0.0, "roll": 0.0, "x": 1.7, "y": 0.0, "yaw": 0.0,
+                  "z": 1.2},
+    "intrinsic": {"fx": 2262.52, "fy": 2265.30, "u0": 1096.98, "v0": 513.14},
+}  # fmt: skip
+
+
+def image_of(h=4, w=6, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def write_tree(root, split="val", stems=("aachen_000000_000019",), **overrides):
+    for i, stem in enumerate(stems):
+        arrays = {
+            "image": image_of(seed=i),
+            "label_ids": LABEL_IDS,
+            "instance_ids": INSTANCE_IDS,
+            "disparity": DISPARITY,
+            "camera": CAMERA,
+        } | overrides
+        write_frame(root, split, stem, **arrays)
+    return root
+
+
+def test_labels_are_the_official_table():
+    from cityscapesscripts.helpers.labels import labels
+
+    names = {lab.trainId: lab.name for lab in labels if 0 <= lab.trainId < 19}
+    assert tuple(names[i] for i in range(19)) == TRAIN_ID_NAMES
+    assert id_to_train_id()[label_id_of("car")] == 13
+    assert id_to_train_id()[label_id_of("caravan")] == 255
+    assert id_to_train_id()[255] == 255  # license plate
+    assert sorted(int(id_to_train_id()[i]) for i in instance_label_ids()) == list(
+        INSTANCE_TRAIN_IDS
+    )
+    assert label_id_of("trailer") not in instance_label_ids()
+
+
+def test_every_target_equals_the_hand_computed_one(tmp_path):
+    data = CityscapesScenes(write_tree(tmp_path), "val")
+    assert len(data) == 1
+    image, targets = data[0]
+    assert set(targets) == {"semantic", "instance_offset", "instance_mask", "inverse_depth",
+                            "depth_mask"}  # fmt: skip
+    dtypes = {"semantic": torch.int64, "instance_offset": torch.float32,
+              "instance_mask": torch.bool, "inverse_depth": torch.float32,
+              "depth_mask": torch.bool}  # fmt: skip
+    for key, dtype in dtypes.items():
+        assert targets[key].dtype == dtype, key
+    np.testing.assert_array_equal(targets["semantic"].numpy(), EXPECTED_SEMANTIC)
+    np.testing.assert_array_equal(targets["instance_mask"].numpy(), EXPECTED_MASK)
+    np.testing.assert_allclose(targets["instance_offset"].numpy(), EXPECTED_OFFSET, atol=1e-6)
+    np.testing.assert_array_equal(targets["inverse_depth"].numpy(), EXPECTED_DEPTH)
+    np.testing.assert_array_equal(targets["depth_mask"].numpy(), EXPECTED_DEPTH_MASK)
+    # The image: RGB, [3, H, W], ImageNet-normalised.
+    raw = image_of().astype(np.float32) / 255
+    expected = (raw - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    assert data.camera(0)["intrinsic"]["fx"] == 2262.52
+
+
+def test_only_the_files_of_the_requested_tasks_are_needed(tmp_path):
+    write_tree(tmp_path)
+    for path in tmp_path.glob("disparity/**/*.png"):
+        path.unlink()
+    for path in tmp_path.glob("gtFine/**/*instanceIds.png"):
+        path.unlink()
+    data = CityscapesScenes(tmp_path, "val", tasks=["semantic"])
+    _, targets = data[0]
+    assert set(targets) == {"semantic"}
+    with pytest.raises(SceneDataError, match=r"_disparity\.png"):
+        CityscapesScenes(tmp_path, "val", tasks=["depth"])
+
+
+def test_cache_gives_the_same_samples_and_is_rebuilt_when_a_file_changes(tmp_path):
+    root = write_tree(tmp_path / "data", stems=("aachen_000000_000019", "bonn_000001_000002"))
+    plain = CityscapesScenes(root, "val")
+    cached = CityscapesScenes(root, "val", cache_dir=tmp_path / "cache")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["val"]  # no temp dir left
+    for i in range(2):
+        (a_img, a_t), (b_img, b_t) = plain[i], cached[i]
+        torch.testing.assert_close(a_img, b_img, rtol=0, atol=0)
+        for key in a_t:
+            torch.testing.assert_close(a_t[key], b_t[key], rtol=0, atol=0)
+    cache_file = tmp_path / "cache" / "val" / "label_ids.npy"
+    built = cache_file.stat().st_mtime_ns
+    CityscapesScenes(root, "val", cache_dir=tmp_path / "cache")  # unchanged sources: reused
+    assert cache_file.stat().st_mtime_ns == built
+    changed = LABEL_IDS.copy()
+    changed[0, 0] = 11
+    time.sleep(0.01)
+    write_frame(root, "val", "bonn_000001_000002", image=image_of(seed=1), label_ids=changed)
+    rebuilt = CityscapesScenes(root, "val", cache_dir=tmp_path / "cache")
+    assert rebuilt[1][1]["semantic"][0, 0] == 2  # building
+    assert rebuilt[0][1]["semantic"][0, 0] == 10  # sky
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_unknown_label_values_are_found_when_the_dataset_is_built(tmp_path, use_cache):
+    bad = LABEL_IDS.copy()
+    bad[0, 0] = 40
+    write_tree(tmp_path / "data", label_ids=bad)
+    label_file = frame_paths(tmp_path / "data", "val", "aachen_000000_000019")["label_ids"]
+    cache = tmp_path / "cache" if use_cache else None
+    with pytest.raises(SceneDataError) as info:
+        CityscapesScenes(tmp_path / "data", "val", cache_dir=cache)
+    assert str(label_file) in str(info.value) and "[40]" in str(info.value)
+    if use_cache:
+        assert not (tmp_path / "cache" / "val").exists()
+        assert list((tmp_path / "cache").iterdir()) == []  # the failed build left nothing
+
+
+def test_unknown_instance_values(tmp_path):
+    bad = INSTANCE_IDS.copy()
+    bad[0, 0] = 40001  # label 40 does not exist
+    write_tree(tmp_path, instance_ids=bad)
+    with pytest.raises(SceneDataError, match=r"instanceIds\.png: value\(s\) \[40001\]"):
+        CityscapesScenes(tmp_path, "val")
+
+
+def test_missing_root_split_and_empty_split(tmp_path):
+    with pytest.raises(SceneDataError, match="no such directory"):
+        CityscapesScenes(tmp_path / "nowhere", "val")
+    write_tree(tmp_path)
+    with pytest.raises(SceneDataError) as info:
+        CityscapesScenes(tmp_path, "train")
+    assert "leftImg8bit/train: no such directory" in str(info.value) and "['val']" in str(
+        info.value
+    )
+    (tmp_path / "leftImg8bit" / "test" / "berlin").mkdir(parents=True)
+    with pytest.raises(SceneDataError, match="leftImg8bit/test: no images"):
+        CityscapesScenes(tmp_path, "test")
+
+
+def test_missing_files_are_all_listed(tmp_path):
+    write_tree(tmp_path, stems=("aachen_000000_000019", "aachen_000000_000020"))
+    paths = frame_paths(tmp_path, "val", "aachen_000000_000020")
+    paths["instance_ids"].unlink()
+    paths["disparity"].unlink()
+    with pytest.raises(SceneDataError) as info:
+        CityscapesScenes(tmp_path, "val")
+    message = str(info.value)
+    assert "2 file(s) missing" in message
+    assert str(paths["instance_ids"]) in message and str(paths["disparity"]) in message
+
+
+def test_files_of_different_sizes(tmp_path):
+    write_tree(tmp_path, disparity=np.zeros((4, 5), dtype=np.uint16))
+    path = frame_paths(tmp_path, "val", "aachen_000000_000019")["disparity"]
+    with pytest.raises(SceneDataError) as info:
+        CityscapesScenes(tmp_path, "val")
+    assert str(path) in str(info.value) and "5×4 pixels" in str(info.value)
+
+
+def test_a_colour_png_in_place_of_label_ids(tmp_path):
+    write_tree(tmp_path)
+    path = frame_paths(tmp_path, "val", "aachen_000000_000019")["label_ids"]
+    Image.fromarray(image_of()).save(path)
+    with pytest.raises(SceneDataError, match="expected an 8-bit label-id PNG"):
+        CityscapesScenes(tmp_path, "val")
+
+
+def test_files_written_are_the_official_encodings(tmp_path):
+    write_tree(tmp_path)
+    paths = frame_paths(tmp_path, "val", "aachen_000000_000019")
+    with Image.open(paths["label_ids"]) as img:
+        assert img.mode == "L" and np.asarray(img)[2, 2] == 255
+    with Image.open(paths["instance_ids"]) as img:
+        assert img.mode in ("I;16", "I") and int(np.asarray(img)[1, 1]) == 26000
+    with Image.open(paths["disparity"]) as img:
+        assert img.mode in ("I;16", "I") and int(np.asarray(img)[1, 4]) == 1025
+    assert os.path.getsize(paths["camera"]) > 0
