@@ -264,3 +264,23 @@ def test_files_written_are_the_official_encodings(tmp_path):
     with Image.open(paths["disparity"]) as img:
         assert img.mode in ("I;16", "I") and int(np.asarray(img)[1, 4]) == 1025
     assert os.path.getsize(paths["camera"]) > 0
+
+
+def test_two_processes_building_the_same_cache(tmp_path):
+    """Two builders racing (as DDP ranks do) both end with a valid cache."""
+    import multiprocessing
+
+    root = write_tree(tmp_path / "data", stems=("aachen_000000_000019", "bonn_000001_000002"))
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        lengths = pool.starmap(_build_and_read, [(str(root), str(tmp_path / "cache"))] * 2)
+    assert lengths == [2, 2]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["val"]
+    data = CityscapesScenes(root, "val", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(data[0][1]["semantic"].numpy(), EXPECTED_SEMANTIC)
+
+
+def _build_and_read(root, cache):
+    data = CityscapesScenes(root, "val", cache_dir=cache)
+    data[1]
+    return len(data)

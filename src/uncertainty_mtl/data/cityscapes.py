@@ -306,8 +306,14 @@ class _ArrayCache:
             del arrays
             write_json(tmp / "index.json", expected | {"shape": [height, width]})
             if self.directory.exists():
-                shutil.rmtree(self.directory)
-            os.replace(tmp, self.directory)
+                shutil.rmtree(self.directory, ignore_errors=True)
+            try:
+                os.replace(tmp, self.directory)
+            except OSError:
+                # Another process (e.g. another DDP rank) finished the same build first.
+                if not self._matches(expected):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
