@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -99,7 +100,60 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("--split", default="val")
     show.add_argument("--n", type=_positive_int, default=4, help="frames to show (default 4)")
     show.add_argument("--out", required=True, help="output PNG")
+
+    train = commands.add_parser(
+        "train", help="train the scene network from a config",
+        description="Writes config.yaml, metrics.jsonl, results.json, checkpoints/ and TensorBoard "
+        "events into --out. Under torchrun, one process per rank (gloo on CPU, NCCL on GPU).",
+    )  # fmt: skip
+    train.add_argument(
+        "--config",
+        required=True,
+        help="a YAML file or a shipped config name (e.g. smoke, cpu/three-task)",
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set optim.lr=0.01 (repeatable)",
+    )
+    train.add_argument("--out", required=True, help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a trained run on a split")
+    evaluate.add_argument("run_dir", help="a run directory of umtl train")
+    evaluate.add_argument("--split", default=None, help="default: the config's report split")
+    evaluate.add_argument("--checkpoint", choices=["auto", "best", "last"], default="auto")
     return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from uncertainty_mtl.config import load_config
+    from uncertainty_mtl.engine import train
+
+    config = load_config(args.config, args.overrides)
+    results = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_summary(results)
+    return 0
+
+
+def _print_summary(results: dict[str, object]) -> None:
+    """The split and the scalar metrics of a results.json, as JSON on stdout."""
+    metrics = results["metrics"]
+    assert isinstance(metrics, dict)
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    print(json.dumps({"split": results["split"], "metrics": scalars}, indent=2))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from uncertainty_mtl.engine import evaluate_run
+
+    _print_summary(evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint))
+    return 0
 
 
 def _split_sizes(text: str) -> dict[str, int]:
@@ -175,7 +229,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reproduce_two_task(args)
         if args.command == "data":
             return _data(args)
+        if args.command == "train":
+            return _train(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"umtl: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from uncertainty_mtl.engine import TrainingError
+
+        if not isinstance(err, TrainingError):
+            raise
+        print(f"umtl: training stopped: {err}", file=sys.stderr)
+        return 1
     raise AssertionError(f"unhandled command {args}")

@@ -1,0 +1,368 @@
+"""Training configuration: YAML files validated into dataclasses.
+
+A config file may start from another with ``base: <file or shipped name>`` and override any key.
+``--set section.key=value`` overrides after loading (values are read as YAML). An unknown key or
+a value of the wrong type is a :class:`ConfigError` that lists what is allowed, raised before any
+work is done. The resolved configuration is what a run writes to ``config.yaml``.
+
+Shipped configs (``umtl train --config NAME``): ``smoke``, ``cpu/...``,
+``paper/tiny-cityscapes/...``, ``paper/cityscapes/...``; see ``configs/`` in the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "WeightingConfig",
+    "apply_overrides",
+    "config_to_dict",
+    "load_config",
+    "resolve_config_path",
+    "shipped_configs",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration is not valid; the message names the key and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    """The network (SPEC §3)."""
+
+    backbone: str = "resnet101"  # resnet18/34/50/101, or "small" (a CPU encoder, not the paper's)
+    pretrained: bool = False  # ImageNet weights via torchvision (downloaded on first use)
+    aspp_rates: list[int] = field(default_factory=lambda: [12, 24, 36])
+    aspp_channels: int = 256
+    decoder_channels: int = 256
+    aspp_dropout: float = 0.0
+    small_width: int = 32  # first-stage width of the small encoder
+    sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
+
+
+@dataclass
+class DataConfig:
+    """Where the frames come from and how they are augmented."""
+
+    root: str = "data/synth"  # a Cityscapes-layout root
+    synthetic: bool = True  # generate the synthetic city at root if it is not there
+    synth_size: list[int] = field(default_factory=lambda: [256, 512])  # [height, width]
+    synth_split_sizes: dict[str, int] = field(
+        default_factory=lambda: {"train": 2975, "val": 500, "test": 500}
+    )
+    synth_seed: int = 0
+    size: list[int] | None = None  # resize every frame to [height, width]
+    flip: bool = True  # random horizontal flip (the paper's augmentation on Tiny Cityscapes)
+    scale: list[float] | None = None  # random scale range [min, max] (paper, full size: 0.7–2.0)
+    crop: list[int] | None = None  # random crop [height, width] (paper, full size: 512×512)
+    cache_dir: str | None = None  # memory-mapped decoded frames
+    workers: int = 2  # DataLoader worker processes
+    train_split: str = "train"
+
+
+@dataclass
+class WeightingConfig:
+    """How the task losses are combined (SPEC §1)."""
+
+    kind: str = "uncertainty"  # "uncertainty" (learned) or "fixed"
+    weights: dict[str, float] = field(default_factory=dict)  # fixed: task -> weight
+    convention: str = "likelihood"  # or "paper" (Gaussian term for every regression task)
+    regulariser: str = "log"  # or "positive" (log(1 + σ²))
+    init_log_var: float = 0.0
+    lr: float | None = None  # learning rate of the log-variances (default: optim.lr)
+
+
+@dataclass
+class OptimConfig:
+    """SGD with Nesterov momentum and polynomial decay (paper, Appendix A)."""
+
+    lr: float = 2.5e-3
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4  # never applied to the log-variances
+    poly_power: float = 0.9
+    steps: int = 50000
+    batch_size: int = 8  # over all processes
+    amp: bool = False  # autocast: float16 on CUDA, bfloat16 on CPU
+
+
+@dataclass
+class EvalConfig:
+    """Validation during training and the final evaluation."""
+
+    every: int = 1000  # steps between validations
+    select_split: str | None = "val"  # split that picks the best checkpoint (None: keep the last)
+    report_split: str = "test"  # split of results.json, never looked at during training
+    batch_size: int = 8
+    max_frames: int | None = None  # evaluate the first frames only (smoke runs)
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1"; under torchrun each rank takes its own GPU
+    log_every: int = 20  # steps between records in metrics.jsonl and TensorBoard
+    checkpoint_every: int = 500
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on."""
+
+    tasks: list[str] = field(default_factory=lambda: ["semantic", "instance", "depth"])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def trained_tasks(self) -> list[str]:
+        """The tasks with a decoder: all of ``tasks``, minus those a fixed weight of 0 turns off."""
+        if self.weighting.kind == "fixed":
+            return [t for t in self.tasks if self.weighting.weights.get(t, 0.0) > 0]
+        return list(self.tasks)
+
+    def validate(self) -> None:
+        """Checks that span several keys; raises :class:`ConfigError`."""
+        from uncertainty_mtl.models.encoder import BACKBONES
+
+        choices = {
+            "model.backbone": (self.model.backbone, BACKBONES),
+            "weighting.kind": (self.weighting.kind, ("uncertainty", "fixed")),
+            "weighting.convention": (self.weighting.convention, ("likelihood", "paper")),
+            "weighting.regulariser": (self.weighting.regulariser, ("log", "positive")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+        scene_tasks = ("semantic", "instance", "depth")
+        if not self.tasks or any(t not in scene_tasks for t in self.tasks):
+            raise ConfigError(f"tasks: {self.tasks} must be a non-empty subset of {scene_tasks}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks: {self.tasks} lists a task twice")
+        if self.weighting.kind == "fixed":
+            missing = [t for t in self.tasks if t not in self.weighting.weights]
+            extra = [t for t in self.weighting.weights if t not in self.tasks]
+            if missing or extra:
+                raise ConfigError(
+                    f"weighting.weights must give a weight for each of tasks {self.tasks}; "
+                    f"missing {missing}, not in tasks {extra}"
+                )
+            if any(w < 0 for w in self.weighting.weights.values()) or not self.trained_tasks:
+                raise ConfigError("weighting.weights must be >= 0 with at least one > 0")
+        elif self.weighting.weights:
+            raise ConfigError("weighting.weights is for kind 'fixed' only")
+        positive: dict[str, float] = {
+            "optim.lr": self.optim.lr, "optim.steps": self.optim.steps,
+            "optim.batch_size": self.optim.batch_size, "eval.every": self.eval.every,
+            "eval.batch_size": self.eval.batch_size, "run.log_every": self.run.log_every,
+            "run.checkpoint_every": self.run.checkpoint_every,
+        }  # fmt: skip
+        for key, number in positive.items():
+            if not number > 0:
+                raise ConfigError(f"{key} must be > 0, got {number}")
+        pairs: dict[str, list[int] | list[float] | None] = {
+            "data.size": self.data.size, "data.crop": self.data.crop,
+            "data.scale": self.data.scale, "data.synth_size": self.data.synth_size,
+        }  # fmt: skip
+        for key, pair in pairs.items():
+            if pair is not None and (len(pair) != 2 or min(pair) <= 0):
+                raise ConfigError(f"{key} must be 2 positive numbers, got {pair}")
+        if self.model.sync_bn and not self.run.device.startswith("cuda"):
+            raise ConfigError("model.sync_bn needs run.device cuda (SyncBatchNorm refuses CPU)")
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against the type ``hint`` (YAML gives ints for floats, strings for
+    numbers in exponent notation)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: must not be null")
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_type, item = typing.get_args(hint)
+        return {
+            _coerce(k, key_type, where): _coerce(v, item, f"{where}.{k}") for k, v in value.items()
+        }
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; allowed: {names}")
+    values = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**values)
+
+
+_CONFIG_PACKAGE = "uncertainty_mtl"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package (``cpu/three-task``, ...)."""
+    root = resources.files(_CONFIG_PACKAGE) / "configs"
+    names: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            elif child.name.endswith(".yaml") and not child.name.startswith("_"):
+                names.append(prefix + child.name[: -len(".yaml")])
+
+    walk(root, "")
+    return sorted(names)
+
+
+def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None = None) -> Path:
+    """A config file's path: an existing file, else a shipped config of that name."""
+    candidates = [Path(name), Path(f"{name}.yaml")]
+    if relative_to is not None:
+        candidates[:0] = [relative_to / name, relative_to / f"{name}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    shipped = (
+        resources.files(_CONFIG_PACKAGE) / "configs" / f"{str(name).removesuffix('.yaml')}.yaml"
+    )
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise ConfigError(
+        f"config {str(name)!r}: no such file, and no shipped config of that name; shipped: "
+        f"{shipped_configs()}"
+    )
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "weights":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = _read(resolve_config_path(base, path.parent), (*seen, path.resolve()))
+    return _merge(parent, data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies ``section.key=value`` strings (values parsed as YAML) to a config mapping."""
+    data = _merge({}, data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.01")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from err
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(
+    name: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Reads a config file (or a shipped one by name, or a mapping), applies overrides and
+    validates everything.
+
+    Raises:
+        ConfigError: unknown key, wrong type, invalid value, missing file.
+    """
+    raw = _read(resolve_config_path(name)) if name is not None else dict(data or {})
+    raw = apply_overrides(raw, overrides or [])
+    config: TrainConfig = _build(TrainConfig, raw, "")
+    config.validate()
+    return config

@@ -1,0 +1,106 @@
+"""Configs: every shipped one is valid; bad keys and types are errors that list what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from uncertainty_mtl.cli import main
+from uncertainty_mtl.config import ConfigError, load_config, shipped_configs
+
+
+@pytest.mark.parametrize("name", shipped_configs())
+def test_every_shipped_config_is_valid(name):
+    config = load_config(name)
+    assert config.trained_tasks
+
+
+def test_the_expected_configs_are_shipped():
+    names = set(shipped_configs())
+    assert "smoke" in names and "cpu/three-task" in names
+    assert {n for n in names if n.startswith("paper/tiny-cityscapes/")} >= {
+        "paper/tiny-cityscapes/three-task", "paper/tiny-cityscapes/semantic",
+        "paper/tiny-cityscapes/unweighted", "paper/tiny-cityscapes/approx-optimal",
+    }  # fmt: skip
+    assert any(n.startswith("paper/cityscapes/") for n in names)
+
+
+def test_paper_settings():
+    c = load_config("paper/tiny-cityscapes/three-task")
+    assert (c.model.backbone, c.optim.lr, c.optim.momentum, c.optim.nesterov) == (
+        "resnet101", 2.5e-3, 0.9, True)  # fmt: skip
+    assert (c.optim.weight_decay, c.optim.poly_power, c.optim.batch_size, c.optim.steps) == (
+        1e-4, 0.9, 8, 50000)  # fmt: skip
+    assert c.data.flip and c.eval.report_split == "val" and c.eval.select_split is None
+    full = load_config("paper/cityscapes/three-task")
+    assert (full.optim.steps, full.optim.batch_size, full.data.scale, full.data.crop) == (
+        100000, 16, [0.7, 2.0], [512, 512])  # fmt: skip
+    approx = load_config("paper/tiny-cityscapes/approx-optimal")
+    assert approx.weighting.weights == {"semantic": 0.89, "instance": 0.01, "depth": 0.1}
+
+
+def test_overrides_are_type_checked():
+    c = load_config("smoke", ["optim.lr=1e-3", "optim.steps=10", "data.size=[16, 32]",
+                              "eval.select_split=null", "weighting.init_log_var=-2"])  # fmt: skip
+    assert c.optim.lr == 1e-3 and c.optim.steps == 10 and c.data.size == [16, 32]
+    assert c.eval.select_split is None and c.weighting.init_log_var == -2.0
+    with pytest.raises(ConfigError, match=r"optim\.steps: expected an integer, got 'many'"):
+        load_config("smoke", ["optim.steps=many"])
+    with pytest.raises(ConfigError, match=r"data\.flip: expected true or false"):
+        load_config("smoke", ["data.flip=1"])
+
+
+def test_unknown_keys_list_what_is_allowed():
+    with pytest.raises(ConfigError) as info:
+        load_config("smoke", ["optim.learning_rate=0.1"])
+    message = str(info.value)
+    assert "optim: unknown key(s) ['learning_rate']" in message and "'lr'" in message
+    with pytest.raises(ConfigError, match=r"config: unknown key\(s\) \['optimizer'\]"):
+        load_config(data={"optimizer": {}})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.backbone=vgg"], "model.backbone: 'vgg' is not one of"),
+        (["tasks=[semantic, normals]"], "must be a non-empty subset"),
+        (["weighting.kind=fixed"], "must give a weight for each of tasks"),
+        (["weighting.kind=fixed", "weighting.weights={semantic: 1, instance: 0, depth: -1}"],
+         "must be >= 0"),
+        (["weighting.weights={semantic: 1}"], "for kind 'fixed' only"),
+        (["model.sync_bn=true"], "SyncBatchNorm refuses CPU"),
+        (["optim.steps=0"], "optim.steps must be > 0"),
+        (["data.crop=[512]"], "data.crop must be 2 positive numbers"),
+    ],
+)  # fmt: skip
+def test_invalid_values(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config("smoke", overrides)
+
+
+def test_fixed_zero_weight_turns_a_task_off():
+    weights = "weighting.weights={semantic: 1, instance: 0, depth: 0.5}"
+    c = load_config("smoke", ["weighting.kind=fixed", weights])
+    assert c.trained_tasks == ["semantic", "depth"]
+
+
+def test_base_chain_and_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: smoke\noptim: {steps: 9}\n")
+    (tmp_path / "b.yaml").write_text("base: a\noptim: {lr: 0.5}\n")
+    c = load_config(tmp_path / "b.yaml")
+    assert c.optim.steps == 9 and c.optim.lr == 0.5 and c.model.backbone == "small"
+    (tmp_path / "loop.yaml").write_text("base: loop\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "bad.yaml").write_text("optim: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="no shipped config of that name"):
+        load_config("cpu/nonexistent")
+
+
+def test_cli_rejects_a_bad_config_before_any_work(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--config", "smoke", "--set", "optim.lr=fast", "--out", str(out)])
+    assert code == 2
+    assert "optim.lr: expected a number, got 'fast'" in capsys.readouterr().err
+    assert not out.exists()
