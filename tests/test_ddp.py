@@ -9,8 +9,6 @@ network lets the ranks' log-variances drift apart; the test shows that too, so i
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import torch
@@ -77,9 +75,10 @@ def optimiser_for(net, weighting):
     )
 
 
-def _worker(rank: int, port: int, out: str, mode: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _worker(rank: int, out: str, mode: str) -> None:
+    # A file rendezvous: no port to pick, so no race with other processes for one.
+    rendezvous = f"file://{Path(out) / 'rendezvous'}"
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, init_method=rendezvous)
     torch.set_num_threads(1)
     try:
         net, weighting = make_pair()
@@ -107,14 +106,8 @@ def _worker(rank: int, port: int, out: str, mode: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_ranks(tmp_path: Path, mode: str) -> list[dict]:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), mode), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path), mode), nprocs=WORLD, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

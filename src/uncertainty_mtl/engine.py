@@ -44,6 +44,7 @@ from uncertainty_mtl.models.multitask import MultiTaskNet
 from uncertainty_mtl.tasks.scene import SCENE_LIKELIHOODS, scene_losses
 from uncertainty_mtl.weighting import (
     FixedWeighting,
+    NonFiniteLossError,
     UncertaintyWeighting,
     Weighting,
     parameter_groups,
@@ -132,7 +133,11 @@ class _SeededFrames(Dataset[tuple[Tensor, dict[str, Tensor]]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            # The CPU generator only (what the transforms draw from): torch.manual_seed would
+            # also seed every accelerator backend, ~100× slower, and it runs once per frame.
+            torch.default_generator.manual_seed(
+                (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+            )
             return self.frames[index]
 
 
@@ -486,9 +491,7 @@ def train(
             try:
                 with _autocast(config, proc.device):
                     total, losses = joint(images, targets)
-            except ValueError as err:
-                if "non-finite" not in str(err):
-                    raise
+            except NonFiniteLossError as err:
                 kept = "none yet" if saved_step is None else f"{last_path} (step {saved_step})"
                 raise TrainingError(
                     f"step {step + 1}: {err}; training stopped, last good checkpoint: {kept}"
@@ -545,14 +548,15 @@ def train(
         model.load_state_dict(state["model"])
         weighting.load_state_dict(state["weighting"])
     results = _final_evaluation(config, model, proc, kept=kept,
-                                step=best.step if kept == "best" else step)  # fmt: skip
+                                step=best.step if kept == "best" else step,
+                                progress=progress)  # fmt: skip
     results["training"] = {
         "steps": steps,
         "seconds_this_session": train_seconds,
         "selection_split": select,
         "selection_criterion": SELECTION_CRITERION,
         "best_step": best.step,
-        "final_weighting": weighting.log_dict(),
+        "weighting_at_kept_checkpoint": weighting.log_dict(),
     }
     if distributed:
         results["distributed"] = distributed
@@ -574,12 +578,12 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _final_evaluation(
     config: TrainConfig, model: MultiTaskNet, proc: _Process, *, kept: str, step: int | None,
-    split: str | None = None,
+    split: str | None = None, progress: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     split = split or config.eval.report_split
     loader, frames = _eval_loader(config, split, proc)
     metrics = evaluate(model, loader, device=proc.device,
-                       amp_context=_autocast(config, proc.device), progress=proc.main,
+                       amp_context=_autocast(config, proc.device), progress=progress and proc.main,
                        desc=f"evaluating {split}")  # fmt: skip
     image, _ = loader.dataset[0]
     return {

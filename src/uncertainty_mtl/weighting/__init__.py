@@ -1,6 +1,6 @@
 """Loss weightings: ``weighting({task: loss}) -> total``. Imports nothing from models or data."""
 
-from uncertainty_mtl.weighting.base import Weighting
+from uncertainty_mtl.weighting.base import NonFiniteLossError, Weighting
 from uncertainty_mtl.weighting.fixed import FixedWeighting
 from uncertainty_mtl.weighting.optim import parameter_groups
 from uncertainty_mtl.weighting.uncertainty import (
@@ -15,6 +15,7 @@ __all__ = [
     "LIKELIHOODS",
     "REGULARISERS",
     "FixedWeighting",
+    "NonFiniteLossError",
     "UncertaintyWeighting",
     "Weighting",
     "parameter_groups",

@@ -8,7 +8,11 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Weighting", "check_task_names"]
+__all__ = ["NonFiniteLossError", "Weighting", "check_task_names"]
+
+
+class NonFiniteLossError(ValueError):
+    """A task's loss is NaN or infinite; the message names the task(s)."""
 
 
 def check_task_names(names: Iterable[object], *, what: str) -> tuple[str, ...]:
@@ -125,5 +129,5 @@ class Weighting(nn.Module, ABC):
             if not bool(finite.all()):
                 bad = [t for t, ok in zip(self.tasks, finite.tolist(), strict=True) if not ok]
                 values = {t: float(losses[t].detach()) for t in bad}
-                raise ValueError(f"non-finite loss for task(s) {bad}: {values}")
+                raise NonFiniteLossError(f"non-finite loss for task(s) {bad}: {values}")
         return stacked
