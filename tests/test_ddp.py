@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from uncertainty_mtl import UncertaintyWeighting, parameter_groups
+from uncertainty_mtl.engine import shutdown_distributed
 
 WORLD = 2
 BATCH = 8  # per rank
@@ -75,35 +76,37 @@ def optimiser_for(net, weighting):
     )
 
 
+def _train_rank(rank: int, out: str, mode: str) -> None:
+    net, weighting = make_pair()
+    optimiser = optimiser_for(net, weighting)
+    if mode == "together":
+        ddp = DistributedDataParallel(NetWithLoss(net, weighting))
+    else:
+        ddp = DistributedDataParallel(net)
+    for step in range(STEPS):
+        x, y_reg, y_cls = (t[rank * BATCH : (rank + 1) * BATCH] for t in batch(step, WORLD * BATCH))
+        if mode == "together":
+            total = ddp(x, y_reg, y_cls)
+        else:
+            total = weighting(losses_of(ddp(x), y_reg, y_cls))
+        optimiser.zero_grad()
+        total.backward()
+        optimiser.step()
+    torch.save(
+        {"log_vars": weighting.log_variances(), "net": net.state_dict()},
+        Path(out) / f"rank{rank}.pt",
+    )
+
+
 def _worker(rank: int, out: str, mode: str) -> None:
     # A file rendezvous: no port to pick, so no race with other processes for one.
     rendezvous = f"file://{Path(out) / 'rendezvous'}"
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, init_method=rendezvous)
     torch.set_num_threads(1)
     try:
-        net, weighting = make_pair()
-        optimiser = optimiser_for(net, weighting)
-        if mode == "together":
-            ddp = DistributedDataParallel(NetWithLoss(net, weighting))
-        else:
-            ddp = DistributedDataParallel(net)
-        for step in range(STEPS):
-            x, y_reg, y_cls = (
-                t[rank * BATCH : (rank + 1) * BATCH] for t in batch(step, WORLD * BATCH)
-            )
-            if mode == "together":
-                total = ddp(x, y_reg, y_cls)
-            else:
-                total = weighting(losses_of(ddp(x), y_reg, y_cls))
-            optimiser.zero_grad()
-            total.backward()
-            optimiser.step()
-        torch.save(
-            {"log_vars": weighting.log_variances(), "net": net.state_dict()},
-            Path(out) / f"rank{rank}.pt",
-        )
+        _train_rank(rank, out, mode)  # DDP objects die with this call, before the shutdown
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def run_ranks(tmp_path: Path, mode: str) -> list[dict]:

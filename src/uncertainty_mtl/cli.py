@@ -224,6 +224,18 @@ def _reproduce_two_task(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    code = 1
+    try:
+        code = _dispatch(args)
+        return code
+    finally:
+        if args.command in ("train", "evaluate"):
+            from uncertainty_mtl.engine import shutdown_distributed
+
+            shutdown_distributed(wait=code == 0)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "reproduce" and args.study == "fashion-mnist":
             return _reproduce_two_task(args)

@@ -15,6 +15,7 @@ evaluation is on ``eval.report_split``, which nothing during training looks at.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
 import json
 import math
@@ -59,6 +60,7 @@ __all__ = [
     "evaluate",
     "evaluate_run",
     "selection_errors",
+    "shutdown_distributed",
     "train",
 ]
 
@@ -184,6 +186,18 @@ def _setup_process(device: str) -> _Process:
         torch.cuda.set_device(local)
         return _Process(rank, world, torch.device("cuda", local))
     return _Process(rank, world, torch.device(device))
+
+
+def shutdown_distributed(*, wait: bool = True) -> None:
+    """Ends a distributed run cleanly: drops unreferenced DDP objects, waits for every rank
+    (``wait``; not after a failure, when the other ranks may never arrive), destroys the process
+    group. Left to interpreter shutdown, gloo's worker threads may still hold tensors and abort
+    the process."""
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def _ensure_data(config: TrainConfig, proc: _Process) -> None:
