@@ -175,3 +175,23 @@ def test_a_tiny_model_overfits_one_batch_on_all_three_tasks(city):
     factors = {"semantic": 5, "instance": 3, "depth": 5}
     for task, factor in factors.items():
         assert last[task] < first[task] / factor, (task, first[task], last[task])
+
+
+def test_amp_run_on_cpu_uses_bfloat16_and_keeps_log_variances_in_float32(city, tmp_path):
+    from uncertainty_mtl.engine import _autocast
+
+    config = smoke(city, "optim.amp=true")
+    with _autocast(config, torch.device("cpu")):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        net = MultiTaskNet(["depth"], backbone="small", small_width=8, aspp_channels=8,
+                           decoder_channels=8)  # fmt: skip
+        assert net(torch.randn(2, 3, 32, 32))["depth"].dtype == torch.bfloat16
+    results = train(config, tmp_path / "run", progress=False)
+    assert all(
+        v == v for k, v in results["metrics"].items() if isinstance(v, float)
+    )  # no NaN anywhere
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["weighting"]["log_vars"].dtype == torch.float32
+    assert all(abs(v) > 0 for k, v in results["training"]["weighting_at_kept_checkpoint"].items()
+               if k.startswith("log_var/"))  # fmt: skip
