@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
+# Spelled out, so that building the parser imports nothing heavy (see inference.clustering).
+CLUSTER_METHODS = ["grid", "dbscan", "hdbscan", "optics"]
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -127,6 +130,34 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", help="a run directory of umtl train")
     evaluate.add_argument("--split", default=None, help="default: the config's report split")
     evaluate.add_argument("--checkpoint", choices=["auto", "best", "last"], default="auto")
+    evaluate.add_argument(
+        "--data",
+        default=None,
+        metavar="ROOT",
+        help="another Cityscapes-layout root (e.g. full-resolution Cityscapes "
+        "for a model trained on Tiny Cityscapes)",
+    )
+    evaluate.add_argument(
+        "--cluster",
+        default=None,
+        choices=["grid", "dbscan", "hdbscan", "optics"],
+        help="instance clustering for AP (default: the run's eval.cluster_method)",
+    )
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    predict = commands.add_parser(
+        "predict", help="predict on images: panels and Cityscapes-encoded outputs",
+        description="For each image: <stem>_panel.png and, in Cityscapes encodings, "
+        "<stem>_labelIds.png, <stem>_instanceIds.png, <stem>_disparity.png, at the image's size.",
+    )  # fmt: skip
+    predict.add_argument("run_dir", help="a run directory of umtl train")
+    predict.add_argument("images", nargs="+", help="image files or directories of images")
+    predict.add_argument("--out", required=True, help="output directory")
+    predict.add_argument("--checkpoint", choices=["auto", "best", "last"], default="auto")
+    predict.add_argument(
+        "--cluster", default="grid", choices=["grid", "dbscan", "hdbscan", "optics"]
+    )
+    predict.add_argument("--device", default="cpu")
     return parser
 
 
@@ -152,8 +183,21 @@ def _print_summary(results: dict[str, object]) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from uncertainty_mtl.engine import evaluate_run
 
-    _print_summary(evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint))
+    _print_summary(evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint,
+                                data_root=args.data, cluster_method=args.cluster,
+                                progress=not args.quiet))  # fmt: skip
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from uncertainty_mtl.inference.predict import predict_files
+
+    done, errors = predict_files(args.run_dir, args.images, args.out, checkpoint=args.checkpoint,
+                                 device=args.device, cluster_method=args.cluster)  # fmt: skip
+    for message in errors:
+        print(f"umtl: error: {message}", file=sys.stderr)
+    print(f"{len(done)} image(s) predicted into {args.out}")
+    return 1 if errors else 0
 
 
 def _split_sizes(text: str) -> dict[str, int]:
@@ -245,6 +289,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _train(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "predict":
+            return _predict(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"umtl: error: {err}", file=sys.stderr)
         return 2

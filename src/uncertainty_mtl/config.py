@@ -112,6 +112,7 @@ class EvalConfig:
     report_split: str = "test"  # split of results.json, never looked at during training
     batch_size: int = 8
     max_frames: int | None = None  # evaluate the first frames only (smoke runs)
+    cluster_method: str | None = "grid"  # instances for AP in the final evaluation (None: no AP)
 
 
 @dataclass
@@ -144,6 +145,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Checks that span several keys; raises :class:`ConfigError`."""
+        from uncertainty_mtl.inference.clustering import METHODS
         from uncertainty_mtl.models.encoder import BACKBONES
 
         choices = {
@@ -151,6 +153,7 @@ class TrainConfig:
             "weighting.kind": (self.weighting.kind, ("uncertainty", "fixed")),
             "weighting.convention": (self.weighting.convention, ("likelihood", "paper")),
             "weighting.regulariser": (self.weighting.regulariser, ("log", "positive")),
+            "eval.cluster_method": (self.eval.cluster_method or "grid", METHODS),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:

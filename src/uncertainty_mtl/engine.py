@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -40,6 +41,8 @@ from uncertainty_mtl._io import atomic_write, read_json, write_json, write_text
 from uncertainty_mtl.config import ConfigError, TrainConfig, config_to_dict, load_config
 from uncertainty_mtl.data import transforms as T
 from uncertainty_mtl.data.cityscapes import CityscapesScenes
+from uncertainty_mtl.inference.instance_ap import instance_ap
+from uncertainty_mtl.inference.predict import instances_from_outputs, upsample_outputs
 from uncertainty_mtl.metrics import SceneMetrics
 from uncertainty_mtl.models.multitask import MultiTaskNet
 from uncertainty_mtl.tasks.scene import SCENE_LIKELIHOODS, scene_losses
@@ -59,6 +62,7 @@ __all__ = [
     "build_weighting",
     "evaluate",
     "evaluate_run",
+    "load_run",
     "selection_errors",
     "shutdown_distributed",
     "train",
@@ -215,8 +219,10 @@ def _ensure_data(config: TrainConfig, proc: _Process) -> None:
 
 
 def _frames(config: TrainConfig, split: str, *, train: bool) -> CityscapesScenes:
+    """A split's frames; training frames get the configured augmentation, evaluation frames
+    keep the files' resolution (the network's input is resized in :func:`evaluate`)."""
     d = config.data
-    steps: list[Any] = [T.Resize(d.size)] if d.size else []
+    steps: list[Any] = [T.Resize(d.size)] if d.size and train else []
     if train:
         if d.scale:
             steps.append(T.RandomScale(d.scale[0], d.scale[1]))
@@ -233,17 +239,42 @@ def _frames(config: TrainConfig, split: str, *, train: bool) -> CityscapesScenes
     )
 
 
+class _EvalFrames(Dataset[tuple[Tensor, dict[str, Tensor], str]]):
+    """Frames of a split with the path of their instanceIds file (for instance AP)."""
+
+    def __init__(self, frames: CityscapesScenes, indices: list[int]) -> None:
+        self.frames, self.indices = frames, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Tensor], str]:
+        image, targets = self.frames[self.indices[i]]
+        path = self.frames.samples[self.indices[i]].instance_ids
+        return image, targets, str(path or "")
+
+
 def _eval_loader(config: TrainConfig, split: str, proc: _Process) -> tuple[DataLoader[Any], int]:
     """This process's share of a split (all of it, or its first ``eval.max_frames``), and the
     number of frames evaluated over all processes."""
     frames = _frames(config, split, train=False)
     indices = list(range(len(frames)))[: config.eval.max_frames]
     loader = DataLoader(
-        torch.utils.data.Subset(frames, indices[proc.rank :: proc.world]),
+        _EvalFrames(frames, indices[proc.rank :: proc.world]),
         batch_size=config.eval.batch_size,
         num_workers=config.data.workers,
     )
     return loader, len(indices)
+
+
+def _input_size(config: TrainConfig, frames: CityscapesScenes) -> list[int] | None:
+    """The size the network sees: ``data.size``; none (any size) when it was trained on crops;
+    else the training frames' size."""
+    if config.data.size:
+        return list(config.data.size)
+    if config.data.crop:
+        return None
+    return list(frames[0][0].shape[-2:])
 
 
 def _autocast(config: TrainConfig, device: torch.device) -> AbstractContextManager[Any]:
@@ -268,21 +299,56 @@ def evaluate(
     *,
     device: torch.device,
     amp_context: AbstractContextManager[Any] | None = None,
+    input_size: list[int] | None = None,
+    cluster_method: str | None = None,
     progress: bool = False,
     desc: str = "evaluating",
 ) -> dict[str, Any]:
-    """Metrics of ``model`` over every frame of ``loader`` (summed over processes under DDP)."""
+    """Metrics of ``model`` over every frame of ``loader`` (summed over processes under DDP).
+
+    The network sees each image resized to ``input_size`` (as is when ``None``); its outputs are
+    brought back to the ground truth's size (see :func:`~uncertainty_mtl.inference.predict.
+    upsample_outputs`). With ``cluster_method`` and both semantic and instance heads, instances
+    are clustered and scored by the official AP (:mod:`~uncertainty_mtl.inference.instance_ap`).
+    """
     was_training = model.training
     model.eval()
     metrics = SceneMetrics(model.tasks, device=device)
-    for images, targets in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    with_ap = cluster_method is not None and {"semantic", "instance"} <= set(model.tasks)
+    predicted: list[tuple[str, Any]] = []
+    for images, targets, paths in tqdm(loader, desc=desc, leave=False, disable=not progress):
         images, targets = _to(device, images, targets)
+        size = tuple(images.shape[-2:])
+        if input_size is not None and tuple(input_size) != size:
+            images = F.interpolate(images, size=tuple(input_size), mode="bilinear",
+                                   antialias=True, align_corners=False)  # fmt: skip
         with amp_context or nullcontext():
-            outputs = model(images)
-        metrics.update({k: v.float() for k, v in outputs.items()}, targets)
+            outputs = {k: v.float() for k, v in model(images).items()}
+        metrics.update(upsample_outputs(outputs, size), targets)
+        if with_ap:
+            assert cluster_method is not None
+            maps = instances_from_outputs(outputs, size, method=cluster_method)
+            predicted += list(zip(paths, maps, strict=True))
     metrics.all_reduce()
     model.train(was_training)
-    return metrics.compute()
+    result = metrics.compute()
+    if with_ap:
+        result.update(_instance_ap(predicted))
+    return result
+
+
+def _instance_ap(predicted: list[tuple[str, Any]]) -> dict[str, Any]:
+    """AP of all processes' predictions, computed on rank 0 and shared."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return instance_ap(predicted)
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, predicted)
+    holder: list[Any] = [None]
+    if dist.get_rank() == 0:
+        holder[0] = instance_ap([p for part in gathered for p in part])
+    dist.broadcast_object_list(holder)
+    result: dict[str, Any] = holder[0]
+    return result
 
 
 def selection_errors(metrics: dict[str, Any], tasks: list[str]) -> dict[str, float]:
@@ -405,6 +471,7 @@ def train(
             f"the {config.data.train_split} split has {len(train_frames)} frames, fewer than "
             f"one batch of {config.optim.batch_size}"
         )
+    input_size = _input_size(config, train_frames)
     select = config.eval.select_split
     select_loader = _eval_loader(config, select, proc)[0] if select else None
 
@@ -468,14 +535,14 @@ def train(
                 "model": model.state_dict(), "weighting": weighting.state_dict(),
                 "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "step": step, "rng": _rng_state(),
-                "best": dataclasses.asdict(best),
+                "best": dataclasses.asdict(best), "input_size": input_size,
                 "config": resolved,
             })  # fmt: skip
 
     def validate() -> None:
         assert select_loader is not None
         _sync_buffers(model, proc)
-        metrics = evaluate(model, select_loader, device=proc.device,
+        metrics = evaluate(model, select_loader, device=proc.device, input_size=input_size,
                            amp_context=_autocast(config, proc.device))  # fmt: skip
         errors = selection_errors(metrics, tasks)
         if best.reference is None:
@@ -487,7 +554,8 @@ def train(
             best.score, best.step = score, step
             if proc.main:
                 _save(best_path, {"model": model.state_dict(), "weighting": weighting.state_dict(),
-                                  "step": step, "score": score, "metrics": metrics})  # fmt: skip
+                                  "step": step, "score": score, "metrics": metrics,
+                                  "input_size": input_size})  # fmt: skip
 
     joint.train()
     start_time = time.perf_counter()
@@ -561,7 +629,7 @@ def train(
         assert state is not None
         model.load_state_dict(state["model"])
         weighting.load_state_dict(state["weighting"])
-    results = _final_evaluation(config, model, proc, kept=kept,
+    results = _final_evaluation(config, model, proc, kept=kept, input_size=input_size,
                                 step=best.step if kept == "best" else step,
                                 progress=progress)  # fmt: skip
     results["training"] = {
@@ -592,37 +660,38 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _final_evaluation(
     config: TrainConfig, model: MultiTaskNet, proc: _Process, *, kept: str, step: int | None,
-    split: str | None = None, progress: bool = True,
+    input_size: list[int] | None, split: str | None = None, progress: bool = True,
+    cluster_method: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     split = split or config.eval.report_split
+    method = cluster_method or config.eval.cluster_method
     loader, frames = _eval_loader(config, split, proc)
-    metrics = evaluate(model, loader, device=proc.device,
-                       amp_context=_autocast(config, proc.device), progress=progress and proc.main,
-                       desc=f"evaluating {split}")  # fmt: skip
-    image, _ = loader.dataset[0]
+    metrics = evaluate(model, loader, device=proc.device, input_size=input_size,
+                       cluster_method=method, amp_context=_autocast(config, proc.device),
+                       progress=progress and proc.main, desc=f"evaluating {split}")  # fmt: skip
+    image, _, _ = loader.dataset[0]
     return {
         "split": split,
         "checkpoint": kept,
         "step": step,
         "frames": frames,
         "resolution": list(image.shape[-2:]),
+        "input_resolution": input_size or list(image.shape[-2:]),
+        "cluster_method": method if {"semantic", "instance"} <= set(model.tasks) else None,
         "tasks": list(model.tasks),
         "metrics": metrics,
     }
 
 
-def evaluate_run(
-    run_dir: str | os.PathLike[str], *, split: str | None = None, checkpoint: str = "auto"
-) -> dict[str, Any]:
-    """``umtl evaluate``: evaluates a run's checkpoint on a split and writes the result.
-
-    The report split's result goes to ``results.json``; another split's to
-    ``results-<split>.json``.
+def load_run(
+    run_dir: str | os.PathLike[str], *, checkpoint: str = "auto", device: str | None = None
+) -> tuple[MultiTaskNet, TrainConfig, dict[str, Any]]:
+    """A run's network (in eval mode), its config and the checkpoint's state.
 
     Args:
         run_dir: a run directory of :func:`train`.
-        split: default: the config's report split.
         checkpoint: ``"best"``, ``"last"``, or ``"auto"`` (best if there is one).
+        device: default: the run's ``run.device``.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -633,15 +702,53 @@ def evaluate_run(
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if not path.is_file():
         raise ConfigError(f"{path} does not exist")
-    proc = _setup_process(config.run.device)
-    model = build_model(config).to(proc.device)
-    state = torch.load(path, map_location=proc.device, weights_only=False)
+    state: dict[str, Any] = torch.load(path, map_location=device or config.run.device,
+                                       weights_only=False)  # fmt: skip
+    state["checkpoint"] = checkpoint
+    model = build_model(config).to(device or config.run.device)
     model.load_state_dict(state["model"])
+    return model.eval(), config, state
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    checkpoint: str = "auto",
+    data_root: str | os.PathLike[str] | None = None,
+    cluster_method: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``umtl evaluate``: evaluates a run's checkpoint on a split and writes the result.
+
+    The report split of the run's own data goes to ``results.json``; anything else to
+    ``results-<split>[-<root name>].json``.
+
+    Args:
+        run_dir: a run directory of :func:`train`.
+        split: default: the config's report split.
+        checkpoint: ``"best"``, ``"last"``, or ``"auto"`` (best if there is one).
+        data_root: evaluate on another Cityscapes-layout root, e.g. full-resolution Cityscapes
+            for a network trained on Tiny Cityscapes: its input is resized to the training size
+            and its outputs upsampled to the ground truth's.
+        cluster_method: instance clustering for AP (default: the config's).
+    """
+    run_dir = Path(run_dir)
+    model, config, state = load_run(run_dir, checkpoint=checkpoint)
+    if data_root is not None:
+        # Another root: nothing to generate, and its frames must not replace the run's cache.
+        config.data.root, config.data.synthetic, config.data.cache_dir = str(data_root), False, None
+    proc = _setup_process(config.run.device)
     split = split or config.eval.report_split
-    results = _final_evaluation(
-        config, model, proc, kept=checkpoint, step=state["step"], split=split
-    )
-    name = "results.json" if split == config.eval.report_split else f"results-{split}.json"
+    results = _final_evaluation(config, model, proc, kept=state["checkpoint"], step=state["step"],
+                                input_size=state.get("input_size"), split=split,
+                                cluster_method=cluster_method, progress=progress)  # fmt: skip
+    if data_root is None and split == config.eval.report_split:
+        name = "results.json"
+    else:
+        name = f"results-{split}" + (f"-{Path(data_root).name}" if data_root else "") + ".json"
+    if data_root is not None:
+        results["data_root"] = str(data_root)
     if proc.main:
         previous = run_dir / name
         if previous.is_file():

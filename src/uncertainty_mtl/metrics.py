@@ -51,12 +51,15 @@ class SceneMetrics:
 
     @torch.no_grad()
     def update(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> None:
-        """Adds a batch: ``outputs`` of :class:`~uncertainty_mtl.models.MultiTaskNet`,
-        ``targets`` of :class:`~uncertainty_mtl.data.cityscapes.CityscapesScenes` (batched)."""
+        """Adds a batch: ``outputs`` of :class:`~uncertainty_mtl.models.MultiTaskNet` (its
+        ``semantic`` may also be predicted trainIds ``[B, H, W]``), ``targets`` of
+        :class:`~uncertainty_mtl.data.cityscapes.CityscapesScenes` (batched)."""
         if "semantic" in self.tasks:
             labels = targets["semantic"]
             valid = labels != IGNORE_INDEX
-            predicted = outputs["semantic"].argmax(dim=1)
+            semantic = outputs["semantic"]
+            # [B, 19, H, W] scores, or [B, H, W] predicted trainIds
+            predicted = semantic if semantic.dim() == 3 else semantic.argmax(dim=1)
             index = labels[valid] * NUM_CLASSES + predicted[valid]
             self.confusion += torch.bincount(index, minlength=NUM_CLASSES**2).view(
                 NUM_CLASSES, NUM_CLASSES

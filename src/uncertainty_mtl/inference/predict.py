@@ -1,0 +1,255 @@
+"""Scene predictions at any size, and ``umtl predict``.
+
+A network trained at one resolution predicts at that resolution; its outputs are brought to the
+size of the ground truth or of the user's image the way the official benchmark upsamples
+predictions: labels (and instance ids) by nearest neighbour, offsets and disparity bilinearly and
+multiplied by the scale (offsets by ``kx``, ``ky``; disparity, a horizontal distance, by ``kx``).
+Instances are clustered at the network's resolution, where the votes were made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from uncertainty_mtl.data.cityscapes import IMAGENET_MEAN, IMAGENET_STD
+from uncertainty_mtl.data.labels import id_to_train_id
+from uncertainty_mtl.inference.clustering import ClusterParams, InstanceMap, cluster_instances
+
+__all__ = [
+    "Predictor",
+    "ScenePrediction",
+    "instances_from_outputs",
+    "predict_files",
+    "upsample_outputs",
+]
+
+
+def upsample_outputs(outputs: dict[str, Tensor], size: Sequence[int]) -> dict[str, Tensor]:
+    """Network outputs ``[B, C, h, w]`` brought to ``size = (H, W)``.
+
+    Returns:
+        ``semantic`` trainIds ``[B, H, W]`` (argmax, then nearest), ``instance`` ``[B, 2, H, W]``
+        offsets and ``depth`` ``[B, 1, H, W]`` inverse depth, for the tasks present.
+    """
+    any_output = next(iter(outputs.values()))
+    h, w = any_output.shape[-2:]
+    height, width = int(size[0]), int(size[1])
+    same = (h, w) == (height, width)
+    out: dict[str, Tensor] = {}
+    if "semantic" in outputs:
+        labels = outputs["semantic"].argmax(dim=1, keepdim=True).float()
+        if not same:
+            labels = F.interpolate(labels, size=(height, width), mode="nearest-exact")
+        out["semantic"] = labels[:, 0].long()
+    ky, kx = height / h, width / w
+    for task in ("instance", "depth"):
+        if task not in outputs:
+            continue
+        value = outputs[task].float()
+        if not same:
+            value = F.interpolate(value, size=(height, width), mode="bilinear", align_corners=False)
+            scale = torch.tensor([kx, ky] if task == "instance" else [kx], device=value.device)
+            value = value * scale.view(1, -1, 1, 1)
+        out[task] = value
+    return out
+
+
+def instances_from_outputs(
+    outputs: dict[str, Tensor],
+    size: Sequence[int],
+    *,
+    method: str = "grid",
+    params: ClusterParams | None = None,
+) -> list[InstanceMap]:
+    """Instances per image of a batch: clustered at the network's resolution, ids brought to
+    ``size`` by nearest neighbour."""
+    probabilities = F.softmax(outputs["semantic"].float(), dim=1)
+    labels = probabilities.argmax(dim=1)
+    maps = []
+    for b in range(labels.shape[0]):
+        result = cluster_instances(
+            labels[b],
+            outputs["instance"][b],
+            probabilities=probabilities[b],
+            method=method,
+            params=params or ClusterParams(),
+        )
+        if tuple(result.ids.shape) != (int(size[0]), int(size[1])):
+            ids = torch.from_numpy(result.ids).float()[None, None]
+            ids = F.interpolate(ids, size=(int(size[0]), int(size[1])), mode="nearest-exact")
+            result.ids = ids[0, 0].numpy().astype(np.int32)
+        maps.append(result)
+    return maps
+
+
+@dataclass
+class ScenePrediction:
+    """One image's predictions at the image's size (``None`` for tasks the network lacks)."""
+
+    semantic: NDArray[np.int64] | None
+    offsets: NDArray[np.float32] | None
+    inverse_depth: NDArray[np.float32] | None
+    instances: InstanceMap | None
+
+
+class Predictor:
+    """A trained run, ready to predict on images of any size.
+
+    Args:
+        run_dir: a run directory of ``umtl train``.
+        checkpoint: ``"best"``, ``"last"`` or ``"auto"`` (best if there is one).
+        device: torch device.
+        cluster_method: how instances are clustered (see ``inference.clustering``).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        checkpoint: str = "auto",
+        device: str = "cpu",
+        cluster_method: str = "grid",
+    ) -> None:
+        from uncertainty_mtl.engine import load_run
+
+        self.model, self.config, state = load_run(run_dir, checkpoint=checkpoint, device=device)
+        self.device = torch.device(device)
+        self.input_size: list[int] | None = state.get("input_size")
+        self.cluster_method = cluster_method
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def predict(self, image: NDArray[np.uint8]) -> ScenePrediction:
+        """Predictions for an RGB image ``[H, W, 3]`` uint8, at its size."""
+        height, width = image.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None]
+        x = (x.float() / 255 - self._mean) / self._std
+        if self.input_size is not None and list(x.shape[-2:]) != list(self.input_size):
+            x = F.interpolate(x, size=tuple(self.input_size), mode="bilinear", antialias=True,
+                              align_corners=False)  # fmt: skip
+        outputs = {k: v.float() for k, v in self.model(x).items()}
+        full = upsample_outputs(outputs, (height, width))
+        instances = None
+        if "semantic" in outputs and "instance" in outputs:
+            instances = instances_from_outputs(outputs, (height, width),
+                                               method=self.cluster_method)[0]  # fmt: skip
+        return ScenePrediction(
+            semantic=full["semantic"][0].cpu().numpy() if "semantic" in full else None,
+            offsets=full["instance"][0].cpu().numpy() if "instance" in full else None,
+            inverse_depth=full["depth"][0, 0].cpu().numpy() if "depth" in full else None,
+            instances=instances,
+        )
+
+
+def _label_ids(train_ids: NDArray[np.int64]) -> NDArray[np.uint8]:
+    to_label = np.zeros(256, dtype=np.uint8)
+    for label_id, train_id in enumerate(id_to_train_id()[:34]):
+        if train_id < 255:
+            to_label[train_id] = label_id
+    return to_label[train_ids]
+
+
+def _save_panel(path: Path, image: NDArray[np.uint8], prediction: ScenePrediction) -> None:
+    from uncertainty_mtl.reporting.plots import new_figure, save_figure
+    from uncertainty_mtl.reporting.visualise import (
+        colour_depth,
+        colour_instances,
+        colour_offsets,
+        colour_semantic,
+    )
+
+    panels: list[tuple[str, Any]] = [("input", image)]
+    if prediction.semantic is not None:
+        panels.append(("semantic", colour_semantic(prediction.semantic)))
+    if prediction.instances is not None:
+        panels.append(("instances", colour_instances(prediction.instances.ids, min_id=1)))
+    if prediction.inverse_depth is not None:
+        panels.append(("inverse depth", colour_depth(prediction.inverse_depth)))
+    if prediction.offsets is not None:
+        mask = (np.isin(prediction.semantic, [11, 12, 13, 14, 15, 16, 17, 18])
+                if prediction.semantic is not None else np.ones(image.shape[:2], bool))  # fmt: skip
+        panels.append(("instance offsets", colour_offsets(prediction.offsets, mask)))
+    aspect = image.shape[0] / image.shape[1]
+    fig, axes = new_figure(len(panels), width=3.2, height=max(1.2, 3.2 * aspect + 0.4))
+    for ax, (title, panel) in zip(axes, panels, strict=True):
+        ax.imshow(panel, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    save_figure(fig, path, dpi=110)
+
+
+def predict_files(
+    run_dir: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    checkpoint: str = "auto",
+    device: str = "cpu",
+    cluster_method: str = "grid",
+) -> tuple[list[Path], list[str]]:
+    """``umtl predict``: for each image (or every PNG/JPEG in a directory) writes
+    ``<stem>_panel.png`` and, in Cityscapes encodings, ``<stem>_labelIds.png`` (8-bit label ids),
+    ``<stem>_instanceIds.png`` (16-bit ``labelId*1000 + k`` on instances, the label id
+    elsewhere) and ``<stem>_disparity.png`` (16-bit ``p = 256·d + 1``), for the network's tasks.
+
+    Returns:
+        The images done, and one error message per image that could not be read.
+    """
+    from uncertainty_mtl.data.layout import write_png
+    from uncertainty_mtl.data.targets import encode_disparity
+
+    images: list[Path] = []
+    errors: list[str] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir()
+                           if p.suffix.lower() in (".png", ".jpg", ".jpeg"))  # fmt: skip
+            if not found:
+                errors.append(f"{item}: no PNG or JPEG images in this directory")
+            images += found
+        else:
+            images.append(item)
+    predictor = Predictor(run_dir, checkpoint=checkpoint, device=device,
+                          cluster_method=cluster_method)  # fmt: skip
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for path in images:
+        try:
+            with Image.open(path) as img:
+                rgb = np.array(img.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as err:
+            errors.append(f"{path}: cannot read it as an image ({err})")
+            continue
+        prediction = predictor.predict(rgb)
+        stem = path.stem.removesuffix("_leftImg8bit")
+        if prediction.semantic is not None:
+            label_ids = _label_ids(prediction.semantic)
+            write_png(out / f"{stem}_labelIds.png", label_ids)
+            if prediction.instances is not None:
+                ids = prediction.instances.cityscapes_ids()
+                write_png(out / f"{stem}_instanceIds.png",
+                          np.where(ids > 0, ids, label_ids).astype(np.uint16))  # fmt: skip
+        if prediction.inverse_depth is not None:
+            disparity = np.clip(prediction.inverse_depth, 0, None)
+            write_png(out / f"{stem}_disparity.png",
+                      encode_disparity(disparity, np.ones(disparity.shape, bool)))  # fmt: skip
+        _save_panel(out / f"{stem}_panel.png", rgb, prediction)
+        done.append(path)
+    summary = {"run": str(run_dir), "images": [str(p) for p in done], "errors": errors}
+    (out / "predict.json").write_text(json.dumps(summary, indent=2))
+    return done, errors
