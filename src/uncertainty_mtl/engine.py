@@ -61,6 +61,7 @@ __all__ = [
     "build_model",
     "build_weighting",
     "evaluate",
+    "evaluate_checkpoint",
     "evaluate_run",
     "load_run",
     "selection_errors",
@@ -710,7 +711,7 @@ def load_run(
     return model.eval(), config, state
 
 
-def evaluate_run(
+def evaluate_checkpoint(
     run_dir: str | os.PathLike[str],
     *,
     split: str | None = None,
@@ -719,10 +720,7 @@ def evaluate_run(
     cluster_method: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """``umtl evaluate``: evaluates a run's checkpoint on a split and writes the result.
-
-    The report split of the run's own data goes to ``results.json``; anything else to
-    ``results-<split>[-<root name>].json``.
+    """Evaluates a run's checkpoint on a split; writes nothing (see :func:`evaluate_run`).
 
     Args:
         run_dir: a run directory of :func:`train`.
@@ -733,23 +731,45 @@ def evaluate_run(
             and its outputs upsampled to the ground truth's.
         cluster_method: instance clustering for AP (default: the config's).
     """
-    run_dir = Path(run_dir)
     model, config, state = load_run(run_dir, checkpoint=checkpoint)
     if data_root is not None:
         # Another root: nothing to generate, and its frames must not replace the run's cache.
         config.data.root, config.data.synthetic, config.data.cache_dir = str(data_root), False, None
     proc = _setup_process(config.run.device)
-    split = split or config.eval.report_split
     results = _final_evaluation(config, model, proc, kept=state["checkpoint"], step=state["step"],
-                                input_size=state.get("input_size"), split=split,
+                                input_size=state.get("input_size"),
+                                split=split or config.eval.report_split,
                                 cluster_method=cluster_method, progress=progress)  # fmt: skip
-    if data_root is None and split == config.eval.report_split:
-        name = "results.json"
-    else:
-        name = f"results-{split}" + (f"-{Path(data_root).name}" if data_root else "") + ".json"
     if data_root is not None:
         results["data_root"] = str(data_root)
-    if proc.main:
+    return results
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    checkpoint: str = "auto",
+    data_root: str | os.PathLike[str] | None = None,
+    cluster_method: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``umtl evaluate``: :func:`evaluate_checkpoint`, written into the run directory.
+
+    The report split of the run's own data goes to ``results.json`` (keeping its ``training``
+    record); anything else to ``results-<split>[-<root name>].json``.
+    """
+    run_dir = Path(run_dir)
+    results = evaluate_checkpoint(run_dir, split=split, checkpoint=checkpoint,
+                                  data_root=data_root, cluster_method=cluster_method,
+                                  progress=progress)  # fmt: skip
+    config = load_config(data=yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    if data_root is None and results["split"] == config.eval.report_split:
+        name = "results.json"
+    else:
+        name = f"results-{results['split']}" + (f"-{Path(data_root).name}" if data_root else "")
+        name += ".json"
+    if int(os.environ.get("RANK", "0")) == 0:
         previous = run_dir / name
         if previous.is_file():
             results["training"] = read_json(previous).get("training")

@@ -5,11 +5,14 @@ Methods (all parameters in pixels of the prediction's resolution):
 
 * ``"optics"``: scikit-learn's OPTICS, the paper's choice, with the DBSCAN-like extraction at
   ``eps`` (its default ξ extraction split and merged instances almost at random in our trials);
-  ``min_samples`` votes make a core point. Cost grows faster than linearly: more than
-  ``max_votes`` votes of a class are clustered from a random subset, and every other vote joins
-  the cluster of its nearest clustered vote.
+  ``min_samples`` votes make a core point.
 * ``"dbscan"``: scikit-learn's DBSCAN with the same ``eps`` and ``min_samples``.
 * ``"hdbscan"``: scikit-learn's HDBSCAN (``min_cluster_size`` = ``min_samples``).
+
+These three cost more than linearly in the votes (and DBSCAN's memory grows with the votes
+within ``eps`` of each other, which at full resolution exhausts 24 GB): more than ``max_votes``
+votes of a class are clustered from a random subset, and every other vote joins the cluster of
+its nearest clustered vote.
 * ``"grid"``: votes are counted on the pixel grid, the counts smoothed by a box of side
   ``2·radius + 1``; local maxima holding at least ``min_samples`` votes are instance centres and
   each vote joins the nearest centre within ``3·radius``. Linear in the number of pixels.
@@ -38,20 +41,22 @@ METHODS = ("grid", "dbscan", "hdbscan", "optics")
 
 @dataclass(frozen=True)
 class ClusterParams:
-    """Parameters in pixels; ``None`` scales a default with the image width (``W / 128``)."""
+    """Parameters in pixels; ``None`` scales a default with the image width, ``s = W / 128``:
+    lengths with ``s``, counts of votes or pixels with the area, ``s²``."""
 
     eps: float | None = None  # neighbourhood radius of votes (optics, dbscan); grid: radius
-    min_samples: int = 4
-    min_pixels: int | None = None  # drop smaller instances
-    max_votes: int = 5000  # optics/hdbscan: cluster at most this many votes per class
+    min_samples: int | None = None  # votes that make a core point / a peak; default 4·s²
+    min_pixels: int | None = None  # drop smaller instances; default 4·s² (at least 3)
+    max_votes: int = 5000  # optics/hdbscan/dbscan: cluster at most this many votes per class
 
-    def resolve(self, width: int) -> tuple[float, int]:
+    def resolve(self, width: int) -> tuple[float, int, int]:
+        """``(eps, min_samples, min_pixels)`` for an image ``width`` pixels wide."""
         scale = width / 128
         eps = self.eps if self.eps is not None else 1.5 * scale
-        min_pixels = (
-            self.min_pixels if self.min_pixels is not None else max(3, round(4 * scale * scale))
-        )
-        return eps, min_pixels
+        area = max(1.0, scale * scale)
+        min_samples = self.min_samples if self.min_samples is not None else round(4 * area)
+        min_pixels = self.min_pixels if self.min_pixels is not None else max(3, round(4 * area))
+        return eps, min_samples, min_pixels
 
 
 @dataclass
@@ -85,9 +90,11 @@ def _cluster_points(points: NDArray[np.float64], method: str, eps: float, min_sa
     if len(points) < min_samples:
         return np.full(len(points), -1)
     subset = None
-    if method in ("optics", "hdbscan") and len(points) > max_votes:
+    if len(points) > max_votes:
         subset = rng.choice(len(points), max_votes, replace=False)
     fit = points if subset is None else points[subset]
+    if subset is not None:  # a sparser cloud: a core point needs proportionally fewer votes
+        min_samples = max(2, round(min_samples * len(subset) / len(points)))
     if method == "dbscan":
         labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(fit)
     elif method == "optics":
@@ -119,24 +126,32 @@ def _grid_cluster(points: NDArray[np.float64], shape: tuple[int, int], radius: f
     r = max(1, round(radius))
     col = np.clip(np.rint(points[:, 0]), 0, w - 1).astype(np.int64)
     row = np.clip(np.rint(points[:, 1]), 0, h - 1).astype(np.int64)
-    counts = np.bincount(row * w + col, minlength=h * w).reshape(1, 1, h, w)
-    density = F.avg_pool2d(torch.from_numpy(counts).double(), 2 * r + 1, stride=1, padding=r,
-                           count_include_pad=True) * (2 * r + 1) ** 2  # fmt: skip
+    # Only the window holding this class's votes (plus the pooling margin) is counted.
+    top, left = max(0, int(row.min()) - r), max(0, int(col.min()) - r)
+    bottom, right = min(h, int(row.max()) + r + 1), min(w, int(col.max()) + r + 1)
+    bh, bw = bottom - top, right - left
+    flat = (row - top) * bw + (col - left)
+    counts = torch.from_numpy(np.bincount(flat, minlength=bh * bw).reshape(1, 1, bh, bw))
+    k = 2 * r + 1
+    # Box sums and maxima over k×k windows, separably (rows, then columns): O(HW·k), not O(HW·k²).
+    density = F.avg_pool2d(counts.double(), (1, k), stride=1, padding=(0, r)) * k
+    density = F.avg_pool2d(density, (k, 1), stride=1, padding=(r, 0)) * k
     # Break ties (plateaus) by position, by less than one vote, so that each window holds at
     # most one maximum.
-    density = density.round() + torch.arange(h * w, dtype=torch.float64).view(1, 1, h, w) / (
-        4 * h * w
-    )
-    peaks = (density == F.max_pool2d(density, 2 * r + 1, stride=1, padding=r)) & (
-        density >= min_samples
-    )
+    tie = torch.arange(bh * bw, dtype=torch.float64).view(1, 1, bh, bw) / (4 * bh * bw)
+    density = density.round() + tie
+    window_max = F.max_pool2d(density, (1, k), stride=1, padding=(0, r))
+    window_max = F.max_pool2d(window_max, (k, 1), stride=1, padding=(r, 0))
+    peaks = (density == window_max) & (density >= min_samples)
     py, px = np.nonzero(peaks[0, 0].numpy())
     if len(py) == 0:
         return np.full(len(points), -1)
+    py, px = py + top, px + left
+    from sklearn.neighbors import NearestNeighbors
+
     centres = np.stack([px, py], axis=1).astype(np.float64)
-    distance = np.linalg.norm(points[:, None, :] - centres[None, :, :], axis=2)
-    nearest = distance.argmin(axis=1)
-    return np.where(distance[np.arange(len(points)), nearest] <= 3 * radius, nearest, -1)
+    distance, nearest = NearestNeighbors(n_neighbors=1).fit(centres).kneighbors(points)
+    return np.where(distance[:, 0] <= 3 * radius, nearest[:, 0], -1)
 
 
 def _numpy(value: Any) -> Any:
@@ -175,7 +190,7 @@ def cluster_instances(
     h, w = semantic_np.shape
     if offsets_np.shape != (2, h, w):
         raise ValueError(f"offsets must be [2, {h}, {w}] like semantic, got {offsets_np.shape}")
-    eps, min_pixels = params.resolve(w)
+    eps, min_samples, min_pixels = params.resolve(w)
     rng = np.random.default_rng(seed)
     result = InstanceMap(ids=np.zeros((h, w), dtype=np.int32))
     next_id = 1
@@ -185,9 +200,9 @@ def cluster_instances(
             continue
         votes = np.stack([xs + offsets_np[0, ys, xs], ys + offsets_np[1, ys, xs]], axis=1)
         if method == "grid":
-            labels = _grid_cluster(votes, (h, w), eps, params.min_samples)
+            labels = _grid_cluster(votes, (h, w), eps, min_samples)
         else:
-            labels = _cluster_points(votes, method, eps, params.min_samples, params.max_votes, rng)
+            labels = _cluster_points(votes, method, eps, min_samples, params.max_votes, rng)
         for label in np.unique(labels[labels >= 0]):
             member = labels == label
             if member.sum() < min_pixels:
