@@ -284,3 +284,14 @@ def _build_and_read(root, cache):
     data = CityscapesScenes(root, "val", cache_dir=cache)
     data[1]
     return len(data)
+
+
+def test_a_training_split_has_a_fit_part_and_a_holdout_part_by_city(tmp_path):
+    cities = ["aachen", "bochum", "bonn", "cologne", "darmstadt", "erfurt", "hamburg"]
+    write_tree(tmp_path, split="train", stems=[f"{c}_000000_000019" for c in cities])
+    holdout = CityscapesScenes(tmp_path, "train:holdout", check_values=False)
+    fit = CityscapesScenes(tmp_path, "train:fit", check_values=False)
+    assert [s.stem.split("_")[0] for s in holdout.samples] == ["erfurt"]  # the sixth city
+    assert len(fit) == 6 and "erfurt" not in {s.stem.split("_")[0] for s in fit.samples}
+    with pytest.raises(SceneDataError, match="expected 'fit' or 'holdout'"):
+        CityscapesScenes(tmp_path, "train:half")

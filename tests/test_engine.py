@@ -195,3 +195,30 @@ def test_amp_run_on_cpu_uses_bfloat16_and_keeps_log_variances_in_float32(city, t
     assert state["weighting"]["log_vars"].dtype == torch.float32
     assert all(abs(v) > 0 for k, v in results["training"]["weighting_at_kept_checkpoint"].items()
                if k.startswith("log_var/"))  # fmt: skip
+
+
+def test_depth_scale_and_tempered_softmax_train_and_report_pixels(city, tmp_path):
+    import uncertainty_mtl.engine as engine
+
+    seen = {}
+    real = engine.scene_losses
+
+    def spy(outputs, targets, tasks):
+        seen.setdefault("depth_max", float(targets["inverse_depth"].max()))
+        return real(outputs, targets, tasks)
+
+    engine.scene_losses = spy
+    try:
+        config = smoke(
+            city, "data.depth_scale=100", "weighting.likelihoods={semantic: tempered_softmax}"
+        )
+        results = train(config, tmp_path / "run", progress=False)
+    finally:
+        engine.scene_losses = real
+    assert seen["depth_max"] > 100  # the loss saw labels in units of 1/100 px
+    assert results["metrics"]["depth_mean_error_px"] < 50  # metrics back in pixels
+    weights = results["training"]["weighting_at_kept_checkpoint"]
+    assert weights["weight/semantic"] == pytest.approx(1.0)  # tempered: no weight, no penalty
+    assert weights["log_var/semantic"] != 0.0  # but s learned through the loss
+    with pytest.raises(ConfigError, match=r"weighting\.likelihoods: depth: 'softmax'"):
+        smoke(city, "weighting.likelihoods={depth: softmax}")

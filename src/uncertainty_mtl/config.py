@@ -73,6 +73,7 @@ class DataConfig:
     scale: list[float] | None = None  # random scale range [min, max] (paper, full size: 0.7–2.0)
     crop: list[int] | None = None  # random crop [height, width] (paper, full size: 512×512)
     cache_dir: str | None = None  # memory-mapped decoded frames
+    depth_scale: float = 1.0  # train on inverse depth × this (other units); metrics stay in pixels
     workers: int = 2  # DataLoader worker processes
     train_split: str = "train"
 
@@ -85,6 +86,8 @@ class WeightingConfig:
     weights: dict[str, float] = field(default_factory=dict)  # fixed: task -> weight
     convention: str = "likelihood"  # or "paper" (Gaussian term for every regression task)
     regulariser: str = "log"  # or "positive" (log(1 + σ²))
+    likelihoods: dict[str, str] = field(default_factory=dict)  # per-task override, e.g.
+    # {semantic: tempered_softmax}; default: softmax, laplace, laplace
     init_log_var: float = 0.0
     lr: float | None = None  # learning rate of the log-variances (default: optim.lr)
 
@@ -175,6 +178,19 @@ class TrainConfig:
                 raise ConfigError("weighting.weights must be >= 0 with at least one > 0")
         elif self.weighting.weights:
             raise ConfigError("weighting.weights is for kind 'fixed' only")
+        per_task: dict[str, tuple[str, ...]] = {
+            "semantic": ("softmax", "tempered_softmax"),
+            "instance": ("laplace", "gaussian"),
+            "depth": ("laplace", "gaussian"),
+        }
+        for task, likelihood in self.weighting.likelihoods.items():
+            if task not in self.tasks or likelihood not in per_task[task]:
+                raise ConfigError(
+                    f"weighting.likelihoods: {task}: {likelihood!r}; allowed for the trained "
+                    f"tasks: { {t: per_task[t] for t in self.tasks} }"
+                )
+        if not self.data.depth_scale > 0:
+            raise ConfigError(f"data.depth_scale must be > 0, got {self.data.depth_scale}")
         positive: dict[str, float] = {
             "optim.lr": self.optim.lr, "optim.steps": self.optim.steps,
             "optim.batch_size": self.optim.batch_size, "eval.every": self.eval.every,

@@ -103,7 +103,7 @@ def build_weighting(config: TrainConfig) -> Weighting:
     if w.kind == "fixed":
         return FixedWeighting({t: w.weights[t] for t in config.trained_tasks})
     return UncertaintyWeighting(
-        {t: SCENE_LIKELIHOODS[t] for t in config.trained_tasks},
+        {t: w.likelihoods.get(t, SCENE_LIKELIHOODS[t]) for t in config.trained_tasks},
         init_log_var=w.init_log_var,
         convention=w.convention,
         regulariser=w.regulariser,
@@ -112,17 +112,33 @@ def build_weighting(config: TrainConfig) -> Weighting:
 
 class NetWithLoss(nn.Module):
     """The network and the weighting in one module, so that DDP all-reduces the log-variances'
-    gradients with the network's (the one right way; see the README)."""
+    gradients with the network's (the one right way; see the README).
 
-    def __init__(self, model: MultiTaskNet, weighting: Weighting) -> None:
+    Args:
+        model: the network.
+        weighting: the loss weighting.
+        depth_scale: the network learns inverse depth in units of ``depth_scale`` pixels.
+    """
+
+    def __init__(self, model: MultiTaskNet, weighting: Weighting, *, depth_scale: float = 1.0):
         super().__init__()
         self.model = model
         self.weighting = weighting
+        self.depth_scale = depth_scale
+        self.tempered = isinstance(weighting, UncertaintyWeighting) and (
+            weighting.likelihoods.get("semantic") == "tempered_softmax"
+        )
 
     def forward(
         self, images: Tensor, targets: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
         outputs = self.model(images)
+        if self.depth_scale != 1.0 and "inverse_depth" in targets:
+            targets = {**targets, "inverse_depth": targets["inverse_depth"] * self.depth_scale}
+        if self.tempered:
+            assert isinstance(self.weighting, UncertaintyWeighting)
+            scale = self.weighting.logit_scale("semantic")
+            outputs = {**outputs, "semantic": outputs["semantic"] * scale}
         losses = scene_losses(outputs, targets, self.model.tasks)
         return self.weighting(losses), losses
 
@@ -302,6 +318,7 @@ def evaluate(
     amp_context: AbstractContextManager[Any] | None = None,
     input_size: list[int] | None = None,
     cluster_method: str | None = None,
+    depth_scale: float = 1.0,
     progress: bool = False,
     desc: str = "evaluating",
 ) -> dict[str, Any]:
@@ -325,6 +342,8 @@ def evaluate(
                                    antialias=True, align_corners=False)  # fmt: skip
         with amp_context or nullcontext():
             outputs = {k: v.float() for k, v in model(images).items()}
+        if "depth" in outputs and depth_scale != 1.0:
+            outputs["depth"] = outputs["depth"] / depth_scale  # metrics in pixels
         metrics.update(upsample_outputs(outputs, size), targets)
         if with_ap:
             assert cluster_method is not None
@@ -481,7 +500,7 @@ def train(
     weighting = build_weighting(config).to(proc.device)
     if config.model.sync_bn and proc.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
-    joint: nn.Module = NetWithLoss(model, weighting)
+    joint: nn.Module = NetWithLoss(model, weighting, depth_scale=config.data.depth_scale)
     if proc.world > 1:
         joint = nn.parallel.DistributedDataParallel(
             joint, device_ids=[proc.device.index] if proc.device.type == "cuda" else None
@@ -544,6 +563,7 @@ def train(
         assert select_loader is not None
         _sync_buffers(model, proc)
         metrics = evaluate(model, select_loader, device=proc.device, input_size=input_size,
+                           depth_scale=config.data.depth_scale,
                            amp_context=_autocast(config, proc.device))  # fmt: skip
         errors = selection_errors(metrics, tasks)
         if best.reference is None:
@@ -668,7 +688,8 @@ def _final_evaluation(
     method = cluster_method or config.eval.cluster_method
     loader, frames = _eval_loader(config, split, proc)
     metrics = evaluate(model, loader, device=proc.device, input_size=input_size,
-                       cluster_method=method, amp_context=_autocast(config, proc.device),
+                       cluster_method=method, depth_scale=config.data.depth_scale,
+                       amp_context=_autocast(config, proc.device),
                        progress=progress and proc.main, desc=f"evaluating {split}")  # fmt: skip
     image, _, _ = loader.dataset[0]
     return {

@@ -104,11 +104,19 @@ def find_scene_files(
 ) -> list[SceneFiles]:
     """Lists a split's frames and checks that each has the files ``fields`` need.
 
+    ``split`` may name a part of a split: ``"train:holdout"`` is every sixth city of ``train``
+    (in name order, starting with the sixth; the last city when there are fewer than six) and
+    ``"train:fit"`` the others. Choices (weights, checkpoints) are made on a holdout when the
+    reported split is val, as on Cityscapes, whose test labels are not public.
+
     Raises:
         SceneDataError: missing root or split, an empty split, missing files (all of them are
             listed, up to 20), all naming the paths.
     """
     root = Path(root)
+    split, _, part = split.partition(":")
+    if part not in ("", "fit", "holdout"):
+        raise SceneDataError(f"split part {part!r}: expected 'fit' or 'holdout' (e.g. train:fit)")
     images_dir = root / "leftImg8bit" / split
     if not root.is_dir():
         raise SceneDataError(f"{root}: no such directory (expected a Cityscapes-layout root)")
@@ -122,6 +130,12 @@ def find_scene_files(
         raise SceneDataError(
             f"{images_dir}: no images; expected {{city}}/{{city}}_{{seq}}_{{frame}}_leftImg8bit.png"
         )
+    if part:
+        cities = sorted({image.parent.name for image in images})
+        held = set(cities[5::6] or cities[-1:])
+        images = [i for i in images if (i.parent.name in held) == (part == "holdout")]
+        if not images:
+            raise SceneDataError(f"{images_dir}: no frames in part {part!r} (cities {cities})")
     wanted = [f for f in fields if f != "image"] + (["camera"] if camera else [])
     samples, missing = [], []
     for image in images:

@@ -141,6 +141,8 @@ class Predictor:
             x = F.interpolate(x, size=tuple(self.input_size), mode="bilinear", antialias=True,
                               align_corners=False)  # fmt: skip
         outputs = {k: v.float() for k, v in self.model(x).items()}
+        if "depth" in outputs:  # the network may have learned other units (data.depth_scale)
+            outputs["depth"] = outputs["depth"] / self.config.data.depth_scale
         full = upsample_outputs(outputs, (height, width))
         instances = None
         if "semantic" in outputs and "instance" in outputs:

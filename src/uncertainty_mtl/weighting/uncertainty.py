@@ -14,6 +14,11 @@ softmax       ``exp(-s)·L + 0.5·s``            ``s* = log(2L)``        ``exp(-
 loss, ``laplace`` that of a Laplace distribution with scale ``σ`` for an absolute-error loss, and
 ``softmax`` the paper's approximation (its eq. 10) for a cross-entropy loss. Constants are dropped.
 
+``tempered_softmax`` is the exact likelihood the approximation stands for, kept as an ablation: the
+task's loss must be the cross-entropy of ``logits · exp(-s)`` (take the factor from
+:meth:`UncertaintyWeighting.logit_scale`), and the term is that loss alone, with no penalty (the
+softmax is normalised, so nothing else keeps ``s`` in check).
+
 The total can be negative: ``0.5·s`` is negative as soon as ``σ² < 1``, which happens whenever a
 task is fitted well (``L`` small). It is a negative log-likelihood up to a constant, not a
 distance, so only its gradient matters.
@@ -44,6 +49,7 @@ _TERM_FORM: Final[dict[str, tuple[float, float]]] = {
     "gaussian": (0.5, 1.0),
     "laplace": (1.0, 0.5),
     "softmax": (1.0, 1.0),
+    "tempered_softmax": (1.0, 0.0),  # the loss carries s itself; no penalty
 }
 LIKELIHOODS: Final = tuple(_TERM_FORM)
 CONVENTIONS: Final = ("likelihood", "paper")
@@ -113,6 +119,14 @@ class UncertaintyWeighting(Weighting):
         self.log_vars = nn.Parameter(torch.tensor([inits[t] for t in self.tasks]))
         self.index = {t: i for i, t in enumerate(self.tasks)}
         forms = [_TERM_FORM[self.term_likelihood(t)] for t in self.tasks]
+        self.register_buffer(
+            "_penalised",
+            torch.tensor([self.likelihoods[t] != "tempered_softmax" for t in self.tasks],
+                         dtype=torch.float64),
+            persistent=False,
+        )  # fmt: skip
+        self._penalised: Tensor
+        self._any_tempered = "tempered_softmax" in self.likelihoods.values()
         # a·exp(-b·s) is computed as exp(log a - b·s): two autograd nodes instead of four.
         # Buffers, so that the constants follow the module's device; float64, so that log a is
         # exact whatever precision the losses come in (they are cast to it in forward).
@@ -130,9 +144,16 @@ class UncertaintyWeighting(Weighting):
     def term_likelihood(self, task: str) -> str:
         """The likelihood whose term ``task`` adds, after applying the convention."""
         likelihood = self.likelihoods[task]
-        if self.convention == "paper" and likelihood != "softmax":
+        if self.convention == "paper" and likelihood not in ("softmax", "tempered_softmax"):
             return "gaussian"
         return likelihood
+
+    def logit_scale(self, task: str) -> Tensor:
+        """``exp(-s)`` of a ``tempered_softmax`` task, to multiply its logits by (0-dim, with
+        gradient)."""
+        if self.likelihoods.get(task) != "tempered_softmax":
+            raise ValueError(f"task {task!r} is not a tempered_softmax task")
+        return torch.exp(-self.log_var(task))
 
     def log_var(self, task: str) -> Tensor:
         """``s`` of one task, a 0-dim view of ``log_vars`` (differentiable)."""
@@ -146,6 +167,8 @@ class UncertaintyWeighting(Weighting):
             torch.addcmul(self._log_scale.to(loss.dtype), s, self._neg_rate.to(loss.dtype))
         )
         penalty = 0.5 * s if self.regulariser == "log" else F.softplus(s)
+        if self._any_tempered:
+            penalty = penalty * self._penalised.to(loss.dtype)
         return torch.addcmul(penalty, weight, loss).sum()
 
     @torch.no_grad()
@@ -209,8 +232,11 @@ def optimal_log_variance(likelihood: str, loss: float) -> float:
     weight is ``1/(2L)``, ``1/L`` and ``1/(2L)`` respectively: the gradient reaching the network
     is that of ``log L`` up to a constant factor, whatever the loss's units.
     """
-    if likelihood not in _TERM_FORM:
-        raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {list(LIKELIHOODS)}")
+    if likelihood not in ("gaussian", "laplace", "softmax"):
+        raise ValueError(
+            f"no closed-form optimum for likelihood {likelihood!r}; "
+            "expected gaussian, laplace or softmax"
+        )
     if not loss > 0:
         raise ValueError(f"the optimum exists for a positive loss only, got {loss}")
     scale, rate = _TERM_FORM[likelihood]

@@ -1,0 +1,213 @@
+"""Table 1 of the paper: single tasks, fixed weightings and learned uncertainty weightings.
+
+Nine rows: the three single-task models (one-hot fixed weights), the unweighted sum (1/3 each),
+approximately optimal fixed weights, the three 2-task learned weightings and the 3-task learned
+weighting. The approximately optimal weights are the best of :data:`GRID` on the selection split
+(by :data:`~uncertainty_mtl.experiments._runs.SELECTION_CRITERION`), from selection runs of seed 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl.experiments._runs import (
+    SELECTION_CRITERION,
+    Reproduction,
+    Run,
+    cell,
+    choose,
+    fixed_run,
+    learned_run,
+    mean_metrics,
+    trivial_baselines,
+)
+from uncertainty_mtl.reporting.tables import markdown_table, summarise
+
+__all__ = ["GRID", "PAPER", "ROWS", "reproduce_table1"]
+
+TASKS = ("semantic", "instance", "depth")
+#: row key -> (label, task weights or None for learned, tasks)
+ROWS: dict[str, tuple[str, tuple[float, float, float] | None, tuple[str, ...]]] = {
+    "semantic-only": ("Segmentation only", (1.0, 0.0, 0.0), ("semantic",)),
+    "instance-only": ("Instance only", (0.0, 1.0, 0.0), ("instance",)),
+    "depth-only": ("Depth only", (0.0, 0.0, 1.0), ("depth",)),
+    "unweighted": ("Unweighted sum of losses", (0.333, 0.333, 0.333), TASKS),
+    "approx-optimal": ("Approx. optimal weights", None, TASKS),  # chosen on the grid
+    "uw-semantic-instance": ("2 task uncertainty weighting", None, ("semantic", "instance")),
+    "uw-semantic-depth": ("2 task uncertainty weighting", None, ("semantic", "depth")),
+    "uw-instance-depth": ("2 task uncertainty weighting", None, ("instance", "depth")),
+    "uw-three": ("3 task uncertainty weighting", None, TASKS),
+}
+#: Candidate (semantic, instance, depth) weights for the approximately optimal row: the paper's
+#: choice, the corners and edges of a coarse simplex, and its centre.
+GRID: tuple[tuple[float, float, float], ...] = (
+    (0.89, 0.01, 0.1),
+    (0.8, 0.1, 0.1), (0.1, 0.8, 0.1), (0.1, 0.1, 0.8),
+    (0.45, 0.45, 0.1), (0.45, 0.1, 0.45), (0.1, 0.45, 0.45),
+    (0.333, 0.333, 0.333),
+)  # fmt: skip
+#: The paper's Table 1 (Tiny Cityscapes val): IoU %, instance error px, inverse depth error px.
+PAPER: dict[str, tuple[float | None, float | None, float | None]] = {
+    "semantic-only": (59.4, None, None),
+    "instance-only": (None, 4.61, None),
+    "depth-only": (None, None, 0.640),
+    "unweighted": (50.1, 3.79, 0.592),
+    "approx-optimal": (62.8, 3.61, 0.549),
+    "uw-semantic-instance": (61.0, 3.42, None),
+    "uw-semantic-depth": (62.7, None, 0.533),
+    "uw-instance-depth": (None, 3.54, 0.539),
+    "uw-three": (63.4, 3.50, 0.522),
+}
+
+
+def _weights(triple: tuple[float, float, float]) -> dict[str, float]:
+    return dict(zip(TASKS, triple, strict=True))
+
+
+def row_run(key: str, seed: int, chosen: tuple[float, float, float] | None = None) -> Run:
+    """The run of a row; ``chosen`` are the approximately optimal row's weights."""
+    _, fixed, tasks = ROWS[key]
+    if key == "approx-optimal":
+        if chosen is None:
+            raise ValueError("the approx-optimal row needs the weights the grid chose")
+        return fixed_run(key, _weights(chosen), seed=seed)
+    if fixed is not None:
+        return fixed_run(key, _weights(fixed), seed=seed)
+    return learned_run(key, tasks, seed=seed)
+
+
+def grid_runs() -> list[Run]:
+    return [
+        fixed_run("grid-" + "-".join(f"{w:g}" for w in triple), _weights(triple), selection=True)
+        for triple in GRID
+    ]
+
+
+def reproduce_table1(
+    reproduction: Reproduction, *, seeds: int = 1, only: str | None = None
+) -> dict[str, Any]:
+    """Trains what is missing and writes ``table1.md`` and ``table1.json`` into the output
+    directory (with ``only``: trains that row's runs and writes nothing else)."""
+    if only is not None and only not in ROWS:
+        raise ValueError(f"--only: unknown row {only!r}; rows are {list(ROWS)}")
+    wanted = [only] if only else list(ROWS)
+    first = [row_run(k, s) for k in wanted if k != "approx-optimal" for s in range(seeds)]
+    grid = grid_runs() if "approx-optimal" in wanted else []
+    done = reproduction.results([*grid, *first])
+    chosen = None
+    scores: dict[Any, float] = {}
+    if grid:
+        candidates = {triple: done[run]["metrics"] for triple, run in zip(GRID, grid, strict=True)}
+        chosen, scores = choose(candidates, TASKS)
+        done.update(reproduction.results([row_run("approx-optimal", s, chosen)
+                                          for s in range(seeds)]))  # fmt: skip
+    if only:
+        return {"row": only, "runs": [str(reproduction.run_dir(r)) for r in done]}
+    rows: dict[str, Any] = {}
+    for key in ROWS:
+        runs = [row_run(key, s, chosen) for s in range(seeds)]
+        results = [done[r] for r in runs]
+        label, fixed, tasks = ROWS[key]
+        entry: dict[str, Any] = {
+            "label": label,
+            "tasks": list(tasks),
+            "weights": None if key.startswith("uw-") else _weights(fixed or chosen),  # type: ignore[arg-type]
+            "metrics": mean_metrics(results),
+            "paper": dict(zip(("miou", "instance_mean_error_px", "depth_mean_error_px"),
+                              PAPER[key], strict=True)),
+            "runs": [str(reproduction.run_dir(r)) for r in runs],
+        }  # fmt: skip
+        if key.startswith("uw-"):
+            entry["final_effective_weights"] = {
+                t: summarise([r["training"]["weighting_at_kept_checkpoint"][f"weight/{t}"]
+                              for r in results]) for t in tasks
+            }  # fmt: skip
+            entry["final_log_variances"] = {
+                t: summarise([r["training"]["weighting_at_kept_checkpoint"][f"log_var/{t}"]
+                              for r in results]) for t in tasks
+            }  # fmt: skip
+        rows[key] = entry
+    summary: dict[str, Any] = {
+        "experiment": "table1",
+        "preset": reproduction.preset,
+        "data": reproduction.config(Run("x", ())).data.root,
+        "report_split": reproduction.spec.report_split,
+        "seeds": list(range(seeds)),
+        "rows": rows,
+        "approx_optimal": {
+            "chosen": _weights(chosen) if chosen else None,
+            "criterion": SELECTION_CRITERION,
+            "selection_split": reproduction.spec.choose_split,
+            "candidates": [{"weights": _weights(k), "score": v} for k, v in scores.items()],
+        },
+        "paper": "Kendall et al. 2018, Table 1 (Tiny Cityscapes, val)",
+    }
+    if reproduction.spec.report_split == "test":
+        summary["trivial_baselines"] = trivial_baselines(reproduction)
+    summary["wall_time_s"] = reproduction.elapsed()
+    write_json(reproduction.out / "table1.json", summary)
+    write_text(reproduction.out / "table1.md", table_markdown(summary))
+    return summary
+
+
+def _weights_cell(row: dict[str, Any]) -> str:
+    if row["weights"] is not None:
+        return ", ".join(f"{row['weights'][t]:g}" for t in TASKS)
+    learned = row.get("final_effective_weights", {})
+    parts = [f"{learned[t]['mean']:.3g}" if t in learned else "–" for t in TASKS]
+    return "learned → " + " : ".join(parts)
+
+
+def _paper_cell(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def table_markdown(summary: dict[str, Any]) -> str:
+    seeds = len(summary["seeds"])
+    headers = ["Loss", "Weights (sem., inst., depth)", "IoU [%] ↑", "Instance err. [px] ↓",
+               "Inv. depth err. [px] ↓", "Instance AP [%] ↑", "Paper: IoU", "Paper: inst.",
+               "Paper: depth"]  # fmt: skip
+    lines = []
+    for row in summary["rows"].values():
+        m, paper = row["metrics"], row["paper"]
+        lines.append([
+            row["label"], _weights_cell(row), cell(m, "miou", 1),
+            cell(m, "instance_mean_error_px", 2), cell(m, "depth_mean_error_px", 3),
+            cell(m, "instance_ap", 1), _paper_cell(paper["miou"], 1),
+            _paper_cell(paper["instance_mean_error_px"], 2),
+            _paper_cell(paper["depth_mean_error_px"], 3),
+        ])  # fmt: skip
+    trivial = summary.get("trivial_baselines")
+    if trivial:
+        lines.append([
+            "Trivial predictor (training-split statistics)", "–", f"{trivial['miou']:.1f}",
+            f"{trivial['instance_mean_error_px']:.2f}", f"{trivial['depth_mean_error_px']:.3f}",
+            "–", "–", "–", "–",
+        ])  # fmt: skip
+    chosen = summary["approx_optimal"]["chosen"]
+    text = [
+        f"# Table 1 ({summary['preset']} preset)",
+        "",
+        f"Data: `{summary['data']}`, reported split: {summary['report_split']}; mean ± sample "
+        f"std over {seeds} seed(s). Paper: Tiny Cityscapes val, ResNet-101. Learned rows give the "
+        "final effective weights on the losses (mean over seeds).",
+        "",
+        markdown_table(headers, lines),
+    ]
+    if chosen:
+        text += [
+            "Approx. optimal weights chosen on the "
+            f"{summary['approx_optimal']['selection_split']} split from "
+            f"{len(summary['approx_optimal']['candidates'])} candidates: "
+            + ", ".join(f"{t} {w:g}" for t, w in chosen.items())
+            + f" (the paper's: 0.89, 0.01, 0.1). Criterion: {SELECTION_CRITERION}.",
+            "",
+        ]
+    if trivial:
+        text += [
+            "Trivial predictor: the most frequent class at each pixel position, zero offsets and "
+            "the mean disparity of each image row, all from the training split.",
+            "",
+        ]
+    return "\n".join(text)
