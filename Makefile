@@ -4,15 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean-venv
+.PHONY: run two-task test lint typecheck pytest bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-## The main job on built-in data (scikit-learn's digits; no download): the two-task study, 3 seeds.
+## The main job on built-in data (no download): Table 1 of the paper on the synthetic city,
+## CPU preset, one seed (the city is generated on first use).
 run: $(STAMP)
+	$(BIN)/umtl reproduce table1 --preset cpu --out runs/reproduce-cpu
+
+## The two-task study of the reproduction report on scikit-learn's digits, 3 seeds.
+two-task: $(STAMP)
 	$(BIN)/umtl reproduce fashion-mnist --dataset digits --seeds 3 --out runs/two-task-digits
 
 ## Lint, type-check the package, run the test suite.
@@ -32,6 +37,8 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_weighting.py
 	$(BIN)/python bench/bench_data.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_clustering.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -295,3 +295,15 @@ def test_a_training_split_has_a_fit_part_and_a_holdout_part_by_city(tmp_path):
     assert len(fit) == 6 and "erfurt" not in {s.stem.split("_")[0] for s in fit.samples}
     with pytest.raises(SceneDataError, match="expected 'fit' or 'holdout'"):
         CityscapesScenes(tmp_path, "train:half")
+
+
+def test_data_sets_of_different_tasks_share_one_cache(tmp_path):
+    root = write_tree(tmp_path / "data")
+    CityscapesScenes(root, "val", cache_dir=tmp_path / "cache")  # all three tasks
+    index = tmp_path / "cache" / "val" / "index.json"
+    built = index.stat().st_mtime_ns
+    semantic = CityscapesScenes(root, "val", tasks=["semantic"], cache_dir=tmp_path / "cache")
+    depth = CityscapesScenes(root, "val", tasks=["depth"], cache_dir=tmp_path / "cache")
+    assert index.stat().st_mtime_ns == built  # reused, not rebuilt for a subset of fields
+    assert set(semantic[0][1]) == {"semantic"}
+    np.testing.assert_array_equal(depth[0][1]["inverse_depth"].numpy(), EXPECTED_DEPTH)

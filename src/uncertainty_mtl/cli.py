@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -295,7 +296,7 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
 
     workers = args.workers or (1 if args.preset == "paper" else os.cpu_count() or 1)
     out = args.out or f"runs/reproduce-{args.preset}"
-    reproduction = Reproduction(args.preset, out, data=args.data, workers=workers,
+    reproduction = Reproduction(args.preset, Path(out), data=args.data, workers=workers,
                                 progress=not args.quiet, extra=tuple(args.overrides))  # fmt: skip
     seeds = getattr(args, "seeds", 1)
     if args.study == "table1":

@@ -388,7 +388,11 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
         self.samples = find_scene_files(self.root, split, fields=self.fields)
         self._cache: _ArrayCache | None = None
         if cache_dir is not None:
-            self._cache = _ArrayCache(Path(cache_dir) / split, self.samples, self.fields)
+            # Every field the split has, whatever the tasks: data sets of other tasks share the
+            # cache instead of rebuilding it under each other's feet.
+            cached = self._available_fields()
+            samples = find_scene_files(self.root, split, fields=cached)
+            self._cache = _ArrayCache(Path(cache_dir) / split, samples, cached)
         else:
             for sample in tqdm(self.samples, desc=f"checking {split}", unit="frame",
                                leave=False, disable=len(self.samples) < 200):  # fmt: skip
@@ -397,6 +401,19 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
                     read_scene_arrays(sample, self.fields)
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def _available_fields(self) -> tuple[str, ...]:
+        """The decoded arrays every frame of the split has files for (at least ``fields``)."""
+        fields = ["image"]
+        for field in ("label_ids", "instance_ids", "disparity"):
+            if field in self.fields or all(
+                frame_paths(self.root, self.split, s.stem, city=s.image.parent.name)[
+                    field
+                ].is_file()
+                for s in self.samples
+            ):
+                fields.append(field)
+        return tuple(fields)
 
     def __len__(self) -> int:
         return len(self.samples)

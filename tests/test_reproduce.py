@@ -1,0 +1,112 @@
+"""The reproduction commands on the smoke preset: every output, shared and skipped runs, and
+choices made without the reported split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from uncertainty_mtl.cli import main
+from uncertainty_mtl.experiments import table1
+from uncertainty_mtl.experiments._runs import Reproduction, choose
+
+
+@pytest.fixture(scope="module")
+def smoke_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    common = ["--preset", "smoke", "--out", str(out), "--set", f"data.root={out / 'city'}",
+              "--workers", "2", "--quiet"]  # fmt: skip
+    for command in ("table1", "figure2", "appendix-b", "units", "ablations"):
+        assert main(["reproduce", command, *common]) == 0, command
+    return out, common
+
+
+def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
+    out, _ = smoke_out
+    t1 = json.loads((out / "table1.json").read_text())
+    assert set(t1["rows"]) == set(table1.ROWS)
+    assert {"experiment", "preset", "seeds", "rows", "approx_optimal", "trivial_baselines",
+            "wall_time_s", "report_split"} <= set(t1)  # fmt: skip
+    three = t1["rows"]["uw-three"]
+    assert {"miou", "instance_mean_error_px", "depth_mean_error_px", "instance_ap"} <= set(
+        three["metrics"]
+    )
+    assert set(three["final_effective_weights"]) == {"semantic", "instance", "depth"}
+    assert three["paper"] == {
+        "miou": 63.4,
+        "instance_mean_error_px": 3.50,
+        "depth_mean_error_px": 0.522,
+    }
+    assert len(t1["approx_optimal"]["candidates"]) == len(table1.GRID)
+    assert "| 3 task uncertainty weighting |" in (out / "table1.md").read_text()
+    f2 = json.loads((out / "figure2.json").read_text())
+    assert set(f2["panels"]) == {"semantic-depth", "instance-depth"}
+    assert all(len(p["points"]) == 11 for p in f2["panels"].values())
+    b = json.loads((out / "appendix_b.json").read_text())
+    assert set(b["final_log_variances"]) == {"-2", "0", "2", "5"}
+    assert set(b["agreement_step"]) == {"semantic", "instance", "depth"}
+    units = json.loads((out / "units.json").read_text())
+    assert [(r["weighting"], r["depth_units"]) for r in units["rows"]] == [
+        ("fixed", "px"),
+        ("fixed", "1/100 px"),
+        ("learned", "px"),
+        ("learned", "1/100 px"),
+    ]
+    ablations = json.loads((out / "ablations.json").read_text())
+    assert len(ablations["rows"]) == 4
+    for png in ("figure2.png", "appendix_b.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, capsys):
+    out, common = smoke_out
+    t1 = json.loads((out / "table1.json").read_text())
+    f2 = json.loads((out / "figure2.json").read_text())
+    # Figure 2's ends are Table 1's single-task runs: same directories, trained once.
+    assert t1["rows"]["semantic-only"]["runs"][0].endswith("/seed0")
+    runs = sorted(p.parent.name for p in (out / "runs").glob("*/seed0/results.json"))
+    assert len(runs) == len(set(runs))
+    assert sum(name.startswith("semantic-only-") for name in runs) == 1
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/seed0/results.json")}
+    capsys.readouterr()
+    assert main(["reproduce", "table1", *common]) == 0
+    assert main(["reproduce", "figure2", *common]) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
+    assert f2["panels"]["semantic-depth"]["points"][0]["weight"] == 1.0
+
+
+def test_choices_never_look_at_the_reported_split(smoke_out):
+    out, _ = smoke_out
+    reproduction = Reproduction("smoke", out)
+    for run in table1.grid_runs():
+        config = reproduction.config(run)
+        assert config.eval.report_split == config.eval.select_split == "val"
+        result = json.loads((reproduction.run_dir(run) / "results.json").read_text())
+        assert result["split"] == "val"  # the grid's runs were only ever scored on val
+    row = reproduction.config(table1.row_run("uw-three", 0))
+    assert row.eval.report_split == "test" and row.eval.select_split == "val"
+    paper = Reproduction("paper", out, data="/tiny")
+    grid = paper.config(table1.grid_runs()[0])
+    assert grid.data.train_split == "train:fit" and grid.eval.report_split == "train:holdout"
+    assert paper.config(table1.row_run("uw-three", 0)).eval.report_split == "val"
+
+
+def test_choose_uses_the_metrics_it_is_given_only():
+    candidates = {
+        "a": {"miou": 50.0, "depth_mean_error_px": 0.30},
+        "b": {"miou": 60.0, "depth_mean_error_px": 0.35},
+        "c": {"miou": 58.0, "depth_mean_error_px": 0.20},
+    }
+    best, scores = choose(candidates, ["semantic", "depth"])
+    # semantic errors 50, 40, 42 -> 1, 0, 0.2; depth errors 0.30, 0.35, 0.20 -> 2/3, 1, 0
+    assert best == "c"
+    assert scores == pytest.approx({"a": (1 + 2 / 3) / 2, "b": 0.5, "c": 0.1})
+
+
+def test_bad_arguments(tmp_path, capsys):
+    assert main(["reproduce", "table1", "--preset", "paper", "--out", str(tmp_path)]) == 2
+    assert "needs --data ROOT" in capsys.readouterr().err
+    assert main(["reproduce", "table1", "--preset", "smoke", "--only", "row9",
+                 "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert "unknown row 'row9'" in capsys.readouterr().err
