@@ -65,7 +65,7 @@ def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, 
     f2 = json.loads((out / "figure2.json").read_text())
     # Figure 2's ends are Table 1's single-task runs: same directories, trained once.
     assert t1["rows"]["semantic-only"]["runs"][0].endswith("/seed0")
-    runs = sorted(p.parent.name for p in (out / "runs").glob("*/seed0/results.json"))
+    runs = sorted(p.parent.parent.name for p in (out / "runs").glob("*/seed0/results.json"))
     assert len(runs) == len(set(runs))
     assert sum(name.startswith("semantic-only-") for name in runs) == 1
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/seed0/results.json")}
@@ -78,7 +78,7 @@ def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, 
 
 def test_choices_never_look_at_the_reported_split(smoke_out):
     out, _ = smoke_out
-    reproduction = Reproduction("smoke", out)
+    reproduction = Reproduction("smoke", out, extra=(f"data.root={out / 'city'}",))
     for run in table1.grid_runs():
         config = reproduction.config(run)
         assert config.eval.report_split == config.eval.select_split == "val"
