@@ -89,3 +89,9 @@ def test_errors():
         cluster_instances(semantic, np.zeros((2, 64, 128)), method="kmeans")
     with pytest.raises(ValueError, match=r"offsets must be \[2, 64, 128\]"):
         cluster_instances(semantic, np.zeros((2, 32, 64)))
+
+
+def test_the_cli_offers_every_method():
+    from uncertainty_mtl.cli import CLUSTER_METHODS
+
+    assert tuple(CLUSTER_METHODS) == METHODS

@@ -189,7 +189,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--cluster",
         default=None,
-        choices=["grid", "dbscan", "hdbscan", "optics"],
+        choices=CLUSTER_METHODS,
         help="instance clustering for AP (default: the run's eval.cluster_method)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -203,9 +203,7 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files or directories of images")
     predict.add_argument("--out", required=True, help="output directory")
     predict.add_argument("--checkpoint", choices=["auto", "best", "last"], default="auto")
-    predict.add_argument(
-        "--cluster", default="grid", choices=["grid", "dbscan", "hdbscan", "optics"]
-    )
+    predict.add_argument("--cluster", default="grid", choices=CLUSTER_METHODS)
     predict.add_argument("--device", default="cpu")
     return parser
 
