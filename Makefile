@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run two-task test lint typecheck pytest bench clean-venv
+.PHONY: run reproduce two-task test lint typecheck pytest bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,14 @@ $(STAMP): pyproject.toml constraints.txt
 ## CPU preset, one seed (the city is generated on first use).
 run: $(STAMP)
 	$(BIN)/umtl reproduce table1 --preset cpu --out runs/reproduce-cpu
+
+## Every experiment of the paper on the CPU preset, 3 seeds; runs shared with `make run`.
+reproduce: $(STAMP)
+	$(BIN)/umtl reproduce table1 --preset cpu --seeds 3 --out runs/reproduce-cpu
+	$(BIN)/umtl reproduce figure2 --preset cpu --seeds 3 --out runs/reproduce-cpu
+	$(BIN)/umtl reproduce appendix-b --preset cpu --out runs/reproduce-cpu
+	$(BIN)/umtl reproduce units --preset cpu --seeds 3 --out runs/reproduce-cpu
+	$(BIN)/umtl reproduce ablations --preset cpu --seeds 3 --out runs/reproduce-cpu
 
 ## The two-task study of the reproduction report on scikit-learn's digits, 3 seeds.
 two-task: $(STAMP)

@@ -70,6 +70,9 @@ def test_unknown_keys_list_what_is_allowed():
         (["model.sync_bn=true"], "SyncBatchNorm refuses CPU"),
         (["optim.steps=0"], "optim.steps must be > 0"),
         (["data.crop=[512]"], "data.crop must be 2 positive numbers"),
+        (["weighting.init_log_var={normals: 1}"], "init_log_var names ['normals'], which are not"),
+        (["weighting.init_log_var=.inf"], "init_log_var must be finite"),
+        (["weighting.init_log_var=high"], "init_log_var: expected a number"),
     ],
 )  # fmt: skip
 def test_invalid_values(overrides, message):
@@ -81,6 +84,17 @@ def test_fixed_zero_weight_turns_a_task_off():
     weights = "weighting.weights={semantic: 1, instance: 0, depth: 0.5}"
     c = load_config("smoke", ["weighting.kind=fixed", weights])
     assert c.trained_tasks == ["semantic", "depth"]
+
+
+def test_per_task_initial_log_variances_reach_the_weighting():
+    from uncertainty_mtl.engine import build_weighting
+
+    c = load_config("smoke", ["weighting.init_log_var={depth: 5.5}"])
+    s = build_weighting(c).log_variances()
+    assert s["depth"] == 5.5 and s["semantic"] == s["instance"] == 0.0
+    assert build_weighting(load_config("smoke", ["weighting.init_log_var=-2"])).log_variances() == {
+        t: -2.0 for t in ("semantic", "instance", "depth")
+    }
 
 
 def test_base_chain_and_files(tmp_path):

@@ -4,10 +4,12 @@ choices made without the reported split."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from uncertainty_mtl.cli import main
+from uncertainty_mtl.experiments import ablations as ablations_module
 from uncertainty_mtl.experiments import table1
 from uncertainty_mtl.experiments._runs import Reproduction, choose
 
@@ -27,7 +29,7 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
     t1 = json.loads((out / "table1.json").read_text())
     assert set(t1["rows"]) == set(table1.ROWS)
     assert {"experiment", "preset", "seeds", "rows", "approx_optimal", "trivial_baselines",
-            "wall_time_s", "report_split"} <= set(t1)  # fmt: skip
+            "wall_time_s", "runs_trained", "runs_used", "report_split"} <= set(t1)  # fmt: skip
     three = t1["rows"]["uw-three"]
     assert {"miou", "instance_mean_error_px", "depth_mean_error_px", "instance_ap"} <= set(
         three["metrics"]
@@ -52,9 +54,20 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
         ("fixed", "1/100 px"),
         ("learned", "px"),
         ("learned", "1/100 px"),
+        ("learned, s₀ at the optimum", "1/100 px"),
     ]
+    start = units["rows"][-1]["initial_log_var_depth"][0]
+    assert start == pytest.approx(units["rows"][2]["log_var_depth"] + 2 * math.log(100), abs=0.01)
     ablations = json.loads((out / "ablations.json").read_text())
-    assert len(ablations["rows"]) == 4
+    assert list(ablations["rows"]) == [*ablations_module.VARIANTS, "fixed-at-learned"]
+    learned = ablations["rows"]["uw-three"]["final"]
+    control = ablations["rows"]["fixed-at-learned"]
+    assert control["fixed_weights"] == [
+        {
+            t: pytest.approx(learned[f"weight/{t}"], rel=5e-3)
+            for t in ("semantic", "instance", "depth")
+        }
+    ]
     for png in ("figure2.png", "appendix_b.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
@@ -73,6 +86,11 @@ def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, 
     assert main(["reproduce", "table1", *common]) == 0
     assert main(["reproduce", "figure2", *common]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
+    rerun = json.loads((out / "table1.json").read_text())
+    assert rerun["runs_trained"] == 0 and rerun["runs_used"] == len(
+        t1["approx_optimal"]["candidates"]
+    ) + len(table1.ROWS)
+    assert "training 0 of the" in capsys.readouterr().out
     assert f2["panels"]["semantic-depth"]["points"][0]["weight"] == 1.0
 
 
@@ -110,3 +128,13 @@ def test_bad_arguments(tmp_path, capsys):
     assert main(["reproduce", "table1", "--preset", "smoke", "--only", "row9",
                  "--out", str(tmp_path)]) == 2  # fmt: skip
     assert "unknown row 'row9'" in capsys.readouterr().err
+
+
+def test_only_trains_one_row_and_writes_no_table(smoke_out, tmp_path):
+    out, _ = smoke_out
+    args = ["reproduce", "table1", "--preset", "smoke", "--out", str(tmp_path), "--only",
+            "depth-only", "--set", f"data.root={out / 'city'}", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    trained = sorted(p.parent.parent.name for p in (tmp_path / "runs").glob("*/seed0/results.json"))
+    assert len(trained) == 1 and trained[0].startswith("depth-only-")
+    assert not (tmp_path / "table1.md").exists() and not (tmp_path / "table1.json").exists()

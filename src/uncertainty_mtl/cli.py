@@ -317,7 +317,9 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
         name = "ablations.md"
     with open(os.path.join(out, name), encoding="utf-8") as f:
         print(f.read())
-    print(f"wrote {out}/ in {reproduction.elapsed():.0f} s")
+    timing = reproduction.timing()
+    print(f"wrote {out}/ in {timing['wall_time_s']:.0f} s, training {timing['runs_trained']} of "
+          f"the {timing['runs_used']} runs it uses (the others were finished on disk)")  # fmt: skip
     return 0
 
 

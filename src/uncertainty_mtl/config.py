@@ -12,6 +12,7 @@ Shipped configs (``umtl train --config NAME``): ``smoke``, ``cpu/...``,
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -88,7 +89,7 @@ class WeightingConfig:
     regulariser: str = "log"  # or "positive" (log(1 + σ²))
     likelihoods: dict[str, str] = field(default_factory=dict)  # per-task override, e.g.
     # {semantic: tempered_softmax}; default: softmax, laplace, laplace
-    init_log_var: float = 0.0
+    init_log_var: float | dict[str, float] = 0.0  # initial s: for every task, or task -> s
     lr: float | None = None  # learning rate of the log-variances (default: optim.lr)
 
 
@@ -189,6 +190,15 @@ class TrainConfig:
                     f"weighting.likelihoods: {task}: {likelihood!r}; allowed for the trained "
                     f"tasks: { {t: per_task[t] for t in self.tasks} }"
                 )
+        inits = self.weighting.init_log_var
+        values = inits.values() if isinstance(inits, dict) else [inits]
+        if isinstance(inits, dict) and not set(inits) <= set(self.tasks):
+            raise ConfigError(
+                f"weighting.init_log_var names {sorted(set(inits) - set(self.tasks))}, "
+                f"which are not in tasks {self.tasks}"
+            )
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"weighting.init_log_var must be finite, got {inits}")
         if not self.data.depth_scale > 0:
             raise ConfigError(f"data.depth_scale must be > 0, got {self.data.depth_scale}")
         positive: dict[str, float] = {

@@ -146,6 +146,8 @@ class Reproduction:
     progress: bool = True
     extra: tuple[str, ...] = ()
     _started: float = field(default_factory=time.perf_counter)
+    _used: set[Run] = field(default_factory=set)
+    _trained: set[Run] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -206,6 +208,7 @@ class Reproduction:
         done: dict[Run, dict[str, Any]] = {}
         todo = []
         for run in dict.fromkeys(runs):
+            self._used.add(run)
             path = self.run_dir(run) / "results.json"
             if path.is_file():
                 done[run] = read_json(path)
@@ -227,13 +230,17 @@ class Reproduction:
             for future in as_completed(futures):
                 run = futures[future]
                 done[run] = future.result()
+                self._trained.add(run)
                 bar.set_postfix_str(f"{run.name} seed {run.seed}")
                 bar.update()
         bar.close()
         return done
 
-    def elapsed(self) -> float:
-        return time.perf_counter() - self._started
+    def timing(self) -> dict[str, Any]:
+        """This invocation's wall time, and how many of the runs it used it trained (the others
+        were found finished on disk)."""
+        return {"wall_time_s": time.perf_counter() - self._started,
+                "runs_trained": len(self._trained), "runs_used": len(self._used)}  # fmt: skip
 
 
 def errors_of(metrics: dict[str, Any], tasks: Sequence[str]) -> dict[str, float]:

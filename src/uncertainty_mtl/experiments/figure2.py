@@ -76,7 +76,7 @@ def reproduce_figure2(reproduction: Reproduction, *, seeds: int = 1) -> dict[str
         panels["-".join(pair)] = {"pair": list(pair), "points": points, "learned": uw}
     summary = {"experiment": "figure2", "preset": reproduction.preset,
                "report_split": reproduction.spec.report_split, "seeds": list(range(seeds)),
-               "panels": panels, "wall_time_s": reproduction.elapsed()}  # fmt: skip
+               "panels": panels, **reproduction.timing()}  # fmt: skip
     write_json(reproduction.out / "figure2.json", summary)
     write_text(reproduction.out / "figure2.md", _markdown(summary))
     _plot(reproduction.out / "figure2.png", summary)
@@ -111,7 +111,8 @@ def _plot(path: Any, summary: dict[str, Any]) -> None:
     fig, axes = new_figure(2, width=5.5)
     for ax, panel in zip(axes, summary["panels"].values(), strict=True):
         first, second = panel["pair"]
-        for task, axis, colour in ((first, ax, "tab:blue"), (second, ax.twinx(), "tab:orange")):
+        twin = ax.twinx()
+        for task, axis, colour in ((first, ax, "tab:blue"), (second, twin, "tab:orange")):
             key, name, _ = METRIC[task]
             points = [p for p in panel["points"] if key in p["metrics"]]
             xs = [p["weight"] for p in points]
@@ -126,4 +127,6 @@ def _plot(path: Any, summary: dict[str, Any]) -> None:
         ax.set_xlabel(f"weight of {first} (weight of {second} = 1 − w)")
         ax.set_title(f"{first} + {second}")
         ax.grid(alpha=0.3)
+        handles = [h for a in (ax, twin) for h in a.get_legend_handles_labels()[0]]
+        ax.legend(handles=handles, fontsize="small", loc="best")
     save_figure(fig, path)

@@ -145,7 +145,7 @@ def reproduce_table1(
     }
     if reproduction.spec.report_split == "test":
         summary["trivial_baselines"] = trivial_baselines(reproduction)
-    summary["wall_time_s"] = reproduction.elapsed()
+    summary.update(reproduction.timing())
     write_json(reproduction.out / "table1.json", summary)
     write_text(reproduction.out / "table1.md", table_markdown(summary))
     return summary

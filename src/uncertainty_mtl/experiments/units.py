@@ -8,7 +8,10 @@ weighting runs in both units. Metrics are always reported in pixels.
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.experiments._runs import (
@@ -42,9 +45,21 @@ def fixed(w: float, scale: float, *, seed: int = 0, selection: bool = False) -> 
     return Run(f"{run.name}-depthx{scale:g}", run.overrides + _scaled(scale), seed, selection)
 
 
-def learned(scale: float, seed: int = 0) -> Run:
+def learned(scale: float, seed: int = 0, *, depth_init: float | None = None) -> Run:
+    """The learned weighting; ``depth_init`` starts the depth task's ``s`` there."""
     name = "uw-semantic-depth" + ("" if scale == 1.0 else f"-depthx{scale:g}")
-    return learned_run(name, PAIR, *_scaled(scale), seed=seed)
+    extra = _scaled(scale)
+    if depth_init is not None:
+        name += f"-s0depth{depth_init:g}"
+        extra += (f"weighting.init_log_var={{depth: {depth_init:g}}}",)
+    return learned_run(name, PAIR, *extra, seed=seed)
+
+
+def shifted_optimum(result: dict[str, Any], scale: float) -> float:
+    """Where the depth task's ``s`` should end with labels × ``scale``: the final ``s`` of the
+    run in pixels moved by 2·log(scale) (Laplace likelihood), to two decimals."""
+    final = float(result["training"]["weighting_at_kept_checkpoint"]["log_var/depth"])
+    return round(final + 2.0 * math.log(scale), 2)
 
 
 def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, Any]:
@@ -61,6 +76,11 @@ def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, 
         ("fixed", SCALE): [fixed(best, SCALE, seed=k) for k in range(seeds)],
         ("learned", 1.0): [learned(1.0, k) for k in range(seeds)],
         ("learned", SCALE): [learned(SCALE, k) for k in range(seeds)],
+        # Diagnostic: depth's s starts where it should end, so no early transient.
+        ("learned, s₀ at the optimum", SCALE): [
+            learned(SCALE, k, depth_init=shifted_optimum(done[learned(1.0, k)], SCALE))
+            for k in range(seeds)
+        ],
     }
     done.update(reproduction.results([r for runs in rows_runs.values() for r in runs]))
     rows = []
@@ -68,7 +88,11 @@ def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, 
         results = [done[r] for r in runs]
         entry: dict[str, Any] = {"weighting": kind, "depth_units": f"1/{scale:g} px" if scale != 1
                                  else "px", "metrics": mean_metrics(results)}  # fmt: skip
-        if kind == "learned":
+        if kind.startswith("learned"):
+            if kind != "learned":
+                entry["initial_log_var_depth"] = [
+                    shifted_optimum(done[learned(1.0, k)], scale) for k in range(seeds)
+                ]
             final = [r["training"]["weighting_at_kept_checkpoint"] for r in results]
             entry["log_var_depth"] = sum(f["log_var/depth"] for f in final) / len(final)
             entry["log_var_semantic"] = sum(f["log_var/semantic"] for f in final) / len(final)
@@ -76,12 +100,18 @@ def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, 
     summary = {"experiment": "units", "preset": reproduction.preset, "scale": SCALE,
                "chosen_semantic_weight": best, "criterion": SELECTION_CRITERION,
                "candidates": {f"{w:g}": v for w, v in scores.items()}, "rows": rows,
-               "seeds": list(range(seeds)), "wall_time_s": reproduction.elapsed()}  # fmt: skip
+               "seeds": list(range(seeds)), **reproduction.timing()}  # fmt: skip
     write_json(reproduction.out / "units.json", summary)
     headers = ["weighting", "depth labels in", "IoU [%] ↑", "inv. depth err. [px] ↓",
                "final s (semantic, depth)"]  # fmt: skip
-    lines = [[f"fixed ({best:g}, {1 - best:g})" if r["weighting"] == "fixed" else "learned",
-              r["depth_units"], cell(r["metrics"], "miou", 1),
+
+    def label(row: dict[str, Any]) -> str:
+        if row["weighting"] == "fixed":
+            return f"fixed ({best:g}, {1 - best:g})"
+        starts = row.get("initial_log_var_depth")
+        return str(row["weighting"]) + (f" (s₀ = {np.mean(starts):.2f})" if starts else "")
+
+    lines = [[label(r), r["depth_units"], cell(r["metrics"], "miou", 1),
               cell(r["metrics"], "depth_mean_error_px", 3),
               f"{r['log_var_semantic']:.2f}, {r['log_var_depth']:.2f}" if "log_var_depth" in r
               else "–"] for r in rows]  # fmt: skip
@@ -91,5 +121,6 @@ def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, 
         f"{', '.join(f'{w:g}' for w in GRID)} (semantic; depth 1 − w): {best:g}. The same weights "
         f"with depth labels ×{SCALE:g}, and the learned weighting in both units. Metrics in "
         "pixels, reported split; a Laplace term's optimal s moves by 2·log 100 = 9.2 when its "
-        "loss grows 100-fold.", "", markdown_table(headers, lines)]))  # fmt: skip
+        "loss grows 100-fold. The last row starts depth's s at the pixel run's final s + "
+        "2·log 100 instead of 0.", "", markdown_table(headers, lines)]))  # fmt: skip
     return summary
