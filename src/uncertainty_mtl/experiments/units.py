@@ -57,7 +57,9 @@ def learned(scale: float, seed: int = 0, *, depth_init: float | None = None) -> 
 
 def shifted_optimum(result: dict[str, Any], scale: float) -> float:
     """Where the depth task's ``s`` should end with labels × ``scale``: the final ``s`` of the
-    run in pixels moved by 2·log(scale) (Laplace likelihood), to two decimals."""
+    run in pixels moved by 2·log(scale), to two decimals. (The likelihood convention: a Laplace
+    term on an L1 loss and a Gaussian term on a squared loss both move by 2·log(scale); the
+    paper convention's Gaussian term on an L1 loss would move by log(scale).)"""
     final = float(result["training"]["weighting_at_kept_checkpoint"]["log_var/depth"])
     return round(final + 2.0 * math.log(scale), 2)
 
