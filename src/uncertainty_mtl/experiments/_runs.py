@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from uncertainty_mtl._io import read_json
 from uncertainty_mtl.config import TrainConfig, config_to_dict, load_config
+from uncertainty_mtl.data.cityscapes import SCENE_TASKS
 from uncertainty_mtl.reporting.tables import format_mean_std, summarise
 
 __all__ = ["PRESETS", "Preset", "Reproduction", "Run", "errors_of", "mean_metrics"]
@@ -99,7 +100,7 @@ class Run:
 
 
 def _fixed(weights: dict[str, float]) -> tuple[str, ...]:
-    tasks = [t for t in ("semantic", "instance", "depth") if weights.get(t, 0) > 0]
+    tasks = [t for t in SCENE_TASKS if weights.get(t, 0) > 0]
     spelled = ", ".join(f"{t}: {weights[t]}" for t in tasks)
     return (
         f"tasks=[{', '.join(tasks)}]",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl.data.cityscapes import SCENE_TASKS as TASKS
 from uncertainty_mtl.experiments._runs import (
     Reproduction,
     Run,
@@ -21,7 +22,6 @@ from uncertainty_mtl.reporting.tables import markdown_table
 
 __all__ = ["VARIANTS", "reproduce_ablations"]
 
-TASKS = ("semantic", "instance", "depth")
 #: name -> (label, overrides)
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "uw-three": ("likelihood convention (Laplace terms for L1), log regulariser", ()),
@@ -46,10 +46,6 @@ def final_weights(result: dict[str, Any]) -> dict[str, float]:
     return {t: float(f"{kept[f'weight/{t}']:.3g}") for t in TASKS}
 
 
-def control_run(learned: dict[str, Any], seed: int) -> Run:
-    return fixed_run(CONTROL, final_weights(learned), seed=seed)
-
-
 def reproduce_ablations(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, Any]:
     """Trains what is missing; writes ``ablations.md`` and ``ablations.json``."""
     done = reproduction.results([variant_run(n, s) for n in VARIANTS for s in range(seeds)])
@@ -59,10 +55,9 @@ def reproduce_ablations(reproduction: Reproduction, *, seeds: int = 1) -> dict[s
         final = [r["training"]["weighting_at_kept_checkpoint"] for r in results]
         mean_final = {k: sum(f[k] for f in final) / len(final) for k in final[0]}
         rows[name] = {"label": label, "metrics": mean_metrics(results), "final": mean_final}
-    learned = [done[variant_run("uw-three", s)] for s in range(seeds)]
-    controls = [control_run(r, s) for s, r in enumerate(learned)]
+    fixed = [final_weights(done[variant_run("uw-three", s)]) for s in range(seeds)]
+    controls = [fixed_run(CONTROL, weights, seed=s) for s, weights in enumerate(fixed)]
     done.update(reproduction.results(controls))
-    fixed = [final_weights(r) for r in learned]
     rows[CONTROL] = {
         "label": CONTROL_LABEL,
         "metrics": mean_metrics([done[run] for run in controls]),

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl.data.cityscapes import SCENE_TASKS as TASKS
 from uncertainty_mtl.experiments._runs import Reproduction, Run, learned_run
 from uncertainty_mtl.reporting.plots import new_figure, save_figure
 from uncertainty_mtl.reporting.tables import markdown_table
 
 __all__ = ["AGREEMENT", "INITS", "reproduce_appendix_b"]
 
-TASKS = ("semantic", "instance", "depth")
 INITS = (-2.0, 0.0, 2.0, 5.0)
 AGREEMENT = 0.1  # spread of s (max − min over initialisations), i.e. about 10% in σ²
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl.data.cityscapes import SCENE_TASKS as TASKS
 from uncertainty_mtl.experiments._runs import (
     SELECTION_CRITERION,
     Reproduction,
@@ -26,7 +27,6 @@ from uncertainty_mtl.reporting.tables import markdown_table, summarise
 
 __all__ = ["GRID", "PAPER", "ROWS", "reproduce_table1"]
 
-TASKS = ("semantic", "instance", "depth")
 #: row key -> (label, task weights or None for learned, tasks)
 ROWS: dict[str, tuple[str, tuple[float, float, float] | None, tuple[str, ...]]] = {
     "semantic-only": ("Segmentation only", (1.0, 0.0, 0.0), ("semantic",)),

@@ -73,15 +73,15 @@ def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, 
     best, scores = choose(
         {w: done[run]["metrics"] for w, run in zip(GRID, grid, strict=True)}, PAIR
     )
+    # Diagnostic: depth's s starts where it should end, so no early transient.
+    starts = [shifted_optimum(done[learned(1.0, k)], SCALE) for k in range(seeds)]
     rows_runs = {
         ("fixed", 1.0): [fixed(best, 1.0, seed=k) for k in range(seeds)],
         ("fixed", SCALE): [fixed(best, SCALE, seed=k) for k in range(seeds)],
         ("learned", 1.0): [learned(1.0, k) for k in range(seeds)],
         ("learned", SCALE): [learned(SCALE, k) for k in range(seeds)],
-        # Diagnostic: depth's s starts where it should end, so no early transient.
         ("learned, s₀ at the optimum", SCALE): [
-            learned(SCALE, k, depth_init=shifted_optimum(done[learned(1.0, k)], SCALE))
-            for k in range(seeds)
+            learned(SCALE, k, depth_init=start) for k, start in enumerate(starts)
         ],
     }
     done.update(reproduction.results([r for runs in rows_runs.values() for r in runs]))
@@ -92,9 +92,7 @@ def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, 
                                  else "px", "metrics": mean_metrics(results)}  # fmt: skip
         if kind.startswith("learned"):
             if kind != "learned":
-                entry["initial_log_var_depth"] = [
-                    shifted_optimum(done[learned(1.0, k)], scale) for k in range(seeds)
-                ]
+                entry["initial_log_var_depth"] = starts
             final = [r["training"]["weighting_at_kept_checkpoint"] for r in results]
             entry["log_var_depth"] = sum(f["log_var/depth"] for f in final) / len(final)
             entry["log_var_semantic"] = sum(f["log_var/semantic"] for f in final) / len(final)
