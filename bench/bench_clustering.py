@@ -29,8 +29,9 @@ def timing(frames: int, height: int, width: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     cases = []
     for i in range(frames):
-        frame = render_frame(city_style(0, "val", i), np.random.default_rng([9, i]), height, width,
-                             noise=False)  # fmt: skip
+        frame = render_frame(
+            city_style(0, "val", i), np.random.default_rng([9, i]), height, width, noise=False
+        )
         offset, mask = instance_targets(frame.instance_ids)
         offset = offset + rng.normal(0, width / 256, offset.shape) * mask
         cases.append((id_to_train_id()[frame.label_ids], offset, int(mask.sum())))

@@ -27,10 +27,33 @@ from uncertainty_mtl.data.labels import TRAIN_ID_NAMES
 from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 
 #: Share of labelled pixels per class on Tiny Cityscapes val (Key 2019, Table 4), percent.
-CITYSCAPES_FREQUENCY = dict(zip(TRAIN_ID_NAMES, (
-    37.7, 5.4, 21.9, 0.7, 0.8, 1.5, 0.2, 0.7, 17.3, 0.8,
-    3.3, 1.3, 0.2, 6.5, 0.3, 0.4, 0.1, 0.1, 0.7,
-), strict=True))  # fmt: skip
+CITYSCAPES_FREQUENCY = dict(
+    zip(
+        TRAIN_ID_NAMES,
+        (
+            37.7,
+            5.4,
+            21.9,
+            0.7,
+            0.8,
+            1.5,
+            0.2,
+            0.7,
+            17.3,
+            0.8,
+            3.3,
+            1.3,
+            0.2,
+            6.5,
+            0.3,
+            0.4,
+            0.1,
+            0.1,
+            0.7,
+        ),
+        strict=True,
+    )
+)
 
 
 def generator_rate(root: Path, height: int, width: int, frames: int, workers: int) -> float:
@@ -49,8 +72,9 @@ def loader_rates(root: Path, cache: Path, workers: int) -> dict[str, float]:
         for i in range(len(data)):
             data[i]
         rates[f"{name}_one_process"] = len(data) / (time.perf_counter() - start)
-        loader = DataLoader(data, batch_size=8, num_workers=workers, shuffle=True,
-                            persistent_workers=False)  # fmt: skip
+        loader = DataLoader(
+            data, batch_size=8, num_workers=workers, shuffle=True, persistent_workers=False
+        )
         start = time.perf_counter()
         n = sum(len(images) for images, _ in loader)
         rates[f"{name}_dataloader_{workers}_workers"] = n / (time.perf_counter() - start)
@@ -64,10 +88,12 @@ def class_frequencies(root: Path) -> dict[str, dict[str, float]]:
         counts += np.bincount(data[i][1]["semantic"].numpy().ravel(), minlength=256)
     labelled = counts[:19].sum()
     return {
-        name: {"synthetic": round(100 * counts[i] / labelled, 2),
-               "cityscapes": CITYSCAPES_FREQUENCY[name]}
+        name: {
+            "synthetic": round(100 * counts[i] / labelled, 2),
+            "cityscapes": CITYSCAPES_FREQUENCY[name],
+        }
         for i, name in enumerate(TRAIN_ID_NAMES)
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -84,17 +110,26 @@ def main() -> None:
         }
         loader = loader_rates(tmp_path / "gen128", tmp_path / "cache", args.workers)
         freq_root = tmp_path / "freq"
-        generate_city(freq_root, SynthConfig(height=128, width=256, split_sizes={"val": 300}),
-                      workers=args.workers, progress=False)  # fmt: skip
+        generate_city(
+            freq_root,
+            SynthConfig(height=128, width=256, split_sizes={"val": 300}),
+            workers=args.workers,
+            progress=False,
+        )
         frequencies = class_frequencies(freq_root)
-    print(json.dumps({
-        "benchmark": "scene_data",
-        "workers": args.workers,
-        "generator_frames_per_s": rates,
-        "extrapolated_3975_frames_256x512_s": 3975 / rates["256x512"],
-        "loader_samples_per_s_128x256": loader,
-        "class_frequency_percent": frequencies,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "scene_data",
+                "workers": args.workers,
+                "generator_frames_per_s": rates,
+                "extrapolated_3975_frames_256x512_s": 3975 / rates["256x512"],
+                "loader_samples_per_s_128x256": loader,
+                "class_frequency_percent": frequencies,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from uncertainty_mtl.config import load_config, shipped_configs
 from uncertainty_mtl.engine import build_model, build_weighting, train
-from uncertainty_mtl.tasks.scene import scene_losses
+from uncertainty_mtl.tasks.registry import scene_losses
 from uncertainty_mtl.weighting import parameter_groups
 
 # Full-resolution crops at batch 16 take minutes a step on a CPU: measured at a smaller batch.
@@ -115,12 +115,19 @@ def step_speed(name: str, peak: float, conv: float, repeats: int) -> dict[str, A
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     return {
-        "config": name, "backbone": config.model.backbone, "tasks": config.trained_tasks,
-        "input": [h, w], "batch": batch, "config_batch": config.optim.batch_size,
-        "step_s": seconds, "images_per_s": batch / seconds, "gflop_per_step": flops / 1e9,
-        "gflop_per_s": flops / seconds / 1e9, "fraction_of_mm_peak": flops / seconds / peak,
+        "config": name,
+        "backbone": config.model.backbone,
+        "tasks": config.trained_tasks,
+        "input": [h, w],
+        "batch": batch,
+        "config_batch": config.optim.batch_size,
+        "step_s": seconds,
+        "images_per_s": batch / seconds,
+        "gflop_per_step": flops / 1e9,
+        "gflop_per_s": flops / seconds / 1e9,
+        "fraction_of_mm_peak": flops / seconds / peak,
         "fraction_of_conv_peak": flops / seconds / conv,
-    }  # fmt: skip
+    }
 
 
 def loop_overhead(repeats: int, steps: int) -> dict[str, Any]:
@@ -129,18 +136,29 @@ def loop_overhead(repeats: int, steps: int) -> dict[str, Any]:
 
     from uncertainty_mtl.data.cityscapes import CityscapesScenes
 
-    base = ["eval.select_split=null", f"optim.steps={steps}", "run.checkpoint_every=100000",
-            "data.flip=false", "eval.max_frames=8"]  # fmt: skip
+    base = [
+        "eval.select_split=null",
+        f"optim.steps={steps}",
+        "run.checkpoint_every=100000",
+        "data.flip=false",
+        "eval.max_frames=8",
+    ]
     variants = {
         "engine_uncertainty": load_config("cpu/three-task", base),
-        "engine_fixed": load_config("cpu/three-task", [
-            *base, "weighting.kind=fixed",
-            "weighting.weights={semantic: 1.0, instance: 1.0, depth: 1.0}"]),
-    }  # fmt: skip
+        "engine_fixed": load_config(
+            "cpu/three-task",
+            [
+                *base,
+                "weighting.kind=fixed",
+                "weighting.weights={semantic: 1.0, instance: 1.0, depth: 1.0}",
+            ],
+        ),
+    }
     timings: dict[str, list[float]] = {k: [] for k in (*variants, "plain_uncertainty")}
     config = variants["engine_uncertainty"]
-    frames = CityscapesScenes(config.data.root, "train", tasks=config.trained_tasks,
-                              cache_dir=config.data.cache_dir)  # fmt: skip
+    frames = CityscapesScenes(
+        config.data.root, "train", tasks=config.trained_tasks, cache_dir=config.data.cache_dir
+    )
     for _ in range(repeats):
         for name, variant in variants.items():
             with tempfile.TemporaryDirectory() as out:
@@ -151,10 +169,13 @@ def loop_overhead(repeats: int, steps: int) -> dict[str, Any]:
         model, weighting = build_model(config), build_weighting(config)
         optimiser = torch.optim.SGD(
             parameter_groups(model, weighting, lr=0.02, weight_decay=1e-4),
-            lr=0.02, momentum=0.9, nesterov=True,
-        )  # fmt: skip
-        loader = DataLoader(frames, batch_size=8, shuffle=True, drop_last=True,
-                            num_workers=config.data.workers)  # fmt: skip
+            lr=0.02,
+            momentum=0.9,
+            nesterov=True,
+        )
+        loader = DataLoader(
+            frames, batch_size=8, shuffle=True, drop_last=True, num_workers=config.data.workers
+        )
         start, done = time.perf_counter(), 0
         while done < steps:
             for images, targets in loader:
@@ -168,11 +189,14 @@ def loop_overhead(repeats: int, steps: int) -> dict[str, Any]:
         timings["plain_uncertainty"].append((time.perf_counter() - start) / steps)
     median = {k: statistics.median(v) for k, v in timings.items()}
     return {
-        "config": "cpu/three-task", "steps_per_run": steps, "repeats": repeats,
-        "seconds_per_step": median, "all": timings,
+        "config": "cpu/three-task",
+        "steps_per_run": steps,
+        "repeats": repeats,
+        "seconds_per_step": median,
+        "all": timings,
         "engine_over_plain": median["engine_uncertainty"] / median["plain_uncertainty"],
         "uncertainty_over_fixed": median["engine_uncertainty"] / median["engine_fixed"],
-    }  # fmt: skip
+    }
 
 
 def inference(repeats: int) -> list[dict[str, Any]]:
@@ -202,8 +226,15 @@ def inference(repeats: int) -> list[dict[str, Any]]:
                         m(images)
                     samples.append(time.perf_counter() - start)
                 times[key] = statistics.median(samples)
-        rows.append({"config": name, "input": [h, w], "batch": len(images), "seconds": times,
-                     "ratio": times["three-task"] / times["three single-task"]})  # fmt: skip
+        rows.append(
+            {
+                "config": name,
+                "input": [h, w],
+                "batch": len(images),
+                "seconds": times,
+                "ratio": times["three-task"] / times["three single-task"],
+            }
+        )
     return rows
 
 
@@ -214,8 +245,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loop-steps", type=int, default=150)
     args = parser.parse_args()
-    out: dict[str, Any] = {"benchmark": "training", "threads": torch.get_num_threads(),
-                           "torch": torch.__version__}  # fmt: skip
+    out: dict[str, Any] = {
+        "benchmark": "training",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     if args.part in ("steps", "all"):
         peak, conv = matmul_peak(), conv_peak()
         out["mm_peak_gflop_per_s"] = peak / 1e9

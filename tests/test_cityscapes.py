@@ -69,9 +69,15 @@ EXPECTED_SEMANTIC = np.array(
 EXPECTED_MASK = np.zeros((4, 6), dtype=bool)
 EXPECTED_OFFSET = np.zeros((2, 4, 6))
 for (r, c), (cx, cy) in {
-    (1, 1): (2.0, 1.4), (1, 2): (2.0, 1.4), (1, 3): (2.0, 1.4), (2, 1): (2.0, 1.4),
-    (2, 3): (2.0, 1.4), (1, 4): (8 / 3, 2.0), (2, 4): (8 / 3, 2.0), (3, 0): (8 / 3, 2.0),
-}.items():  # fmt: skip
+    (1, 1): (2.0, 1.4),
+    (1, 2): (2.0, 1.4),
+    (1, 3): (2.0, 1.4),
+    (2, 1): (2.0, 1.4),
+    (2, 3): (2.0, 1.4),
+    (1, 4): (8 / 3, 2.0),
+    (2, 4): (8 / 3, 2.0),
+    (3, 0): (8 / 3, 2.0),
+}.items():
     EXPECTED_MASK[r, c] = True
     EXPECTED_OFFSET[:, r, c] = (cx - c, cy - r)
 EXPECTED_DEPTH = np.array(
@@ -93,10 +99,17 @@ EXPECTED_DEPTH_MASK = np.array(
     dtype=bool,
 )
 CAMERA = {
-    "extrinsic": {"baseline": 0.209313, "pitch": 0.0, "roll": 0.0, "x": 1.7, "y": 0.0, "yaw": 0.0,
-                  "z": 1.2},
+    "extrinsic": {
+        "baseline": 0.209313,
+        "pitch": 0.0,
+        "roll": 0.0,
+        "x": 1.7,
+        "y": 0.0,
+        "yaw": 0.0,
+        "z": 1.2,
+    },
     "intrinsic": {"fx": 2262.52, "fy": 2265.30, "u0": 1096.98, "v0": 513.14},
-}  # fmt: skip
+}
 
 
 def image_of(h=4, w=6, seed=0):
@@ -134,11 +147,20 @@ def test_every_target_equals_the_hand_computed_one(tmp_path):
     data = CityscapesScenes(write_tree(tmp_path), "val")
     assert len(data) == 1
     image, targets = data[0]
-    assert set(targets) == {"semantic", "instance_offset", "instance_mask", "inverse_depth",
-                            "depth_mask"}  # fmt: skip
-    dtypes = {"semantic": torch.int64, "instance_offset": torch.float32,
-              "instance_mask": torch.bool, "inverse_depth": torch.float32,
-              "depth_mask": torch.bool}  # fmt: skip
+    assert set(targets) == {
+        "semantic",
+        "instance_offset",
+        "instance_mask",
+        "inverse_depth",
+        "depth_mask",
+    }
+    dtypes = {
+        "semantic": torch.int64,
+        "instance_offset": torch.float32,
+        "instance_mask": torch.bool,
+        "inverse_depth": torch.float32,
+        "depth_mask": torch.bool,
+    }
     for key, dtype in dtypes.items():
         assert targets[key].dtype == dtype, key
     np.testing.assert_array_equal(targets["semantic"].numpy(), EXPECTED_SEMANTIC)

@@ -56,8 +56,13 @@ def test_small_clusters_are_dropped_and_confidence_is_the_mean_probability():
     probabilities[13] = 0.6
     probabilities[11] = 0.8
     probabilities[18] = 0.5
-    result = cluster_instances(semantic, offset, probabilities=probabilities, method="grid",
-                               params=ClusterParams(min_pixels=100))  # fmt: skip
+    result = cluster_instances(
+        semantic,
+        offset,
+        probabilities=probabilities,
+        method="grid",
+        params=ClusterParams(min_pixels=100),
+    )
     assert sorted(result.classes.values()) == [11, 13, 13]  # the 80-pixel bicycle is gone
     for k, train_id in result.classes.items():
         assert result.confidences[k] == pytest.approx(float(probabilities[train_id, 0, 0]))
@@ -79,8 +84,12 @@ def test_optics_on_a_subset_of_votes_still_recovers_the_instances():
     result = cluster_instances(
         semantic, offset, method="optics", params=ClusterParams(max_votes=300)
     )
-    assert sorted(map(sorted, recovered(ids, result).values())) == [[24000], [26000], [26001],
-                                                                   [33000]]  # fmt: skip
+    assert sorted(map(sorted, recovered(ids, result).values())) == [
+        [24000],
+        [26000],
+        [26001],
+        [33000],
+    ]
 
 
 def test_errors():

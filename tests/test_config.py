@@ -18,29 +18,51 @@ def test_the_expected_configs_are_shipped():
     names = set(shipped_configs())
     assert "smoke" in names and "cpu/three-task" in names
     assert {n for n in names if n.startswith("paper/tiny-cityscapes/")} >= {
-        "paper/tiny-cityscapes/three-task", "paper/tiny-cityscapes/semantic",
-        "paper/tiny-cityscapes/unweighted", "paper/tiny-cityscapes/approx-optimal",
-    }  # fmt: skip
+        "paper/tiny-cityscapes/three-task",
+        "paper/tiny-cityscapes/semantic",
+        "paper/tiny-cityscapes/unweighted",
+        "paper/tiny-cityscapes/approx-optimal",
+    }
     assert any(n.startswith("paper/cityscapes/") for n in names)
 
 
 def test_paper_settings():
     c = load_config("paper/tiny-cityscapes/three-task")
     assert (c.model.backbone, c.optim.lr, c.optim.momentum, c.optim.nesterov) == (
-        "resnet101", 2.5e-3, 0.9, True)  # fmt: skip
+        "resnet101",
+        2.5e-3,
+        0.9,
+        True,
+    )
     assert (c.optim.weight_decay, c.optim.poly_power, c.optim.batch_size, c.optim.steps) == (
-        1e-4, 0.9, 8, 50000)  # fmt: skip
+        1e-4,
+        0.9,
+        8,
+        50000,
+    )
     assert c.data.flip and c.eval.report_split == "val" and c.eval.select_split is None
     full = load_config("paper/cityscapes/three-task")
     assert (full.optim.steps, full.optim.batch_size, full.data.scale, full.data.crop) == (
-        100000, 16, [0.7, 2.0], [512, 512])  # fmt: skip
+        100000,
+        16,
+        [0.7, 2.0],
+        [512, 512],
+    )
     approx = load_config("paper/tiny-cityscapes/approx-optimal")
     assert approx.weighting.weights == {"semantic": 0.89, "instance": 0.01, "depth": 0.1}
 
 
 def test_overrides_are_type_checked():
-    c = load_config("smoke", ["optim.lr=1e-3", "optim.steps=10", "data.size=[16, 32]",
-                              "eval.select_split=null", "weighting.init_log_var=-2"])  # fmt: skip
+    c = load_config(
+        "smoke",
+        [
+            "optim.lr=1e-3",
+            "optim.steps=10",
+            "data.size=[16, 32]",
+            "eval.select_split=null",
+            "weighting.init_log_var=-2",
+        ],
+    )
     assert c.optim.lr == 1e-3 and c.optim.steps == 10 and c.data.size == [16, 32]
     assert c.eval.select_split is None and c.weighting.init_log_var == -2.0
     with pytest.raises(ConfigError, match=r"optim\.steps: expected an integer, got 'many'"):
@@ -64,8 +86,10 @@ def test_unknown_keys_list_what_is_allowed():
         (["model.backbone=vgg"], "model.backbone: 'vgg' is not one of"),
         (["tasks=[semantic, normals]"], "must be a non-empty subset"),
         (["weighting.kind=fixed"], "must give a weight for each of tasks"),
-        (["weighting.kind=fixed", "weighting.weights={semantic: 1, instance: 0, depth: -1}"],
-         "must be >= 0"),
+        (
+            ["weighting.kind=fixed", "weighting.weights={semantic: 1, instance: 0, depth: -1}"],
+            "must be >= 0",
+        ),
         (["weighting.weights={semantic: 1}"], "for kind 'fixed' only"),
         (["model.sync_bn=true"], "SyncBatchNorm refuses CPU"),
         (["optim.steps=0"], "optim.steps must be > 0"),
@@ -74,7 +98,7 @@ def test_unknown_keys_list_what_is_allowed():
         (["weighting.init_log_var=.inf"], "init_log_var must be finite"),
         (["weighting.init_log_var=high"], "init_log_var: expected a number"),
     ],
-)  # fmt: skip
+)
 def test_invalid_values(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_config("smoke", overrides)

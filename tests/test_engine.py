@@ -13,16 +13,18 @@ from uncertainty_mtl.config import ConfigError, load_config
 from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 from uncertainty_mtl.engine import TrainingError, evaluate_run, train
 from uncertainty_mtl.models import MultiTaskNet
-from uncertainty_mtl.tasks.scene import scene_losses
+from uncertainty_mtl.tasks.registry import scene_losses
 from uncertainty_mtl.weighting import FixedWeighting
 
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke-city")
-    generate_city(root, SynthConfig(height=32, width=64, seed=0,
-                                    split_sizes={"train": 16, "val": 8, "test": 8}),
-                  progress=False)  # fmt: skip
+    generate_city(
+        root,
+        SynthConfig(height=32, width=64, seed=0, split_sizes={"train": 16, "val": 8, "test": 8}),
+        progress=False,
+    )
     return root
 
 
@@ -48,8 +50,13 @@ def test_a_run_writes_the_documented_directory(city, tmp_path):
     assert validations[0]["criterion"] == 1.0
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["split"] == "test" and on_disk["metrics"] == results["metrics"]
-    assert {"miou", "iou_per_class", "instance_mean_error_px", "depth_mean_error_px",
-            "depth_rms_error_px"} <= set(results["metrics"])  # fmt: skip
+    assert {
+        "miou",
+        "iou_per_class",
+        "instance_mean_error_px",
+        "depth_mean_error_px",
+        "depth_rms_error_px",
+    } <= set(results["metrics"])
     assert results["frames"] == 8 and results["resolution"] == [32, 64]
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert {"model", "weighting", "optimizer", "scheduler", "step", "rng", "config"} <= set(state)
@@ -103,7 +110,7 @@ def test_a_run_is_never_overwritten_and_resume_checks_the_config(city, tmp_path)
 def test_a_non_finite_loss_names_the_task_and_step_and_keeps_the_last_checkpoint(
     city, tmp_path, monkeypatch
 ):
-    import uncertainty_mtl.engine as engine
+    import uncertainty_mtl.engine.builders as engine
 
     calls = {"n": 0}
     real = engine.scene_losses
@@ -140,9 +147,20 @@ def test_evaluate_writes_results_for_the_report_split_and_other_splits(city, tmp
 
 def test_train_cli_generates_the_synthetic_city_on_first_use(tmp_path, capsys):
     root = tmp_path / "city"
-    code = main(["train", "--config", "smoke", "--set", f"data.root={root}",
-                 "--set", "data.synth_split_sizes={train: 8, val: 4, test: 4}",
-                 "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--config",
+            "smoke",
+            "--set",
+            f"data.root={root}",
+            "--set",
+            "data.synth_split_sizes={train: 8, val: 4, test: 4}",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert (root / "synth.json").is_file()
     assert '"split": "test"' in capsys.readouterr().out
@@ -160,8 +178,14 @@ def test_a_tiny_model_overfits_one_batch_on_all_three_tasks(city):
     batch = [data[i] for i in range(4)]
     images = torch.stack([b[0] for b in batch])
     targets = {k: torch.stack([b[1][k] for b in batch]) for k in batch[0][1]}
-    net = MultiTaskNet(["semantic", "instance", "depth"], backbone="small", small_width=16,
-                       aspp_rates=[1, 2, 3], aspp_channels=32, decoder_channels=32)  # fmt: skip
+    net = MultiTaskNet(
+        ["semantic", "instance", "depth"],
+        backbone="small",
+        small_width=16,
+        aspp_rates=[1, 2, 3],
+        aspp_channels=32,
+        decoder_channels=32,
+    )
     weighting = FixedWeighting({"semantic": 1.0, "instance": 1.0, "depth": 1.0})
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     first = None
@@ -178,14 +202,15 @@ def test_a_tiny_model_overfits_one_batch_on_all_three_tasks(city):
 
 
 def test_amp_run_on_cpu_uses_bfloat16_and_keeps_log_variances_in_float32(city, tmp_path):
-    from uncertainty_mtl.engine import _autocast
+    from uncertainty_mtl.engine.builders import autocast as _autocast
 
     config = smoke(city, "optim.amp=true")
     with _autocast(config, torch.device("cpu")):
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
-        net = MultiTaskNet(["depth"], backbone="small", small_width=8, aspp_channels=8,
-                           decoder_channels=8)  # fmt: skip
+        net = MultiTaskNet(
+            ["depth"], backbone="small", small_width=8, aspp_channels=8, decoder_channels=8
+        )
         assert net(torch.randn(2, 3, 32, 32))["depth"].dtype == torch.bfloat16
     results = train(config, tmp_path / "run", progress=False)
     assert all(
@@ -193,12 +218,15 @@ def test_amp_run_on_cpu_uses_bfloat16_and_keeps_log_variances_in_float32(city, t
     )  # no NaN anywhere
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
     assert state["weighting"]["log_vars"].dtype == torch.float32
-    assert all(abs(v) > 0 for k, v in results["training"]["weighting_at_kept_checkpoint"].items()
-               if k.startswith("log_var/"))  # fmt: skip
+    assert all(
+        abs(v) > 0
+        for k, v in results["training"]["weighting_at_kept_checkpoint"].items()
+        if k.startswith("log_var/")
+    )
 
 
 def test_depth_scale_and_tempered_softmax_train_and_report_pixels(city, tmp_path):
-    import uncertainty_mtl.engine as engine
+    import uncertainty_mtl.engine.builders as engine
 
     seen = {}
     real = engine.scene_losses

@@ -35,8 +35,9 @@ def prediction(*specs):
 
 
 def test_perfect_prediction_scores_100(ground_truth):
-    result = instance_ap([(ground_truth, prediction((CAR_A, 13, 0.9), (CAR_B, 13, 0.8),
-                                                     (PERSON, 11, 0.7)))])  # fmt: skip
+    result = instance_ap(
+        [(ground_truth, prediction((CAR_A, 13, 0.9), (CAR_B, 13, 0.8), (PERSON, 11, 0.7)))]
+    )
     assert result["instance_ap"] == pytest.approx(100) and result["instance_ap50"] == pytest.approx(
         100
     )
@@ -63,8 +64,9 @@ def test_missing_and_extra_instances(ground_truth):
     last = instance_ap([(ground_truth, ranked_last)])
     assert last["instance_ap_per_class"]["car"] == pytest.approx(100)
     # A prediction on the crowd region is not a false positive.
-    on_crowd = prediction((np.s_[50:60, 100:120], 13, 0.99), (CAR_A, 13, 0.9), (CAR_B, 13, 0.8),
-                          (PERSON, 11, 0.7))  # fmt: skip
+    on_crowd = prediction(
+        (np.s_[50:60, 100:120], 13, 0.99), (CAR_A, 13, 0.9), (CAR_B, 13, 0.8), (PERSON, 11, 0.7)
+    )
     crowd = instance_ap([(ground_truth, on_crowd)])
     assert crowd["instance_ap_per_class"]["car"] == pytest.approx(100)
 
@@ -80,10 +82,15 @@ def test_a_shifted_mask_scores_the_share_of_thresholds_its_iou_passes(ground_tru
 
 def test_equal_to_the_official_entry_point(ground_truth, tmp_path, monkeypatch):
     cases = [
-        prediction((CAR_A, 13, 0.9), (np.s_[22:40, 52:80], 13, 0.6), (np.s_[0:8, 0:8], 13, 0.95),
-                   (np.s_[12:50, 90:95], 11, 0.4), (PERSON, 12, 0.3)),
+        prediction(
+            (CAR_A, 13, 0.9),
+            (np.s_[22:40, 52:80], 13, 0.6),
+            (np.s_[0:8, 0:8], 13, 0.95),
+            (np.s_[12:50, 90:95], 11, 0.4),
+            (PERSON, 12, 0.3),
+        ),
         prediction((np.s_[20:36, 10:40], 13, 0.5), (PERSON, 11, 0.9)),
-    ]  # fmt: skip
+    ]
     ours = instance_ap([(ground_truth, case) for case in cases])
     # The official script, end to end, on files we write in its documented format.
     official = _official()

@@ -42,9 +42,13 @@ def test_split_level_accumulation_is_not_a_mean_over_images():
         offset = torch.zeros(1, 2, 1, 2)
         metrics.update(
             {"instance": offset + error / 2, "depth": torch.full((1, 1, 1, 2), error)},
-            {"instance_offset": offset, "instance_mask": mask,
-             "inverse_depth": torch.zeros(1, 1, 2), "depth_mask": mask},
-        )  # fmt: skip
+            {
+                "instance_offset": offset,
+                "instance_mask": mask,
+                "inverse_depth": torch.zeros(1, 1, 2),
+                "depth_mask": mask,
+            },
+        )
     out = metrics.compute()
     # Pixels: one with error 4, two with error 1 -> (4 + 1 + 1) / 3, not (4 + 1) / 2.
     assert out["instance_mean_error_px"] == pytest.approx(2.0)
@@ -74,8 +78,10 @@ def test_miou_equals_the_official_pixel_level_evaluation(tmp_path):
         Image.fromarray(pred).save(pred_path)
         gts.append(str(gt_path))
         preds.append(str(pred_path))
-        ours.update({"semantic": one_hot_logits(torch.from_numpy(pred_train).long()[None])},
-                    {"semantic": torch.from_numpy(gt_train.astype(np.int64))[None]})  # fmt: skip
+        ours.update(
+            {"semantic": one_hot_logits(torch.from_numpy(pred_train).long()[None])},
+            {"semantic": torch.from_numpy(gt_train.astype(np.int64))[None]},
+        )
     args = official.args
     args.evalInstLevelScore = False
     args.quiet = True

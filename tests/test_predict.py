@@ -14,7 +14,7 @@ from uncertainty_mtl.config import load_config
 from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 from uncertainty_mtl.data.tiny import convert_tiny
 from uncertainty_mtl.engine import evaluate_run, train
-from uncertainty_mtl.inference.predict import upsample_outputs
+from uncertainty_mtl.inference.postprocess import upsample_outputs
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,11 @@ def trained(tmp_path_factory):
     """A smoke run on a half-size copy (32×64) of a 64×128 synthetic city."""
     root = tmp_path_factory.mktemp("predict")
     full = root / "full"
-    generate_city(full, SynthConfig(height=64, width=128, seed=2,
-                                    split_sizes={"train": 16, "val": 4, "test": 4}),
-                  progress=False)  # fmt: skip
+    generate_city(
+        full,
+        SynthConfig(height=64, width=128, seed=2, split_sizes={"train": 16, "val": 4, "test": 4}),
+        progress=False,
+    )
     convert_tiny(full, root / "tiny", factor=2, progress=False)
     config = load_config("smoke", [f"data.root={root / 'tiny'}", "data.synthetic=false"])
     train(config, root / "run", progress=False)
@@ -37,8 +39,17 @@ def test_predict_writes_a_panel_and_the_three_outputs_at_the_images_size(trained
     rgb = np.random.default_rng(0).integers(0, 256, (50, 90, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(images / "street.jpg")
     frame = next((trained / "full" / "leftImg8bit" / "test").glob("*/*.png"))
-    code = main(["predict", str(trained / "run"), str(frame), str(images),
-                 str(tmp_path / "missing.png"), "--out", str(tmp_path / "out")])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            str(trained / "run"),
+            str(frame),
+            str(images),
+            str(tmp_path / "missing.png"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 1  # one input could not be read ...
     captured = capsys.readouterr()
     assert "missing.png: cannot read it as an image" in captured.err
@@ -50,8 +61,27 @@ def test_predict_writes_a_panel_and_the_three_outputs_at_the_images_size(trained
         with Image.open(tmp_path / "out" / f"{stem}_panel.png") as panel:
             assert panel.format == "PNG"
         label_ids = np.asarray(Image.open(tmp_path / "out" / f"{stem}_labelIds.png"))
-        assert set(np.unique(label_ids)) <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26,
-                                             27, 28, 31, 32, 33}  # fmt: skip
+        assert set(np.unique(label_ids)) <= {
+            7,
+            8,
+            11,
+            12,
+            13,
+            17,
+            19,
+            20,
+            21,
+            22,
+            23,
+            24,
+            25,
+            26,
+            27,
+            28,
+            31,
+            32,
+            33,
+        }
         instances = np.asarray(Image.open(tmp_path / "out" / f"{stem}_instanceIds.png")).astype(int)
         plain = instances < 1000
         assert (instances[plain] == label_ids[plain]).all()
@@ -60,8 +90,9 @@ def test_predict_writes_a_panel_and_the_three_outputs_at_the_images_size(trained
 
 
 def test_evaluating_at_full_resolution_upsamples_the_predictions(trained):
-    results = evaluate_run(trained / "run", split="test", data_root=trained / "full",
-                           progress=False)  # fmt: skip
+    results = evaluate_run(
+        trained / "run", split="test", data_root=trained / "full", progress=False
+    )
     assert results["resolution"] == [64, 128] and results["input_resolution"] == [32, 64]
     assert results["frames"] == 4 and results["data_root"] == str(trained / "full")
     metrics = results["metrics"]

@@ -5,20 +5,32 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
 from uncertainty_mtl.cli import main
 from uncertainty_mtl.experiments import ablations as ablations_module
 from uncertainty_mtl.experiments import table1
-from uncertainty_mtl.experiments._runs import Reproduction, choose
+from uncertainty_mtl.experiments.runner import Runner
+from uncertainty_mtl.experiments.scene import SceneStudy
+from uncertainty_mtl.experiments.selection import choose
 
 
 @pytest.fixture(scope="module")
 def smoke_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
-    common = ["--preset", "smoke", "--out", str(out), "--set", f"data.root={out / 'city'}",
-              "--workers", "2", "--quiet"]  # fmt: skip
+    common = [
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={out / 'city'}",
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     for command in ("table1", "figure2", "appendix-b", "units", "ablations"):
         assert main(["reproduce", command, *common]) == 0, command
     return out, common
@@ -28,8 +40,18 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
     out, _ = smoke_out
     t1 = json.loads((out / "table1.json").read_text())
     assert set(t1["rows"]) == set(table1.ROWS)
-    assert {"experiment", "preset", "seeds", "rows", "approx_optimal", "trivial_baselines",
-            "wall_time_s", "runs_trained", "runs_used", "report_split"} <= set(t1)  # fmt: skip
+    assert {
+        "experiment",
+        "preset",
+        "seeds",
+        "rows",
+        "approx_optimal",
+        "trivial_baselines",
+        "wall_time_s",
+        "runs_trained",
+        "runs_used",
+        "report_split",
+    } <= set(t1)
     three = t1["rows"]["uw-three"]
     assert {"miou", "instance_mean_error_px", "depth_mean_error_px", "instance_ap"} <= set(
         three["metrics"]
@@ -96,7 +118,7 @@ def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, 
 
 def test_choices_never_look_at_the_reported_split(smoke_out):
     out, _ = smoke_out
-    reproduction = Reproduction("smoke", out, extra=(f"data.root={out / 'city'}",))
+    reproduction = Runner(SceneStudy("smoke", overrides=(f"data.root={out / 'city'}",)), out)
     for run in table1.grid_runs():
         config = reproduction.config(run)
         assert config.eval.report_split == config.eval.select_split == "val"
@@ -104,7 +126,7 @@ def test_choices_never_look_at_the_reported_split(smoke_out):
         assert result["split"] == "val"  # the grid's runs were only ever scored on val
     row = reproduction.config(table1.row_run("uw-three", 0))
     assert row.eval.report_split == "test" and row.eval.select_split == "val"
-    paper = Reproduction("paper", out, data="/tiny")
+    paper = Runner(SceneStudy("paper", data="/tiny"), out)
     grid = paper.config(table1.grid_runs()[0])
     assert grid.data.train_split == "train:fit" and grid.eval.report_split == "train:holdout"
     assert paper.config(table1.row_run("uw-three", 0)).eval.report_split == "val"
@@ -125,16 +147,114 @@ def test_choose_uses_the_metrics_it_is_given_only():
 def test_bad_arguments(tmp_path, capsys):
     assert main(["reproduce", "table1", "--preset", "paper", "--out", str(tmp_path)]) == 2
     assert "needs --data ROOT" in capsys.readouterr().err
-    assert main(["reproduce", "table1", "--preset", "smoke", "--only", "row9",
-                 "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert (
+        main(["reproduce", "table1", "--preset", "smoke", "--only", "row9", "--out", str(tmp_path)])
+        == 2
+    )
     assert "unknown row 'row9'" in capsys.readouterr().err
 
 
 def test_only_trains_one_row_and_writes_no_table(smoke_out, tmp_path):
     out, _ = smoke_out
-    args = ["reproduce", "table1", "--preset", "smoke", "--out", str(tmp_path), "--only",
-            "depth-only", "--set", f"data.root={out / 'city'}", "--quiet"]  # fmt: skip
+    args = [
+        "reproduce",
+        "table1",
+        "--preset",
+        "smoke",
+        "--out",
+        str(tmp_path),
+        "--only",
+        "depth-only",
+        "--set",
+        f"data.root={out / 'city'}",
+        "--quiet",
+    ]
     assert main(args) == 0
     trained = sorted(p.parent.parent.name for p in (tmp_path / "runs").glob("*/seed0/results.json"))
     assert len(trained) == 1 and trained[0].startswith("depth-only-")
     assert not (tmp_path / "table1.md").exists() and not (tmp_path / "table1.json").exists()
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_writes_the_same_table_as_local(smoke_out, tmp_path, capsys):
+    out, _ = smoke_out
+    other = tmp_path / "submitit"
+    # The same city (its cache too) and one thread per run, as the local pool of 2 had.
+    args = [
+        "--preset",
+        "smoke",
+        "--out",
+        str(other),
+        "--set",
+        f"data.root={out / 'city'}",
+        "--launcher",
+        "submitit-local",
+        "--slurm-cpus",
+        "1",
+        "--quiet",
+    ]
+    assert main(["reproduce", "table1", *args]) == 0
+    local = json.loads((out / "table1.json").read_text())
+    remote = json.loads((other / "table1.json").read_text())
+    assert remote["runs_trained"] == remote["runs_used"] > 0
+    assert remote["approx_optimal"]["chosen"] == local["approx_optimal"]["chosen"]
+    for key, row in local["rows"].items():
+        for metric, summary in row["metrics"].items():
+            assert remote["rows"][key]["metrics"][metric]["mean"] == pytest.approx(
+                summary["mean"], rel=1e-5, abs=1e-9
+            ), (key, metric)
+    # submitit kept each job's logs; the run directories are the runner's own.
+    assert list((other / "submitit").glob("*_log.out"))
+    # The same runs: the same resolved configs, so the same directory names.
+    remote_runs = {p.parent.name for p in (other / "runs").glob("*/seed0")}
+    assert len(remote_runs) == remote["runs_used"]
+    assert remote_runs <= {p.parent.name for p in (out / "runs").glob("*/seed0")}
+
+
+def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
+    """Without a cluster: submitit's SLURM executor with ``srun`` and ``sbatch`` stubs on the
+    PATH; the stub keeps the submission script and answers with a job id."""
+    from uncertainty_mtl.experiments.executors import SlurmOptions, SubmititExecutor, Submitted
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(
+        f'#!/bin/sh\ncp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"\n'
+    )
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    study = SceneStudy("smoke", overrides=(f"data.root={tmp_path / 'city'}",))
+    monkeypatch.setattr(study, "prepare", lambda: None)  # no city needed to submit
+    options = SlurmOptions(partition="gpu", gpus=2, cpus=6, time_min=30)
+    runner = Runner(study, tmp_path, SubmititExecutor(tmp_path / "jobs", slurm=options), False)
+    runs = [table1.row_run("uw-three", 0), table1.row_run("depth-only", 0)]
+    with pytest.raises(Submitted) as info:
+        runner.results(runs)
+    assert info.value.job_ids == ["4242_0", "4242_1"]  # one sbatch: a job array of two runs
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in (
+        "--array=0-1",
+        "--partition=gpu",
+        "--ntasks-per-node=2",
+        "--gpus-per-node=2",
+        "--cpus-per-task=6",
+        "--time=30",
+    ):
+        assert f"#SBATCH {line}" in script, line
+    assert not list(tmp_path.glob("runs/*/seed0/results.json"))  # nothing trained here
+
+    # Asked again while SLURM still runs the first job: only the other run is submitted again.
+    (bin_dir / "sacct").write_text(
+        "#!/bin/sh\necho 'JobID|State|NodeList'\necho '4242_0|RUNNING|node1'\n"
+        "echo '4242_1|FAILED|node2'\n"
+    )
+    (bin_dir / "sacct").chmod(0o755)
+    (bin_dir / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 4343"\n')
+    runner = Runner(study, tmp_path, SubmititExecutor(tmp_path / "jobs", slurm=options), False)
+    with pytest.raises(Submitted) as info:
+        runner.results(runs)
+    assert [j.split("_")[0] for j in info.value.job_ids] == ["4343"]
+    assert info.value.waiting == ["4242_0"]
+    assert "still queued or running as job(s) 4242_0" in str(info.value)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from uncertainty_mtl.tasks.scene import SCENE_LIKELIHOODS, scene_losses
+from uncertainty_mtl.tasks.registry import TASKS, scene_losses
 
 
 def targets():
@@ -33,8 +33,11 @@ def test_losses_equal_hand_computations():
     instance[0, :, 1, 1] = torch.tensor([1.0, 1.0])  # error 0.5 + 0.5 = 1
     instance[0, :, 0, 1] = torch.tensor([50.0, 50.0])  # outside the mask: ignored
     depth = torch.tensor([[[[1.0, 1.0], [9.0, 3.5]]]])  # errors 1, 1, (ignored), 0.5
-    losses = scene_losses({"semantic": logits, "instance": instance, "depth": depth}, targets(),
-                          ["semantic", "instance", "depth"])  # fmt: skip
+    losses = scene_losses(
+        {"semantic": logits, "instance": instance, "depth": depth},
+        targets(),
+        ["semantic", "instance", "depth"],
+    )
     ce00 = -(2.0 - math.log(math.exp(2.0) + 18))
     ce01 = -(0.0 - math.log(math.exp(1.0) + 18))
     ce11 = math.log(19)
@@ -48,8 +51,10 @@ def test_empty_masks_give_zero_with_a_gradient():
     t["semantic"][:] = 255
     t["instance_mask"][:] = False
     t["depth_mask"][:] = False
-    outputs = {k: torch.randn(1, c, 2, 2, requires_grad=True) for k, c in
-               (("semantic", 19), ("instance", 2), ("depth", 1))}  # fmt: skip
+    outputs = {
+        k: torch.randn(1, c, 2, 2, requires_grad=True)
+        for k, c in (("semantic", 19), ("instance", 2), ("depth", 1))
+    }
     losses = scene_losses(outputs, t, ["semantic", "instance", "depth"])
     for task, loss in losses.items():
         assert float(loss.detach()) == 0.0, task
@@ -58,4 +63,5 @@ def test_empty_masks_give_zero_with_a_gradient():
 
 
 def test_likelihoods():
-    assert SCENE_LIKELIHOODS == {"semantic": "softmax", "instance": "laplace", "depth": "laplace"}
+    likelihoods = {t: TASKS[t].likelihood for t in ("semantic", "instance", "depth")}
+    assert likelihoods == {"semantic": "softmax", "instance": "laplace", "depth": "laplace"}

@@ -11,8 +11,13 @@ from uncertainty_mtl.models import BACKBONES, MultiTaskNet
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_outputs_and_gradients_for_every_backbone(backbone):
     torch.manual_seed(0)
-    net = MultiTaskNet(["semantic", "instance", "depth"], backbone=backbone, aspp_channels=32,
-                       decoder_channels=16, small_width=8)  # fmt: skip
+    net = MultiTaskNet(
+        ["semantic", "instance", "depth"],
+        backbone=backbone,
+        aspp_channels=32,
+        decoder_channels=16,
+        small_width=8,
+    )
     images = torch.randn(2, 3, 40, 72)
     out = net(images)
     assert out["semantic"].shape == (2, 19, 40, 72)

@@ -128,8 +128,9 @@ def test_nearer_objects_hide_farther_ones():
             continue
         window = (slice(top, bottom), slice(left, right))
         overlaps += int((covered[window] & obj.mask).sum())
-        nearest[window] = np.where(obj.mask, np.maximum(nearest[window], f * baseline / obj.z),
-                                   nearest[window])  # fmt: skip
+        nearest[window] = np.where(
+            obj.mask, np.maximum(nearest[window], f * baseline / obj.z), nearest[window]
+        )
         covered[window] |= obj.mask
     bonnet = frame.label_ids == label_id_of("ego vehicle")
     check = covered & ~bonnet
@@ -153,8 +154,19 @@ def test_every_listed_class_and_several_instances_appear(tmp_path):
         assert len(np.unique(ids[ids >= 1000])) >= 3
         assert (targets["inverse_depth"][targets["semantic"] == 10] == 0).all()  # sky
     names = {TRAIN_ID_NAMES[i] for i in seen if i < 19}
-    required = {"road", "sidewalk", "building", "pole", "traffic sign", "vegetation", "sky",
-                "person", "rider", "car", "bicycle"}  # fmt: skip
+    required = {
+        "road",
+        "sidewalk",
+        "building",
+        "pole",
+        "traffic sign",
+        "vegetation",
+        "sky",
+        "person",
+        "rider",
+        "car",
+        "bicycle",
+    }
     assert required <= names, required - names
 
 
@@ -197,11 +209,40 @@ def test_cli_synth_and_show(tmp_path, capsys):
     from uncertainty_mtl.cli import main
 
     root = tmp_path / "city"
-    assert main(["data", "synth", str(root), "--split-sizes", "val=2", "--size", "64x128",
-                 "--workers", "1", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                str(root),
+                "--split-sizes",
+                "val=2",
+                "--size",
+                "64x128",
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "2 frames written" in capsys.readouterr().out
-    assert main(["data", "show", str(root), "--split", "val", "--n", "2",
-                 "--out", str(tmp_path / "show.png")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "show",
+                str(root),
+                "--split",
+                "val",
+                "--n",
+                "2",
+                "--out",
+                str(tmp_path / "show.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "show.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["data", "synth", str(root), "--size", "64by128"]) == 2
     assert "--size: expected HEIGHTxWIDTH" in capsys.readouterr().err

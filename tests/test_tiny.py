@@ -28,8 +28,10 @@ def source_frame(seed, h=16, w=24):
     instances[h // 2 :, 4:12] = 26000 + seed
     disparity = rng.integers(0, 20000, (h, w)).astype(np.uint16)
     disparity[0, :] = 0
-    camera = {"extrinsic": {"baseline": 0.21, "z": 1.2},
-              "intrinsic": {"fx": 2262.0, "fy": 2264.0, "u0": 1096.0, "v0": 512.0}}  # fmt: skip
+    camera = {
+        "extrinsic": {"baseline": 0.21, "z": 1.2},
+        "intrinsic": {"fx": 2262.0, "fy": 2264.0, "u0": 1096.0, "v0": 512.0},
+    }
     return {
         "image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
         "label_ids": labels,
@@ -59,10 +61,12 @@ def test_every_file_is_downsampled_as_specified(source, tmp_path):
         area_mean = src["image"].reshape(4, 4, 6, 4, 3).mean(axis=(1, 3))
         assert image.shape == (4, 6, 3)
         assert np.abs(image.astype(float) - area_mean).max() <= 0.5 + 1e-9  # rounded mean
-        np.testing.assert_array_equal(np.asarray(Image.open(out["label_ids"])),
-                                      src["label_ids"][2::4, 2::4])  # fmt: skip
-        np.testing.assert_array_equal(np.asarray(Image.open(out["instance_ids"])),
-                                      src["instance_ids"][2::4, 2::4])  # fmt: skip
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(out["label_ids"])), src["label_ids"][2::4, 2::4]
+        )
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(out["instance_ids"])), src["instance_ids"][2::4, 2::4]
+        )
         p = src["disparity"][2::4, 2::4].astype(np.float64)
         expected = np.where(p > 0, np.rint((p - 1) / 256 / 4 * 256) + 1, 0)
         np.testing.assert_array_equal(np.asarray(Image.open(out["disparity"])), expected)
@@ -129,8 +133,9 @@ def test_refuses_other_factor_bad_sizes_and_bad_source(source, tmp_path):
 def test_cli_default_factor_is_eight(tmp_path, capsys):
     root = tmp_path / "cityscapes"
     write_frame(root, "val", STEMS[0], **source_frame(0, h=16, w=32))
-    assert main(["data", "tiny", str(root), str(tmp_path / "tiny"), "--workers", "1",
-                 "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(["data", "tiny", str(root), str(tmp_path / "tiny"), "--workers", "1", "--quiet"]) == 0
+    )
     assert "5 files written" in capsys.readouterr().out
     with Image.open(frame_paths(tmp_path / "tiny", "val", STEMS[0])["image"]) as img:
         assert img.size == (4, 2)

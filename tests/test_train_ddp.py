@@ -12,15 +12,30 @@ from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 
 def test_two_ranks_end_with_identical_weights_and_log_variances(tmp_path):
     city = tmp_path / "city"
-    generate_city(city, SynthConfig(height=32, width=64, split_sizes={"train": 16, "val": 8,
-                                                                       "test": 8}),
-                  progress=False)  # fmt: skip
+    generate_city(
+        city,
+        SynthConfig(height=32, width=64, split_sizes={"train": 16, "val": 8, "test": 8}),
+        progress=False,
+    )
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "uncertainty_mtl", "train", "--config", "smoke", "--set", f"data.root={city}",
-        "--out", str(out), "--quiet",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "uncertainty_mtl",
+        "train",
+        "--config",
+        "smoke",
+        "--set",
+        f"data.root={city}",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

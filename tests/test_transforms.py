@@ -86,10 +86,12 @@ def test_resize_keeps_votes_on_the_scaled_centroid_and_scales_disparity(size):
     expected = centroids(ids)
     vx, vy = votes(out)
     per_pixel = source_ids[out["instance_mask"].numpy()]
-    np.testing.assert_allclose(vx.numpy(), [(expected[i][0] + 0.5) * kx - 0.5 for i in per_pixel],
-                               atol=1e-4)  # fmt: skip
-    np.testing.assert_allclose(vy.numpy(), [(expected[i][1] + 0.5) * ky - 0.5 for i in per_pixel],
-                               atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        vx.numpy(), [(expected[i][0] + 0.5) * kx - 0.5 for i in per_pixel], atol=1e-4
+    )
+    np.testing.assert_allclose(
+        vy.numpy(), [(expected[i][1] + 0.5) * ky - 0.5 for i in per_pixel], atol=1e-4
+    )
     source_depth = targets["inverse_depth"].numpy()[rows][:, cols]
     np.testing.assert_allclose(out["inverse_depth"].numpy(), source_depth * kx, rtol=1e-6)
     assert set(out["semantic"].unique().tolist()) <= {0, 11, 13}
@@ -118,8 +120,9 @@ def test_random_pipeline_keeps_every_vote_on_its_instance_centroid():
     """Scale, crop and flip in sequence: every instance pixel still votes for the centroid of the
     instance it shows, transformed like its pixels."""
     torch.manual_seed(1)
-    pipeline = TF.Compose([TF.RandomScale(0.7, 2.0), TF.RandomCrop((20, 20)),
-                           TF.RandomHorizontalFlip(0.5)])  # fmt: skip
+    pipeline = TF.Compose(
+        [TF.RandomScale(0.7, 2.0), TF.RandomCrop((20, 20)), TF.RandomHorizontalFlip(0.5)]
+    )
     image, targets, ids = scene()
     # Carry the instance ids through the same geometry as a semantic-like map (nearest only).
     for _ in range(20):

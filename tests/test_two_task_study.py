@@ -10,7 +10,8 @@ import pytest
 
 from uncertainty_mtl.cli import main
 from uncertainty_mtl.data.mnist_like import write_idx
-from uncertainty_mtl.experiments import fashion_mnist as study
+from uncertainty_mtl.experiments import two_task as study
+from uncertainty_mtl.experiments import two_task_runs as runs
 
 ROWS = {
     "classification_only",
@@ -24,7 +25,7 @@ FIGURES = ("fig_log_variances.png", "fig_grid_search.png", "fig_test_curves.png"
 
 
 def smoke(**changes):
-    return replace(study.smoke_config(study.PRESETS["digits"]), **{"seeds": 2, **changes})
+    return replace(runs.smoke_config(runs.PRESETS["digits"]), **{"seeds": 2, **changes})
 
 
 def test_smoke_study_writes_every_output_and_a_rerun_trains_nothing(tmp_path):
@@ -60,7 +61,7 @@ def test_smoke_study_writes_every_output_and_a_rerun_trains_nothing(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "| Classification only | 1, 0 |" in table and "89.7" in table
 
-    run = tmp_path / "runs" / "learned-likelihood" / "seed1"
+    (run,) = (tmp_path / "runs").glob("learned-likelihood-*/seed1")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {
         "step",
@@ -85,9 +86,9 @@ def test_changed_config_retrains_instead_of_reusing_stale_runs(tmp_path):
 
 def test_seeded_runs_repeat_exactly(tmp_path):
     config = smoke(seeds=1)
-    splits = study.load_splits(config)
-    a = study.train_run(study.RunSpec.learned("likelihood"), 0, config, splits, tmp_path / "a")
-    b = study.train_run(study.RunSpec.learned("likelihood"), 0, config, splits, tmp_path / "b")
+    run = runs.TwoTaskStudy(config).resolve(runs.learned_run("likelihood"))
+    a = runs.train_run(run, tmp_path / "a")
+    b = runs.train_run(run, tmp_path / "b")
     assert a["final"] == b["final"] and a["log_variances"] == b["log_variances"]
 
 

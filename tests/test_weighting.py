@@ -407,15 +407,19 @@ def test_tempered_softmax_is_the_exact_tempered_cross_entropy_without_a_penalty(
     torch.manual_seed(0)
     logits = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 4, (6,))
-    w = UncertaintyWeighting({"cls": "tempered_softmax", "reg": "laplace"},
-                             init_log_var={"cls": 0.7, "reg": 0.2}).double()  # fmt: skip
+    w = UncertaintyWeighting(
+        {"cls": "tempered_softmax", "reg": "laplace"}, init_log_var={"cls": 0.7, "reg": 0.2}
+    ).double()
     s_cls, s_reg = (float(v) for v in w.log_vars.detach())  # 0.7 and 0.2, as stored (float32)
     scale = w.logit_scale("cls")
     assert float(scale.detach()) == pytest.approx(math.exp(-s_cls), rel=1e-12)
     cls_loss = F.cross_entropy(logits * scale, labels)
     total = w({"cls": cls_loss, "reg": torch.tensor(2.0, dtype=torch.float64)})
-    expected = (F.cross_entropy(logits * math.exp(-s_cls), labels)
-                + math.exp(-0.5 * s_reg) * 2.0 + 0.5 * s_reg)  # fmt: skip
+    expected = (
+        F.cross_entropy(logits * math.exp(-s_cls), labels)
+        + math.exp(-0.5 * s_reg) * 2.0
+        + 0.5 * s_reg
+    )
     assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
     total.backward()
     # s of the tempered task learns through the loss alone: d/ds CE(logits·e^-s).

@@ -8,6 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uncertainty_mtl.experiments.executors import Executor
 
 __all__ = ["main"]
 
@@ -20,6 +24,59 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
+
+
+#: Optional modules -> the extra that installs them (``pip install 'uncertainty-mtl[EXTRA]'``).
+EXTRAS = {
+    "torchvision": "scene",
+    "sklearn": "scene",
+    "cityscapesscripts": "scene",
+    "PIL": "scene",
+    "matplotlib": "report",
+    "tensorboard": "report",
+    "tqdm": "report",
+    "yaml": "scene",
+    "submitit": "slurm",
+}
+
+
+def _add_launcher(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the runs train")
+    group.add_argument(
+        "--launcher",
+        choices=["local", "slurm", "submitit-local"],
+        default="local",
+        help="local: processes on this machine (default); slurm: one SLURM job per run (job "
+        "arrays for sweeps) through submitit, returns at once; submitit-local: the same path "
+        "on this machine, waits",
+    )
+    group.add_argument("--slurm-partition", default=None, help="SLURM partition")
+    group.add_argument("--slurm-account", default=None, help="SLURM account")
+    group.add_argument("--slurm-qos", default=None, help="SLURM quality of service")
+    group.add_argument(
+        "--slurm-gpus",
+        type=int,
+        default=0,
+        help="GPUs per run; several: one rank per GPU (torch.distributed) in one job",
+    )
+    group.add_argument("--slurm-cpus", type=_positive_int, default=4, help="CPUs per task")
+    group.add_argument(
+        "--slurm-time", type=_positive_int, default=240, help="minutes per job (default 240)"
+    )
+
+
+def _executor(args: argparse.Namespace, out: str, workers: int) -> Executor:
+    from uncertainty_mtl.experiments.executors import SlurmOptions, make_executor
+
+    slurm = SlurmOptions(
+        partition=args.slurm_partition,
+        gpus=args.slurm_gpus,
+        cpus=args.slurm_cpus,
+        time_min=args.slurm_time,
+        account=args.slurm_account,
+        qos=args.slurm_qos,
+    )
+    return make_executor(args.launcher, workers=workers, folder=Path(out) / "submitit", slurm=slurm)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -64,6 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     two_task.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     two_task.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_launcher(two_task)
 
     helps = {
         "table1": "Table 1: single tasks, fixed weightings, 2- and 3-task learned weightings",
@@ -85,15 +143,22 @@ def _build_parser() -> argparse.ArgumentParser:
             help="cpu: small encoder on the synthetic city (default); paper: the "
             "paper's Tiny Cityscapes setting, needs --data and a GPU; smoke: seconds",
         )
-        sub.add_argument("--data", default=None, metavar="ROOT",
-                         help="a Cityscapes-layout root (default: the synthetic city, generated "
-                         "on first use)")  # fmt: skip
+        sub.add_argument(
+            "--data",
+            default=None,
+            metavar="ROOT",
+            help="a Cityscapes-layout root (default: the synthetic city, generated on first use)",
+        )
         if name != "appendix-b":
             sub.add_argument("--seeds", type=_positive_int, default=1)
         if name == "table1":
-            sub.add_argument("--only", default=None, metavar="ROW",
-                             help="train one row only (e.g. for a job array); rerun without it "
-                             "to write the table")  # fmt: skip
+            sub.add_argument(
+                "--only",
+                default=None,
+                metavar="ROW",
+                help="train one row only (e.g. for a job array); rerun without it "
+                "to write the table",
+            )
         sub.add_argument(
             "--out", default=None, help="output directory (default: runs/reproduce-<preset>)"
         )
@@ -112,15 +177,17 @@ def _build_parser() -> argparse.ArgumentParser:
             help="override a key of every run's config",
         )
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_launcher(sub)
 
     data = commands.add_parser("data", help="make and inspect scene data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     tiny = data_commands.add_parser(
-        "tiny", help="write Tiny Cityscapes (downsampled copy of a Cityscapes-layout tree)",
+        "tiny",
+        help="write Tiny Cityscapes (downsampled copy of a Cityscapes-layout tree)",
         description="Images area-resampled, labels nearest, disparity divided by the factor, "
         "camera intrinsics divided by the factor. Interrupt and rerun at will: finished files "
         "are skipped.",
-    )  # fmt: skip
+    )
     tiny.add_argument("src", help="Cityscapes root (leftImg8bit/, gtFine/, disparity/, camera/)")
     tiny.add_argument("dst", help="output root")
     tiny.add_argument(
@@ -129,10 +196,11 @@ def _build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--workers", type=_positive_int, default=None, help="default: number of CPUs")
     tiny.add_argument("--quiet", action="store_true", help="no progress bar")
     synth = data_commands.add_parser(
-        "synth", help="generate the procedural synthetic city (no download)",
+        "synth",
+        help="generate the procedural synthetic city (no download)",
         description="Writes train/val/test splits of road scenes in the Cityscapes layout; the "
         "same seed gives the same bytes. Interrupt and rerun at will.",
-    )  # fmt: skip
+    )
     synth.add_argument("dst", help="output root")
     synth.add_argument(
         "--split-sizes",
@@ -154,10 +222,11 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", required=True, help="output PNG")
 
     train = commands.add_parser(
-        "train", help="train the scene network from a config",
+        "train",
+        help="train the scene network from a config",
         description="Writes config.yaml, metrics.jsonl, results.json, checkpoints/ and TensorBoard "
         "events into --out. Under torchrun, one process per rank (gloo on CPU, NCCL on GPU).",
-    )  # fmt: skip
+    )
     train.add_argument(
         "--config",
         required=True,
@@ -195,10 +264,11 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     predict = commands.add_parser(
-        "predict", help="predict on images: panels and Cityscapes-encoded outputs",
+        "predict",
+        help="predict on images: panels and Cityscapes-encoded outputs",
         description="For each image: <stem>_panel.png and, in Cityscapes encodings, "
         "<stem>_labelIds.png, <stem>_instanceIds.png, <stem>_disparity.png, at the image's size.",
-    )  # fmt: skip
+    )
     predict.add_argument("run_dir", help="a run directory of umtl train")
     predict.add_argument("images", nargs="+", help="image files or directories of images")
     predict.add_argument("--out", required=True, help="output directory")
@@ -230,17 +300,27 @@ def _print_summary(results: dict[str, object]) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from uncertainty_mtl.engine import evaluate_run
 
-    _print_summary(evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint,
-                                data_root=args.data, cluster_method=args.cluster,
-                                progress=not args.quiet))  # fmt: skip
+    _print_summary(
+        evaluate_run(
+            args.run_dir,
+            split=args.split,
+            checkpoint=args.checkpoint,
+            data_root=args.data,
+            cluster_method=args.cluster,
+            progress=not args.quiet,
+        )
+    )
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from uncertainty_mtl.engine import predictor
     from uncertainty_mtl.inference.predict import predict_files
 
-    done, errors = predict_files(args.run_dir, args.images, args.out, checkpoint=args.checkpoint,
-                                 device=args.device, cluster_method=args.cluster)  # fmt: skip
+    model = predictor(
+        args.run_dir, checkpoint=args.checkpoint, device=args.device, cluster_method=args.cluster
+    )
+    done, errors = predict_files(model, args.images, args.out, source=str(args.run_dir))
     for message in errors:
         print(f"umtl: error: {message}", file=sys.stderr)
     print(f"{len(done)} image(s) predicted into {args.out}")
@@ -269,16 +349,20 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "tiny":
         from uncertainty_mtl.data.tiny import convert_tiny
 
-        report = convert_tiny(args.src, args.dst, factor=args.factor, workers=workers,
-                              progress=not args.quiet)  # fmt: skip
-        print(f"{report.frames} frames in {list(report.splits)}: {report.written} files written, "
-              f"{report.skipped} already there; {args.dst} validated")  # fmt: skip
+        report = convert_tiny(
+            args.src, args.dst, factor=args.factor, workers=workers, progress=not args.quiet
+        )
+        print(
+            f"{report.frames} frames in {list(report.splits)}: {report.written} files written, "
+            f"{report.skipped} already there; {args.dst} validated"
+        )
     elif args.data_command == "synth":
         from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 
         height, width = _image_size(args.size)
-        config = SynthConfig(height=height, width=width, seed=args.seed,
-                             split_sizes=_split_sizes(args.split_sizes))  # fmt: skip
+        config = SynthConfig(
+            height=height, width=width, seed=args.seed, split_sizes=_split_sizes(args.split_sizes)
+        )
         written = generate_city(args.dst, config, workers=workers, progress=not args.quiet)
         print(f"{written} frames written to {args.dst} ({sum(config.split_sizes.values())} in all)")
     else:
@@ -290,12 +374,18 @@ def _data(args: argparse.Namespace) -> int:
 
 def _reproduce_scene(args: argparse.Namespace) -> int:
     from uncertainty_mtl.experiments import ablations, appendix_b, figure2, table1, units
-    from uncertainty_mtl.experiments._runs import Reproduction
+    from uncertainty_mtl.experiments.runner import Runner
+    from uncertainty_mtl.experiments.scene import SceneStudy
 
     workers = args.workers or (1 if args.preset == "paper" else os.cpu_count() or 1)
     out = args.out or f"runs/reproduce-{args.preset}"
-    reproduction = Reproduction(args.preset, Path(out), data=args.data, workers=workers,
-                                progress=not args.quiet, extra=tuple(args.overrides))  # fmt: skip
+    study = SceneStudy(args.preset, data=args.data, overrides=tuple(args.overrides))
+    reproduction = Runner(
+        study,
+        Path(out),
+        _executor(args, out, workers),
+        progress=not args.quiet,
+    )
     seeds = getattr(args, "seeds", 1)
     if args.study == "table1":
         summary = table1.reproduce_table1(reproduction, seeds=seeds, only=args.only)
@@ -318,17 +408,32 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
     with open(os.path.join(out, name), encoding="utf-8") as f:
         print(f.read())
     timing = reproduction.timing()
-    print(f"wrote {out}/ in {timing['wall_time_s']:.0f} s, training {timing['runs_trained']} of "
-          f"the {timing['runs_used']} runs it uses (the others were finished on disk)")  # fmt: skip
+    print(
+        f"wrote {out}/ in {timing['wall_time_s']:.0f} s, training {timing['runs_trained']} of "
+        f"the {timing['runs_used']} runs it uses (the others were finished on disk)"
+    )
     return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from uncertainty_mtl.experiments.executors import Submitted
+
+    try:
+        if args.study == "fashion-mnist":
+            return _reproduce_two_task(args)
+        return _reproduce_scene(args)
+    except Submitted as submitted:
+        print(f"umtl: {submitted}")
+        return 0
 
 
 def _reproduce_two_task(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from uncertainty_mtl.experiments import fashion_mnist as study
+    from uncertainty_mtl.experiments import two_task as study
+    from uncertainty_mtl.experiments import two_task_runs as runs
 
-    config = study.PRESETS[args.dataset]
+    config = runs.PRESETS[args.dataset]
     overrides = {
         "data_dir": args.data_dir,
         "seeds": args.seeds,
@@ -336,11 +441,15 @@ def _reproduce_two_task(args: argparse.Namespace) -> int:
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.smoke:
-        config = study.smoke_config(config)
+        config = runs.smoke_config(config)
     out = args.out or f"runs/two-task-{args.dataset}"
     workers = args.workers or (os.cpu_count() or 1)
     summary = study.run_study(
-        config, out, workers=workers, device=args.device, progress=not args.quiet
+        config,
+        out,
+        executor=_executor(args, out, workers),
+        device=args.device,
+        progress=not args.quiet,
     )
     with open(os.path.join(out, "table.md"), encoding="utf-8") as f:
         print(f.read())
@@ -355,7 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _dispatch(args)
         return code
     finally:
-        if args.command in ("train", "evaluate"):
+        # Only a command that got as far as the engine can have joined a process group.
+        if args.command in ("train", "evaluate") and "uncertainty_mtl.engine" in sys.modules:
             from uncertainty_mtl.engine import shutdown_distributed
 
             shutdown_distributed(wait=code == 0)
@@ -363,10 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     try:
-        if args.command == "reproduce" and args.study == "fashion-mnist":
-            return _reproduce_two_task(args)
         if args.command == "reproduce":
-            return _reproduce_scene(args)
+            return _reproduce(args)
         if args.command == "data":
             return _data(args)
         if args.command == "train":
@@ -377,6 +485,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _predict(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"umtl: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        root = (err.name or "").partition(".")[0]
+        if root not in EXTRAS:
+            raise
+        print(
+            f"umtl: error: `umtl {args.command}` needs the '{EXTRAS[root]}' extra (module "
+            f"{root} is missing): pip install 'uncertainty-mtl[{EXTRAS[root]}]'",
+            file=sys.stderr,
+        )
         return 2
     except RuntimeError as err:
         from uncertainty_mtl.engine import TrainingError

@@ -11,11 +11,13 @@ Shipped configs (``umtl train --config NAME``): ``smoke``, ``cpu/...``,
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,8 +35,13 @@ __all__ = [
     "TrainConfig",
     "WeightingConfig",
     "apply_overrides",
+    "apply_patch",
+    "build_config",
+    "config_differences",
     "config_to_dict",
     "load_config",
+    "parse_overrides",
+    "read_config",
     "resolve_config_path",
     "shipped_configs",
 ]
@@ -104,7 +111,7 @@ class OptimConfig:
     poly_power: float = 0.9
     steps: int = 50000
     batch_size: int = 8  # over all processes
-    amp: bool = False  # autocast: float16 on CUDA, bfloat16 on CPU
+    amp: bool = False  # autocast: bfloat16 (CPU, GPUs that support it), else float16 + scaling
 
 
 @dataclass
@@ -126,6 +133,8 @@ class RunConfig:
     log_every: int = 20  # steps between records in metrics.jsonl and TensorBoard
     checkpoint_every: int = 500
     threads: int | None = None  # torch CPU threads (default: torch's choice)
+    channels_last: bool = False  # NHWC memory format (faster convolutions on tensor cores)
+    compile: bool = False  # torch.compile the network (the first steps compile it)
 
 
 @dataclass
@@ -151,6 +160,7 @@ class TrainConfig:
         """Checks that span several keys; raises :class:`ConfigError`."""
         from uncertainty_mtl.inference.clustering import METHODS
         from uncertainty_mtl.models.encoder import BACKBONES
+        from uncertainty_mtl.tasks.registry import SCENE_TASKS, TASKS
 
         choices = {
             "model.backbone": (self.model.backbone, BACKBONES),
@@ -162,9 +172,8 @@ class TrainConfig:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
-        scene_tasks = ("semantic", "instance", "depth")
-        if not self.tasks or any(t not in scene_tasks for t in self.tasks):
-            raise ConfigError(f"tasks: {self.tasks} must be a non-empty subset of {scene_tasks}")
+        if not self.tasks or any(t not in SCENE_TASKS for t in self.tasks):
+            raise ConfigError(f"tasks: {self.tasks} must be a non-empty subset of {SCENE_TASKS}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"tasks: {self.tasks} lists a task twice")
         if self.weighting.kind == "fixed":
@@ -179,11 +188,7 @@ class TrainConfig:
                 raise ConfigError("weighting.weights must be >= 0 with at least one > 0")
         elif self.weighting.weights:
             raise ConfigError("weighting.weights is for kind 'fixed' only")
-        per_task: dict[str, tuple[str, ...]] = {
-            "semantic": ("softmax", "tempered_softmax"),
-            "instance": ("laplace", "gaussian"),
-            "depth": ("laplace", "gaussian"),
-        }
+        per_task = {t: TASKS[t].likelihoods for t in SCENE_TASKS}
         for task, likelihood in self.weighting.likelihoods.items():
             if task not in self.tasks or likelihood not in per_task[task]:
                 raise ConfigError(
@@ -202,18 +207,23 @@ class TrainConfig:
         if not self.data.depth_scale > 0:
             raise ConfigError(f"data.depth_scale must be > 0, got {self.data.depth_scale}")
         positive: dict[str, float] = {
-            "optim.lr": self.optim.lr, "optim.steps": self.optim.steps,
-            "optim.batch_size": self.optim.batch_size, "eval.every": self.eval.every,
-            "eval.batch_size": self.eval.batch_size, "run.log_every": self.run.log_every,
+            "optim.lr": self.optim.lr,
+            "optim.steps": self.optim.steps,
+            "optim.batch_size": self.optim.batch_size,
+            "eval.every": self.eval.every,
+            "eval.batch_size": self.eval.batch_size,
+            "run.log_every": self.run.log_every,
             "run.checkpoint_every": self.run.checkpoint_every,
-        }  # fmt: skip
+        }
         for key, number in positive.items():
             if not number > 0:
                 raise ConfigError(f"{key} must be > 0, got {number}")
         pairs: dict[str, list[int] | list[float] | None] = {
-            "data.size": self.data.size, "data.crop": self.data.crop,
-            "data.scale": self.data.scale, "data.synth_size": self.data.synth_size,
-        }  # fmt: skip
+            "data.size": self.data.size,
+            "data.crop": self.data.crop,
+            "data.scale": self.data.scale,
+            "data.synth_size": self.data.synth_size,
+        }
         for key, pair in pairs.items():
             if pair is not None and (len(pair) != 2 or min(pair) <= 0):
                 raise ConfigError(f"{key} must be 2 positive numbers, got {pair}")
@@ -330,14 +340,35 @@ def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None =
     )
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+#: The top-level keys whose values are sections of keys. Every other mapping in a config
+#: (``weighting.weights``, ``data.synth_split_sizes``, ...) is one value, replaced whole.
+SECTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "tasks")
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any], *, depth: int = 0) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "weights":
-            out[key] = _merge(out[key], value)
+        if depth == 0 and key in SECTIONS and isinstance(value, dict):
+            out[key] = _merge(out.get(key) or {}, value, depth=1)
         else:
             out[key] = value
     return out
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two resolved configs, as ``key: a -> b``."""
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if key in SECTIONS and isinstance(x, dict) and isinstance(y, dict):
+            diffs += [
+                f"{key}.{k}: {x.get(k)!r} -> {y.get(k)!r}"
+                for k in sorted(set(x) | set(y))
+                if x.get(k) != y.get(k)
+            ]
+        elif x != y:
+            diffs.append(f"{key}: {x!r} -> {y!r}")
+    return diffs
 
 
 def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -357,25 +388,49 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(parent, data)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Applies ``section.key=value`` strings (values parsed as YAML) to a config mapping."""
-    data = _merge({}, data)
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``section.key=value`` strings (values parsed as YAML) as a patch ``{dotted key: value}``."""
+    patch: dict[str, Any] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.01")
         try:
-            value = yaml.safe_load(text)
+            patch[key] = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from err
+    return patch
+
+
+def apply_patch(data: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the config mapping ``data`` with ``patch`` (``{dotted key: value}``) applied."""
+    data = _merge({}, data)
+    for key, value in patch.items():
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part} is not a section")
-        node[parts[-1]] = value
+                raise ConfigError(f"{key}: {part} is not a section")
+        node[parts[-1]] = copy.deepcopy(value)
     return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies ``section.key=value`` strings (values parsed as YAML) to a config mapping."""
+    return apply_patch(data, parse_overrides(overrides))
+
+
+def read_config(name: str | os.PathLike[str]) -> dict[str, Any]:
+    """A config file (or a shipped one by name) as a mapping, its ``base`` chain merged in."""
+    return _read(resolve_config_path(name))
+
+
+def build_config(data: Mapping[str, Any]) -> TrainConfig:
+    """A config mapping validated into a :class:`TrainConfig`."""
+    config: TrainConfig = _build(TrainConfig, dict(data), "")
+    config.validate()
+    return config
 
 
 def load_config(
@@ -390,8 +445,5 @@ def load_config(
     Raises:
         ConfigError: unknown key, wrong type, invalid value, missing file.
     """
-    raw = _read(resolve_config_path(name)) if name is not None else dict(data or {})
-    raw = apply_overrides(raw, overrides or [])
-    config: TrainConfig = _build(TrainConfig, raw, "")
-    config.validate()
-    return config
+    raw = read_config(name) if name is not None else dict(data or {})
+    return build_config(apply_overrides(raw, overrides or []))

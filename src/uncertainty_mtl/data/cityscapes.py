@@ -34,6 +34,7 @@ from uncertainty_mtl._io import write_json
 from uncertainty_mtl.data import targets as T
 from uncertainty_mtl.data.labels import LICENSE_PLATE_IN_UINT8, known_label_ids
 from uncertainty_mtl.data.layout import frame_paths
+from uncertainty_mtl.tasks.registry import SCENE_TASKS
 
 __all__ = [
     "FIELDS_FOR_TASK",
@@ -47,7 +48,6 @@ __all__ = [
     "read_scene_arrays",
 ]
 
-SCENE_TASKS = ("semantic", "instance", "depth")
 #: The decoded arrays each task needs (``image`` is always read).
 FIELDS_FOR_TASK = {
     "semantic": ("label_ids",),
@@ -206,10 +206,12 @@ def _check_values(path: Path, field: str, array: NDArray[Any]) -> None:
         plain = values[(values < 1000) & (values != -1)]
         grouped = values[values >= 1000]
         grouped = grouped[grouped != _LICENSE_PLATE_IN_UINT16]
-        bad = np.concatenate([
-            plain[~np.isin(plain, list(known_label_ids()))],
-            grouped[~np.isin(grouped // 1000, list(known_label_ids()))],
-        ])  # fmt: skip
+        bad = np.concatenate(
+            [
+                plain[~np.isin(plain, list(known_label_ids()))],
+                grouped[~np.isin(grouped // 1000, list(known_label_ids()))],
+            ]
+        )
     else:
         return
     if bad.size:
@@ -309,8 +311,9 @@ class _ArrayCache:
                 arrays[field] = np.lib.format.open_memmap(
                     tmp / f"{field}.npy", mode="w+", dtype=_CACHE_DTYPES[field], shape=shape
                 )
-            for i, sample in enumerate(tqdm(samples, desc=f"caching {self.directory.name}",
-                                            unit="frame", leave=False)):  # fmt: skip
+            for i, sample in enumerate(
+                tqdm(samples, desc=f"caching {self.directory.name}", unit="frame", leave=False)
+            ):
                 for field, array in read_scene_arrays(sample, self.fields).items():
                     if field == "instance_ids":
                         array = np.where(array < 0, _LICENSE_PLATE_IN_UINT16, array)
@@ -394,8 +397,13 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
             samples = find_scene_files(self.root, split, fields=cached)
             self._cache = _ArrayCache(Path(cache_dir) / split, samples, cached)
         else:
-            for sample in tqdm(self.samples, desc=f"checking {split}", unit="frame",
-                               leave=False, disable=len(self.samples) < 200):  # fmt: skip
+            for sample in tqdm(
+                self.samples,
+                desc=f"checking {split}",
+                unit="frame",
+                leave=False,
+                disable=len(self.samples) < 200,
+            ):
                 _check_sizes(sample, self.fields)
                 if check_values:
                     read_scene_arrays(sample, self.fields)

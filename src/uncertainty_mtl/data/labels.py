@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from uncertainty_mtl.tasks.semantic import IGNORE_INDEX
+
 __all__ = [
     "IGNORE_INDEX",
     "INSTANCE_TRAIN_IDS",
@@ -33,7 +35,6 @@ __all__ = [
     "train_id_colours",
 ]
 
-IGNORE_INDEX = 255
 NUM_CLASSES = 19
 #: -1 (license plate) as it appears in an 8-bit labelIds PNG.
 LICENSE_PLATE_IN_UINT8 = 255
@@ -75,10 +76,26 @@ def instance_label_ids() -> frozenset[int]:
 
 # The official names and ids, spelled out for readers (a test checks them against the package).
 TRAIN_ID_NAMES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)  # fmt: skip
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 SKY_LABEL_ID = 23
 #: trainIds of the classes with evaluated instances.
 INSTANCE_TRAIN_IDS: tuple[int, ...] = (11, 12, 13, 14, 15, 16, 17, 18)

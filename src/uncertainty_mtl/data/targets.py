@@ -39,10 +39,16 @@ def _instance_pixels(instance_ids: NDArray[np.integer]) -> NDArray[np.bool_]:
     return evaluated
 
 
-def _centroids(instance_ids: NDArray[np.integer], mask: NDArray[np.bool_]) -> tuple[
-    NDArray[np.intp], NDArray[np.intp], NDArray[np.integer], NDArray[np.intp],
-    NDArray[np.float64], NDArray[np.float64],
-]:  # fmt: skip
+def _centroids(
+    instance_ids: NDArray[np.integer], mask: NDArray[np.bool_]
+) -> tuple[
+    NDArray[np.intp],
+    NDArray[np.intp],
+    NDArray[np.integer],
+    NDArray[np.intp],
+    NDArray[np.float64],
+    NDArray[np.float64],
+]:
     """Rows, columns, instance ids, each pixel's index into the ids, and centroids x and y."""
     ys, xs = np.nonzero(mask)
     ids, inverse = np.unique(instance_ids[mask], return_inverse=True)

@@ -9,27 +9,29 @@ from __future__ import annotations
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.data.cityscapes import SCENE_TASKS as TASKS
-from uncertainty_mtl.experiments._runs import (
-    Reproduction,
-    Run,
-    cell,
-    fixed_run,
-    learned_run,
-    mean_metrics,
-)
+from uncertainty_mtl.experiments.runner import Run, Runner
+from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
 from uncertainty_mtl.reporting.tables import markdown_table
+from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 
 __all__ = ["VARIANTS", "reproduce_ablations"]
 
 #: name -> (label, overrides)
-VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "uw-three": ("likelihood convention (Laplace terms for L1), log regulariser", ()),
-    "uw-three-paper": ("paper convention (Gaussian terms for L1)", ("weighting.convention=paper",)),
-    "uw-three-positive": ("positive regulariser log(1 + σ²)", ("weighting.regulariser=positive",)),
-    "uw-three-tempered": ("exact tempered softmax for semantics",
-                          ("weighting.likelihoods={semantic: tempered_softmax}",)),
-}  # fmt: skip
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "uw-three": ("likelihood convention (Laplace terms for L1), log regulariser", {}),
+    "uw-three-paper": (
+        "paper convention (Gaussian terms for L1)",
+        {"weighting.convention": "paper"},
+    ),
+    "uw-three-positive": (
+        "positive regulariser log(1 + σ²)",
+        {"weighting.regulariser": "positive"},
+    ),
+    "uw-three-tempered": (
+        "exact tempered softmax for semantics",
+        {"weighting.likelihoods": {"semantic": "tempered_softmax"}},
+    ),
+}
 
 
 CONTROL = "fixed-at-learned"
@@ -37,7 +39,7 @@ CONTROL_LABEL = "control: fixed weights = the final learned weights (not learned
 
 
 def variant_run(name: str, seed: int) -> Run:
-    return learned_run(name, TASKS, *VARIANTS[name][1], seed=seed)
+    return learned_run(name, TASKS, VARIANTS[name][1], seed=seed)
 
 
 def final_weights(result: dict[str, Any]) -> dict[str, float]:
@@ -46,9 +48,9 @@ def final_weights(result: dict[str, Any]) -> dict[str, float]:
     return {t: float(f"{kept[f'weight/{t}']:.3g}") for t in TASKS}
 
 
-def reproduce_ablations(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, Any]:
+def reproduce_ablations(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, Any]:
     """Trains what is missing; writes ``ablations.md`` and ``ablations.json``."""
-    done = reproduction.results([variant_run(n, s) for n in VARIANTS for s in range(seeds)])
+    done = runner.results([variant_run(n, s) for n in VARIANTS for s in range(seeds)])
     rows: dict[str, dict[str, Any]] = {}
     for name, (label, _) in VARIANTS.items():
         results = [done[variant_run(name, s)] for s in range(seeds)]
@@ -57,33 +59,59 @@ def reproduce_ablations(reproduction: Reproduction, *, seeds: int = 1) -> dict[s
         rows[name] = {"label": label, "metrics": mean_metrics(results), "final": mean_final}
     fixed = [final_weights(done[variant_run("uw-three", s)]) for s in range(seeds)]
     controls = [fixed_run(CONTROL, weights, seed=s) for s, weights in enumerate(fixed)]
-    done.update(reproduction.results(controls))
+    done.update(runner.results(controls))
     rows[CONTROL] = {
         "label": CONTROL_LABEL,
         "metrics": mean_metrics([done[run] for run in controls]),
         "final": {f"weight/{t}": sum(w[t] for w in fixed) / seeds for t in TASKS},
         "fixed_weights": fixed,
     }
-    summary = {"experiment": "ablations", "preset": reproduction.preset, "rows": rows,
-               "seeds": list(range(seeds)), **reproduction.timing()}  # fmt: skip
-    write_json(reproduction.out / "ablations.json", summary)
+    summary = {
+        "experiment": "ablations",
+        "preset": runner.study.preset,
+        "rows": rows,
+        "seeds": list(range(seeds)),
+        **runner.timing(),
+    }
+    write_json(runner.out / "ablations.json", summary)
     headers = [
-        "3-task weighting", "IoU [%] ↑", "instance err. [px] ↓", "inv. depth err. [px] ↓",
-        "instance AP [%] ↑", "final weights (sem : inst : depth)",
-    ]  # fmt: skip
+        "3-task weighting",
+        "IoU [%] ↑",
+        "instance err. [px] ↓",
+        "inv. depth err. [px] ↓",
+        "instance AP [%] ↑",
+        "final weights (sem : inst : depth)",
+    ]
     lines = []
     for row in rows.values():
         m = row["metrics"]
         weights = " : ".join(f"{row['final'][f'weight/{t}']:.3g}" for t in TASKS)
-        lines.append([
-            row["label"], cell(m, "miou", 1), cell(m, "instance_mean_error_px", 2),
-            cell(m, "depth_mean_error_px", 3), cell(m, "instance_ap", 1), weights,
-        ])  # fmt: skip
-    write_text(reproduction.out / "ablations.md", "\n".join([
-        f"# Ablations ({reproduction.preset} preset)", "",
-        f"Reported split: {reproduction.spec.report_split}; mean ± std over {seeds} seed(s). The "
-        "tempered softmax's semantic weight is 1 by construction (its s acts inside the loss). The "
-        "control trains with fixed weights equal to the first row's final weights (same seed): "
-        "weights summing to about 7, where Table 1's fixed rows sum to 1.",
-        "", markdown_table(headers, lines)]))  # fmt: skip
+        lines.append(
+            [
+                row["label"],
+                cell(m, "miou", 1),
+                cell(m, "instance_mean_error_px", 2),
+                cell(m, "depth_mean_error_px", 3),
+                cell(m, "instance_ap", 1),
+                weights,
+            ]
+        )
+    write_text(
+        runner.out / "ablations.md",
+        "\n".join(
+            [
+                f"# Ablations ({runner.study.preset} preset)",
+                "",
+                f"Reported split: {runner.study.spec.report_split}; mean ± std over {seeds} "
+                "seed(s). The "
+                "tempered softmax's semantic weight is 1 by construction (its s acts inside the "
+                "loss). The "
+                "control trains with fixed weights equal to the first row's final weights (same "
+                "seed): "
+                "weights summing to about 7, where Table 1's fixed rows sum to 1.",
+                "",
+                markdown_table(headers, lines),
+            ]
+        ),
+    )
     return summary

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.data.cityscapes import SCENE_TASKS as TASKS
-from uncertainty_mtl.experiments._runs import Reproduction, Run, learned_run
+from uncertainty_mtl.experiments.runner import Run, Runner
+from uncertainty_mtl.experiments.scene import SceneStudy, learned_run
 from uncertainty_mtl.reporting.plots import new_figure, save_figure
 from uncertainty_mtl.reporting.tables import markdown_table
+from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 
 __all__ = ["AGREEMENT", "INITS", "reproduce_appendix_b"]
 
@@ -25,8 +26,8 @@ AGREEMENT = 0.1  # spread of s (max − min over initialisations), i.e. about 10
 
 def init_run(init: float, seed: int = 0) -> Run:
     name = "uw-three" if init == 0 else f"uw-three-init{init:g}"
-    extra = () if init == 0 else (f"weighting.init_log_var={init}",)
-    return learned_run(name, TASKS, *extra, seed=seed)
+    patch = {} if init == 0 else {"weighting.init_log_var": init}
+    return learned_run(name, TASKS, patch, seed=seed)
 
 
 def _trajectory(run_dir: Path, init: float) -> dict[str, list[Any]]:
@@ -50,35 +51,53 @@ def agreement_step(curves: list[list[float]], steps: list[int], tolerance: float
     return first
 
 
-def reproduce_appendix_b(reproduction: Reproduction) -> dict[str, Any]:
+def reproduce_appendix_b(runner: Runner[SceneStudy]) -> dict[str, Any]:
     """Trains what is missing; writes ``appendix_b.png``, ``.md`` and ``.json``."""
     runs = [init_run(init) for init in INITS]
-    done = reproduction.results(runs)
-    curves = {i: _trajectory(reproduction.run_dir(r), i) for i, r in zip(INITS, runs, strict=True)}
+    done = runner.results(runs)
+    curves = {i: _trajectory(runner.run_dir(r), i) for i, r in zip(INITS, runs, strict=True)}
     steps = curves[INITS[0]]["step"]
     agree = {t: agreement_step([curves[i][t] for i in INITS], steps, AGREEMENT) for t in TASKS}
     final = {
-        f"{init:g}": {t: done[run]["training"]["weighting_at_kept_checkpoint"][f"log_var/{t}"]
-                      for t in TASKS}
+        f"{init:g}": {
+            t: done[run]["training"]["weighting_at_kept_checkpoint"][f"log_var/{t}"] for t in TASKS
+        }
         for init, run in zip(INITS, runs, strict=True)
-    }  # fmt: skip
-    summary = {"experiment": "appendix-b", "preset": reproduction.preset, "inits": list(INITS),
-               "tolerance": AGREEMENT, "agreement_step": agree, "total_steps": steps[-1],
-               "final_log_variances": final,
-               "curves": {f"{i:g}": curves[i] for i in INITS},
-               **reproduction.timing()}  # fmt: skip
-    write_json(reproduction.out / "appendix_b.json", summary)
+    }
+    summary = {
+        "experiment": "appendix-b",
+        "preset": runner.study.preset,
+        "inits": list(INITS),
+        "tolerance": AGREEMENT,
+        "agreement_step": agree,
+        "total_steps": steps[-1],
+        "final_log_variances": final,
+        "curves": {f"{i:g}": curves[i] for i in INITS},
+        **runner.timing(),
+    }
+    write_json(runner.out / "appendix_b.json", summary)
     headers = ["initial s", *[f"final s, {t}" for t in TASKS]]
     rows = [[k, *[f"{v[t]:.3f}" for t in TASKS]] for k, v in final.items()]
     agreed = ["not within the run" if agree[t] is None else str(agree[t]) for t in TASKS]
     rows.append(["steps until the initialisations agree (spread < 0.1)", *agreed])
-    write_text(reproduction.out / "appendix_b.md", "\n".join([
-        f"# Appendix B ({reproduction.preset} preset): initialisation of s", "",
-        f"The 3-task learned weighting from s = {', '.join(f'{i:g}' for i in INITS)}, "
-        f"{steps[-1]} steps. The paper: the log-variances converge to the same values within a few "
-        "hundred iterations. The log-variances are trained by the run's own optimiser (SGD with "
-        "Nesterov momentum, as in the paper): the gradient of s grows as exp(−s), so a low "
-        "initial s first overshoots upwards.", "", markdown_table(headers, rows)]))  # fmt: skip
+    write_text(
+        runner.out / "appendix_b.md",
+        "\n".join(
+            [
+                f"# Appendix B ({runner.study.preset} preset): initialisation of s",
+                "",
+                f"The 3-task learned weighting from s = {', '.join(f'{i:g}' for i in INITS)}, "
+                f"{steps[-1]} steps. The paper: the log-variances converge to the same values "
+                "within a few "
+                "hundred iterations. The log-variances are trained by the run's own optimiser (SGD "
+                "with "
+                "Nesterov momentum, as in the paper): the gradient of s grows as exp(−s), so a low "
+                "initial s first overshoots upwards.",
+                "",
+                markdown_table(headers, rows),
+            ]
+        ),
+    )
     fig, axes = new_figure(3, width=4.2)
     for ax, task in zip(axes, TASKS, strict=True):
         for init in INITS:
@@ -91,5 +110,5 @@ def reproduce_appendix_b(reproduction: Reproduction) -> dict[str, Any]:
         ax.set_ylabel("s = log σ²")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    save_figure(fig, reproduction.out / "appendix_b.png")
+    save_figure(fig, runner.out / "appendix_b.png")
     return summary

@@ -10,14 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.experiments._runs import (
-    Reproduction,
-    Run,
-    cell,
-    fixed_run,
-    learned_run,
-    mean_metrics,
-)
+from uncertainty_mtl.experiments.runner import Run, Runner
+from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
 from uncertainty_mtl.experiments.table1 import row_run
 from uncertainty_mtl.reporting.plots import new_figure, save_figure
 from uncertainty_mtl.reporting.tables import markdown_table
@@ -37,15 +31,34 @@ SWEEPS: dict[tuple[str, str], tuple[float, ...]] = {
 }
 #: The paper's Figure 2 tables: weight of the first task -> (first metric, depth error).
 PAPER: dict[tuple[str, str], dict[float, tuple[float | None, float | None]]] = {
-    ("semantic", "depth"): {1.0: (59.4, None), 0.975: (59.5, 0.664), 0.95: (59.9, 0.603),
-                            0.9: (60.1, 0.586), 0.85: (60.4, 0.582), 0.8: (59.6, 0.577),
-                            0.7: (59.0, 0.573), 0.5: (56.3, 0.602), 0.2: (47.2, 0.625),
-                            0.1: (42.7, 0.628), 0.0: (None, 0.640), -1: (62.7, 0.533)},
-    ("instance", "depth"): {1.0: (4.61, None), 0.75: (4.52, 0.692), 0.5: (4.30, 0.655),
-                            0.4: (4.14, 0.641), 0.3: (4.04, 0.615), 0.2: (3.83, 0.607),
-                            0.1: (3.91, 0.600), 0.05: (4.27, 0.607), 0.025: (4.31, 0.624),
-                            0.0: (None, 0.640), -1: (3.54, 0.539)},
-}  # fmt: skip
+    ("semantic", "depth"): {
+        1.0: (59.4, None),
+        0.975: (59.5, 0.664),
+        0.95: (59.9, 0.603),
+        0.9: (60.1, 0.586),
+        0.85: (60.4, 0.582),
+        0.8: (59.6, 0.577),
+        0.7: (59.0, 0.573),
+        0.5: (56.3, 0.602),
+        0.2: (47.2, 0.625),
+        0.1: (42.7, 0.628),
+        0.0: (None, 0.640),
+        -1: (62.7, 0.533),
+    },
+    ("instance", "depth"): {
+        1.0: (4.61, None),
+        0.75: (4.52, 0.692),
+        0.5: (4.30, 0.655),
+        0.4: (4.14, 0.641),
+        0.3: (4.04, 0.615),
+        0.2: (3.83, 0.607),
+        0.1: (3.91, 0.600),
+        0.05: (4.27, 0.607),
+        0.025: (4.31, 0.624),
+        0.0: (None, 0.640),
+        -1: (3.54, 0.539),
+    },
+}
 
 
 def sweep_run(pair: tuple[str, str], w: float, seed: int) -> Run:
@@ -53,19 +66,20 @@ def sweep_run(pair: tuple[str, str], w: float, seed: int) -> Run:
         return row_run(f"{pair[0]}-only", seed)
     if w == 0.0:
         return row_run(f"{pair[1]}-only", seed)
-    return fixed_run(f"{pair[0]}{w:g}-{pair[1]}{1 - w:g}", {pair[0]: w, pair[1]: round(1 - w, 6)},
-                     seed=seed)  # fmt: skip
+    return fixed_run(
+        f"{pair[0]}{w:g}-{pair[1]}{1 - w:g}", {pair[0]: w, pair[1]: round(1 - w, 6)}, seed=seed
+    )
 
 
 def learned(pair: tuple[str, str], seed: int) -> Run:
     return learned_run(f"uw-{pair[0]}-{pair[1]}", pair, seed=seed)
 
 
-def reproduce_figure2(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, Any]:
+def reproduce_figure2(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, Any]:
     """Trains what is missing; writes ``figure2.png``, ``figure2.md`` and ``figure2.json``."""
     runs = [sweep_run(p, w, s) for p, ws in SWEEPS.items() for w in ws for s in range(seeds)]
     runs += [learned(p, s) for p in SWEEPS for s in range(seeds)]
-    done = reproduction.results(runs)
+    done = runner.results(runs)
     panels = {}
     for pair, weights in SWEEPS.items():
         points = []
@@ -74,35 +88,65 @@ def reproduce_figure2(reproduction: Reproduction, *, seeds: int = 1) -> dict[str
             points.append({"weight": w, "metrics": mean_metrics(results)})
         uw = mean_metrics([done[learned(pair, s)] for s in range(seeds)])
         panels["-".join(pair)] = {"pair": list(pair), "points": points, "learned": uw}
-    summary = {"experiment": "figure2", "preset": reproduction.preset,
-               "report_split": reproduction.spec.report_split, "seeds": list(range(seeds)),
-               "panels": panels, **reproduction.timing()}  # fmt: skip
-    write_json(reproduction.out / "figure2.json", summary)
-    write_text(reproduction.out / "figure2.md", _markdown(summary))
-    _plot(reproduction.out / "figure2.png", summary)
+    summary = {
+        "experiment": "figure2",
+        "preset": runner.study.preset,
+        "report_split": runner.study.spec.report_split,
+        "seeds": list(range(seeds)),
+        "panels": panels,
+        **runner.timing(),
+    }
+    write_json(runner.out / "figure2.json", summary)
+    write_text(runner.out / "figure2.md", _markdown(summary))
+    _plot(runner.out / "figure2.png", summary)
     return summary
 
 
 def _markdown(summary: dict[str, Any]) -> str:
-    text = [f"# Figure 2 ({summary['preset']} preset)", "",
-            f"Reported split: {summary['report_split']}; mean ± std over "
-            f"{len(summary['seeds'])} seed(s). Paper: Tiny Cityscapes val.", ""]  # fmt: skip
+    text = [
+        f"# Figure 2 ({summary['preset']} preset)",
+        "",
+        f"Reported split: {summary['report_split']}; mean ± std over "
+        f"{len(summary['seeds'])} seed(s). Paper: Tiny Cityscapes val.",
+        "",
+    ]
     for panel in summary["panels"].values():
         first, second = panel["pair"]
         (k1, name1, d1), (k2, name2, d2) = METRIC[first], METRIC[second]
         paper = PAPER[(first, second)]
-        headers = [f"{first} weight", f"{second} weight", f"{first}: {name1}", f"{second}: {name2}",
-                   f"paper: {first}", f"paper: {second}"]  # fmt: skip
+        headers = [
+            f"{first} weight",
+            f"{second} weight",
+            f"{first}: {name1}",
+            f"{second}: {name2}",
+            f"paper: {first}",
+            f"paper: {second}",
+        ]
         rows = []
         for point in panel["points"]:
             w = point["weight"]
             p1, p2 = paper.get(w, (None, None))
-            rows.append([f"{w:g}", f"{1 - w:g}", cell(point["metrics"], k1, d1),
-                         cell(point["metrics"], k2, d2), "–" if p1 is None else f"{p1}",
-                         "–" if p2 is None else f"{p2}"])  # fmt: skip
+            rows.append(
+                [
+                    f"{w:g}",
+                    f"{1 - w:g}",
+                    cell(point["metrics"], k1, d1),
+                    cell(point["metrics"], k2, d2),
+                    "–" if p1 is None else f"{p1}",
+                    "–" if p2 is None else f"{p2}",
+                ]
+            )
         p1, p2 = paper[-1]
-        rows.append(["learned", "learned", cell(panel["learned"], k1, d1),
-                     cell(panel["learned"], k2, d2), f"{p1}", f"{p2}"])  # fmt: skip
+        rows.append(
+            [
+                "learned",
+                "learned",
+                cell(panel["learned"], k1, d1),
+                cell(panel["learned"], k2, d2),
+                f"{p1}",
+                f"{p2}",
+            ]
+        )
         text += [f"## {first} + {second}", "", markdown_table(headers, rows)]
     return "\n".join(text)
 
@@ -118,11 +162,22 @@ def _plot(path: Any, summary: dict[str, Any]) -> None:
             xs = [p["weight"] for p in points]
             means = [p["metrics"][key]["mean"] for p in points]
             stds = [p["metrics"][key]["std"] for p in points]
-            axis.errorbar(xs, means, yerr=stds, marker="o", color=colour, capsize=3,
-                          label=f"{task}, fixed weights")  # fmt: skip
+            axis.errorbar(
+                xs,
+                means,
+                yerr=stds,
+                marker="o",
+                color=colour,
+                capsize=3,
+                label=f"{task}, fixed weights",
+            )
             if key in panel["learned"]:
-                axis.axhline(panel["learned"][key]["mean"], color=colour, ls="--",
-                             label=f"{task}, learned weights")  # fmt: skip
+                axis.axhline(
+                    panel["learned"][key]["mean"],
+                    color=colour,
+                    ls="--",
+                    label=f"{task}, learned weights",
+                )
             axis.set_ylabel(f"{task}: {name}", color=colour)
         ax.set_xlabel(f"weight of {first} (weight of {second} = 1 − w)")
         ax.set_title(f"{first} + {second}")

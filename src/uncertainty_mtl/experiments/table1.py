@@ -3,7 +3,8 @@
 Nine rows: the three single-task models (one-hot fixed weights), the unweighted sum (1/3 each),
 approximately optimal fixed weights, the three 2-task learned weightings and the 3-task learned
 weighting. The approximately optimal weights are the best of :data:`GRID` on the selection split
-(by :data:`~uncertainty_mtl.experiments._runs.SELECTION_CRITERION`), from selection runs of seed 0.
+(by :data:`~uncertainty_mtl.experiments.selection.CANDIDATE_CRITERION`), from selection runs
+of seed 0.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.data.cityscapes import SCENE_TASKS as TASKS
-from uncertainty_mtl.experiments._runs import (
-    SELECTION_CRITERION,
-    Reproduction,
-    Run,
+from uncertainty_mtl.experiments.runner import Run, Runner
+from uncertainty_mtl.experiments.scene import (
+    SceneStudy,
     cell,
-    choose,
     fixed_run,
     learned_run,
     mean_metrics,
     trivial_baselines,
 )
+from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.reporting.tables import markdown_table, summarise
+from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 
 __all__ = ["GRID", "PAPER", "ROWS", "reproduce_table1"]
 
@@ -43,10 +43,14 @@ ROWS: dict[str, tuple[str, tuple[float, float, float] | None, tuple[str, ...]]] 
 #: choice, the corners and edges of a coarse simplex, and its centre.
 GRID: tuple[tuple[float, float, float], ...] = (
     (0.89, 0.01, 0.1),
-    (0.8, 0.1, 0.1), (0.1, 0.8, 0.1), (0.1, 0.1, 0.8),
-    (0.45, 0.45, 0.1), (0.45, 0.1, 0.45), (0.1, 0.45, 0.45),
+    (0.8, 0.1, 0.1),
+    (0.1, 0.8, 0.1),
+    (0.1, 0.1, 0.8),
+    (0.45, 0.45, 0.1),
+    (0.45, 0.1, 0.45),
+    (0.1, 0.45, 0.45),
     (0.333, 0.333, 0.333),
-)  # fmt: skip
+)
 #: The paper's Table 1 (Tiny Cityscapes val): IoU %, instance error px, inverse depth error px.
 PAPER: dict[str, tuple[float | None, float | None, float | None]] = {
     "semantic-only": (59.4, None, None),
@@ -85,7 +89,7 @@ def grid_runs() -> list[Run]:
 
 
 def reproduce_table1(
-    reproduction: Reproduction, *, seeds: int = 1, only: str | None = None
+    runner: Runner[SceneStudy], *, seeds: int = 1, only: str | None = None
 ) -> dict[str, Any]:
     """Trains what is missing and writes ``table1.md`` and ``table1.json`` into the output
     directory (with ``only``: trains that row's runs and writes nothing else)."""
@@ -94,16 +98,15 @@ def reproduce_table1(
     wanted = [only] if only else list(ROWS)
     first = [row_run(k, s) for k in wanted if k != "approx-optimal" for s in range(seeds)]
     grid = grid_runs() if "approx-optimal" in wanted else []
-    done = reproduction.results([*grid, *first])
+    done = runner.results([*grid, *first])
     chosen = None
     scores: dict[Any, float] = {}
     if grid:
         candidates = {triple: done[run]["metrics"] for triple, run in zip(GRID, grid, strict=True)}
         chosen, scores = choose(candidates, TASKS)
-        done.update(reproduction.results([row_run("approx-optimal", s, chosen)
-                                          for s in range(seeds)]))  # fmt: skip
+        done.update(runner.results([row_run("approx-optimal", s, chosen) for s in range(seeds)]))
     if only:
-        return {"row": only, "runs": [str(reproduction.run_dir(r)) for r in done]}
+        return {"row": only, "runs": [str(runner.run_dir(r)) for r in done]}
     rows: dict[str, Any] = {}
     for key in ROWS:
         runs = [row_run(key, s, chosen) for s in range(seeds)]
@@ -114,40 +117,50 @@ def reproduce_table1(
             "tasks": list(tasks),
             "weights": None if key.startswith("uw-") else _weights(fixed or chosen),  # type: ignore[arg-type]
             "metrics": mean_metrics(results),
-            "paper": dict(zip(("miou", "instance_mean_error_px", "depth_mean_error_px"),
-                              PAPER[key], strict=True)),
-            "runs": [str(reproduction.run_dir(r)) for r in runs],
-        }  # fmt: skip
+            "paper": dict(
+                zip(
+                    ("miou", "instance_mean_error_px", "depth_mean_error_px"),
+                    PAPER[key],
+                    strict=True,
+                )
+            ),
+            "runs": [str(runner.run_dir(r)) for r in runs],
+        }
         if key.startswith("uw-"):
             entry["final_effective_weights"] = {
-                t: summarise([r["training"]["weighting_at_kept_checkpoint"][f"weight/{t}"]
-                              for r in results]) for t in tasks
-            }  # fmt: skip
+                t: summarise(
+                    [r["training"]["weighting_at_kept_checkpoint"][f"weight/{t}"] for r in results]
+                )
+                for t in tasks
+            }
             entry["final_log_variances"] = {
-                t: summarise([r["training"]["weighting_at_kept_checkpoint"][f"log_var/{t}"]
-                              for r in results]) for t in tasks
-            }  # fmt: skip
+                t: summarise(
+                    [r["training"]["weighting_at_kept_checkpoint"][f"log_var/{t}"] for r in results]
+                )
+                for t in tasks
+            }
         rows[key] = entry
     summary: dict[str, Any] = {
         "experiment": "table1",
-        "preset": reproduction.preset,
-        "data": reproduction.config(Run("x", ())).data.root,
-        "report_split": reproduction.spec.report_split,
+        "preset": runner.study.preset,
+        "data": runner.config(Run("x")).data.root,
+        "report_split": runner.study.spec.report_split,
         "seeds": list(range(seeds)),
         "rows": rows,
         "approx_optimal": {
             "chosen": _weights(chosen) if chosen else None,
-            "criterion": SELECTION_CRITERION,
-            "selection_split": reproduction.spec.choose_split,
+            "criterion": CANDIDATE_CRITERION,
+            "selection_split": runner.study.spec.choose_split,
             "candidates": [{"weights": _weights(k), "score": v} for k, v in scores.items()],
         },
         "paper": "Kendall et al. 2018, Table 1 (Tiny Cityscapes, val)",
     }
-    if reproduction.spec.report_split == "test":
-        summary["trivial_baselines"] = trivial_baselines(reproduction)
-    summary.update(reproduction.timing())
-    write_json(reproduction.out / "table1.json", summary)
-    write_text(reproduction.out / "table1.md", table_markdown(summary))
+    study = runner.study
+    if study.spec.report_split == "test":
+        summary["trivial_baselines"] = trivial_baselines(study)
+    summary.update(runner.timing())
+    write_json(runner.out / "table1.json", summary)
+    write_text(runner.out / "table1.md", table_markdown(summary))
     return summary
 
 
@@ -165,26 +178,48 @@ def _paper_cell(value: float | None, digits: int) -> str:
 
 def table_markdown(summary: dict[str, Any]) -> str:
     seeds = len(summary["seeds"])
-    headers = ["Loss", "Weights (sem., inst., depth)", "IoU [%] ↑", "Instance err. [px] ↓",
-               "Inv. depth err. [px] ↓", "Instance AP [%] ↑", "Paper: IoU", "Paper: inst.",
-               "Paper: depth"]  # fmt: skip
+    headers = [
+        "Loss",
+        "Weights (sem., inst., depth)",
+        "IoU [%] ↑",
+        "Instance err. [px] ↓",
+        "Inv. depth err. [px] ↓",
+        "Instance AP [%] ↑",
+        "Paper: IoU",
+        "Paper: inst.",
+        "Paper: depth",
+    ]
     lines = []
     for row in summary["rows"].values():
         m, paper = row["metrics"], row["paper"]
-        lines.append([
-            row["label"], _weights_cell(row), cell(m, "miou", 1),
-            cell(m, "instance_mean_error_px", 2), cell(m, "depth_mean_error_px", 3),
-            cell(m, "instance_ap", 1), _paper_cell(paper["miou"], 1),
-            _paper_cell(paper["instance_mean_error_px"], 2),
-            _paper_cell(paper["depth_mean_error_px"], 3),
-        ])  # fmt: skip
+        lines.append(
+            [
+                row["label"],
+                _weights_cell(row),
+                cell(m, "miou", 1),
+                cell(m, "instance_mean_error_px", 2),
+                cell(m, "depth_mean_error_px", 3),
+                cell(m, "instance_ap", 1),
+                _paper_cell(paper["miou"], 1),
+                _paper_cell(paper["instance_mean_error_px"], 2),
+                _paper_cell(paper["depth_mean_error_px"], 3),
+            ]
+        )
     trivial = summary.get("trivial_baselines")
     if trivial:
-        lines.append([
-            "Trivial predictor (training-split statistics)", "–", f"{trivial['miou']:.1f}",
-            f"{trivial['instance_mean_error_px']:.2f}", f"{trivial['depth_mean_error_px']:.3f}",
-            "–", "–", "–", "–",
-        ])  # fmt: skip
+        lines.append(
+            [
+                "Trivial predictor (training-split statistics)",
+                "–",
+                f"{trivial['miou']:.1f}",
+                f"{trivial['instance_mean_error_px']:.2f}",
+                f"{trivial['depth_mean_error_px']:.3f}",
+                "–",
+                "–",
+                "–",
+                "–",
+            ]
+        )
     chosen = summary["approx_optimal"]["chosen"]
     text = [
         f"# Table 1 ({summary['preset']} preset)",
@@ -201,7 +236,8 @@ def table_markdown(summary: dict[str, Any]) -> str:
             f"{summary['approx_optimal']['selection_split']} split from "
             f"{len(summary['approx_optimal']['candidates'])} candidates: "
             + ", ".join(f"{t} {w:g}" for t, w in chosen.items())
-            + f" (the paper's: 0.89, 0.01, 0.1). Criterion: {SELECTION_CRITERION}.",
+            + " (the paper's: 0.89, 0.01, 0.1). Criterion: "
+            + f"{summary['approx_optimal']['criterion']}.",
             "",
         ]
     if trivial:

@@ -14,16 +14,9 @@ from typing import Any
 import numpy as np
 
 from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.experiments._runs import (
-    SELECTION_CRITERION,
-    Reproduction,
-    Run,
-    cell,
-    choose,
-    fixed_run,
-    learned_run,
-    mean_metrics,
-)
+from uncertainty_mtl.experiments.runner import Run, Runner
+from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
+from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.reporting.tables import markdown_table
 
 __all__ = ["GRID", "SCALE", "reproduce_units"]
@@ -33,26 +26,30 @@ GRID = (0.975, 0.9, 0.7, 0.5)  # weight of semantic; depth gets 1 − w
 SCALE = 100.0
 
 
-def _scaled(scale: float) -> tuple[str, ...]:
-    return () if scale == 1.0 else (f"data.depth_scale={scale:g}",)
+def _scaled(scale: float) -> dict[str, float]:
+    return {} if scale == 1.0 else {"data.depth_scale": scale}
 
 
 def fixed(w: float, scale: float, *, seed: int = 0, selection: bool = False) -> Run:
-    run = fixed_run(f"semantic{w:g}-depth{1 - w:g}", {"semantic": w, "depth": round(1 - w, 6)},
-                    seed=seed, selection=selection)  # fmt: skip
+    run = fixed_run(
+        f"semantic{w:g}-depth{1 - w:g}",
+        {"semantic": w, "depth": round(1 - w, 6)},
+        seed=seed,
+        selection=selection,
+    )
     if scale == 1.0:
         return run
-    return Run(f"{run.name}-depthx{scale:g}", run.overrides + _scaled(scale), seed, selection)
+    return run.with_patch(f"{run.name}-depthx{scale:g}", **_scaled(scale))
 
 
 def learned(scale: float, seed: int = 0, *, depth_init: float | None = None) -> Run:
     """The learned weighting; ``depth_init`` starts the depth task's ``s`` there."""
     name = "uw-semantic-depth" + ("" if scale == 1.0 else f"-depthx{scale:g}")
-    extra = _scaled(scale)
+    patch: dict[str, Any] = dict(_scaled(scale))
     if depth_init is not None:
         name += f"-s0depth{depth_init:g}"
-        extra += (f"weighting.init_log_var={{depth: {depth_init:g}}}",)
-    return learned_run(name, PAIR, *extra, seed=seed)
+        patch["weighting.init_log_var"] = {"depth": depth_init}
+    return learned_run(name, PAIR, patch, seed=seed)
 
 
 def shifted_optimum(result: dict[str, Any], scale: float) -> float:
@@ -64,12 +61,10 @@ def shifted_optimum(result: dict[str, Any], scale: float) -> float:
     return round(final + 2.0 * math.log(scale), 2)
 
 
-def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, Any]:
+def reproduce_units(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, Any]:
     """Trains what is missing; writes ``units.md`` and ``units.json``."""
     grid = [fixed(w, 1.0, selection=True) for w in GRID]
-    done = reproduction.results(
-        [*grid, *[learned(s, k) for s in (1.0, SCALE) for k in range(seeds)]]
-    )
+    done = runner.results([*grid, *[learned(s, k) for s in (1.0, SCALE) for k in range(seeds)]])
     best, scores = choose(
         {w: done[run]["metrics"] for w, run in zip(GRID, grid, strict=True)}, PAIR
     )
@@ -84,12 +79,15 @@ def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, 
             learned(SCALE, k, depth_init=start) for k, start in enumerate(starts)
         ],
     }
-    done.update(reproduction.results([r for runs in rows_runs.values() for r in runs]))
+    done.update(runner.results([r for runs in rows_runs.values() for r in runs]))
     rows = []
     for (kind, scale), runs in rows_runs.items():
         results = [done[r] for r in runs]
-        entry: dict[str, Any] = {"weighting": kind, "depth_units": f"1/{scale:g} px" if scale != 1
-                                 else "px", "metrics": mean_metrics(results)}  # fmt: skip
+        entry: dict[str, Any] = {
+            "weighting": kind,
+            "depth_units": f"1/{scale:g} px" if scale != 1 else "px",
+            "metrics": mean_metrics(results),
+        }
         if kind.startswith("learned"):
             if kind != "learned":
                 entry["initial_log_var_depth"] = starts
@@ -97,13 +95,25 @@ def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, 
             entry["log_var_depth"] = sum(f["log_var/depth"] for f in final) / len(final)
             entry["log_var_semantic"] = sum(f["log_var/semantic"] for f in final) / len(final)
         rows.append(entry)
-    summary = {"experiment": "units", "preset": reproduction.preset, "scale": SCALE,
-               "chosen_semantic_weight": best, "criterion": SELECTION_CRITERION,
-               "candidates": {f"{w:g}": v for w, v in scores.items()}, "rows": rows,
-               "seeds": list(range(seeds)), **reproduction.timing()}  # fmt: skip
-    write_json(reproduction.out / "units.json", summary)
-    headers = ["weighting", "depth labels in", "IoU [%] ↑", "inv. depth err. [px] ↓",
-               "final s (semantic, depth)"]  # fmt: skip
+    summary = {
+        "experiment": "units",
+        "preset": runner.study.preset,
+        "scale": SCALE,
+        "chosen_semantic_weight": best,
+        "criterion": CANDIDATE_CRITERION,
+        "candidates": {f"{w:g}": v for w, v in scores.items()},
+        "rows": rows,
+        "seeds": list(range(seeds)),
+        **runner.timing(),
+    }
+    write_json(runner.out / "units.json", summary)
+    headers = [
+        "weighting",
+        "depth labels in",
+        "IoU [%] ↑",
+        "inv. depth err. [px] ↓",
+        "final s (semantic, depth)",
+    ]
 
     def label(row: dict[str, Any]) -> str:
         if row["weighting"] == "fixed":
@@ -111,16 +121,37 @@ def reproduce_units(reproduction: Reproduction, *, seeds: int = 1) -> dict[str, 
         starts = row.get("initial_log_var_depth")
         return str(row["weighting"]) + (f" (s₀ = {np.mean(starts):.2f})" if starts else "")
 
-    lines = [[label(r), r["depth_units"], cell(r["metrics"], "miou", 1),
-              cell(r["metrics"], "depth_mean_error_px", 3),
-              f"{r['log_var_semantic']:.2f}, {r['log_var_depth']:.2f}" if "log_var_depth" in r
-              else "–"] for r in rows]  # fmt: skip
-    write_text(reproduction.out / "units.md", "\n".join([
-        f"# Units ({reproduction.preset} preset): semantic + depth, depth in two units", "",
-        f"Fixed weights chosen in pixels on the {reproduction.spec.choose_split} split from "
-        f"{', '.join(f'{w:g}' for w in GRID)} (semantic; depth 1 − w): {best:g}. The same weights "
-        f"with depth labels ×{SCALE:g}, and the learned weighting in both units. Metrics in "
-        "pixels, reported split; a Laplace term's optimal s moves by 2·log 100 = 9.2 when its "
-        "loss grows 100-fold. The last row starts depth's s at the pixel run's final s + "
-        "2·log 100 instead of 0.", "", markdown_table(headers, lines)]))  # fmt: skip
+    lines = [
+        [
+            label(r),
+            r["depth_units"],
+            cell(r["metrics"], "miou", 1),
+            cell(r["metrics"], "depth_mean_error_px", 3),
+            f"{r['log_var_semantic']:.2f}, {r['log_var_depth']:.2f}"
+            if "log_var_depth" in r
+            else "–",
+        ]
+        for r in rows
+    ]
+    write_text(
+        runner.out / "units.md",
+        "\n".join(
+            [
+                f"# Units ({runner.study.preset} preset): semantic + depth, depth in two units",
+                "",
+                f"Fixed weights chosen in pixels on the {runner.study.spec.choose_split} split "
+                "from "
+                f"{', '.join(f'{w:g}' for w in GRID)} (semantic; depth 1 − w): {best:g}. The same "
+                "weights "
+                f"with depth labels ×{SCALE:g}, and the learned weighting in both units. Metrics "
+                "in "
+                "pixels, reported split; a Laplace term's optimal s moves by 2·log 100 = 9.2 when "
+                "its "
+                "loss grows 100-fold. The last row starts depth's s at the pixel run's final s + "
+                "2·log 100 instead of 0.",
+                "",
+                markdown_table(headers, lines),
+            ]
+        ),
+    )
     return summary

@@ -82,8 +82,14 @@ class InstanceMap:
         return out
 
 
-def _cluster_points(points: NDArray[np.float64], method: str, eps: float, min_samples: int,
-                    max_votes: int, rng: np.random.Generator) -> NDArray[np.int64]:  # fmt: skip
+def _cluster_points(
+    points: NDArray[np.float64],
+    method: str,
+    eps: float,
+    min_samples: int,
+    max_votes: int,
+    rng: np.random.Generator,
+) -> NDArray[np.int64]:
     """Cluster label per point, -1 for noise."""
     from sklearn.cluster import DBSCAN, HDBSCAN, OPTICS
 
@@ -98,8 +104,9 @@ def _cluster_points(points: NDArray[np.float64], method: str, eps: float, min_sa
     if method == "dbscan":
         labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(fit)
     elif method == "optics":
-        labels = OPTICS(min_samples=min_samples, cluster_method="dbscan", eps=eps,
-                        max_eps=4 * eps).fit_predict(fit)  # fmt: skip
+        labels = OPTICS(
+            min_samples=min_samples, cluster_method="dbscan", eps=eps, max_eps=4 * eps
+        ).fit_predict(fit)
     else:
         # One instance of a class is one cluster, which HDBSCAN refuses by default.
         labels = HDBSCAN(
@@ -119,8 +126,9 @@ def _cluster_points(points: NDArray[np.float64], method: str, eps: float, min_sa
     return out
 
 
-def _grid_cluster(points: NDArray[np.float64], shape: tuple[int, int], radius: float,
-                  min_samples: int) -> NDArray[np.int64]:  # fmt: skip
+def _grid_cluster(
+    points: NDArray[np.float64], shape: tuple[int, int], radius: float, min_samples: int
+) -> NDArray[np.int64]:
     """Peaks of the smoothed vote counts on the pixel grid; each vote to its nearest peak."""
     h, w = shape
     r = max(1, round(radius))

@@ -21,77 +21,18 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
-from torch import Tensor
 
 from uncertainty_mtl.data.cityscapes import IMAGENET_MEAN, IMAGENET_STD
 from uncertainty_mtl.data.labels import id_to_train_id
-from uncertainty_mtl.inference.clustering import ClusterParams, InstanceMap, cluster_instances
+from uncertainty_mtl.inference.clustering import InstanceMap
+from uncertainty_mtl.inference.postprocess import instances_from_outputs, upsample_outputs
+from uncertainty_mtl.models.multitask import MultiTaskNet
 
 __all__ = [
     "Predictor",
     "ScenePrediction",
-    "instances_from_outputs",
     "predict_files",
-    "upsample_outputs",
 ]
-
-
-def upsample_outputs(outputs: dict[str, Tensor], size: Sequence[int]) -> dict[str, Tensor]:
-    """Network outputs ``[B, C, h, w]`` brought to ``size = (H, W)``.
-
-    Returns:
-        ``semantic`` trainIds ``[B, H, W]`` (argmax, then nearest), ``instance`` ``[B, 2, H, W]``
-        offsets and ``depth`` ``[B, 1, H, W]`` inverse depth, for the tasks present.
-    """
-    any_output = next(iter(outputs.values()))
-    h, w = any_output.shape[-2:]
-    height, width = int(size[0]), int(size[1])
-    same = (h, w) == (height, width)
-    out: dict[str, Tensor] = {}
-    if "semantic" in outputs:
-        labels = outputs["semantic"].argmax(dim=1, keepdim=True).float()
-        if not same:
-            labels = F.interpolate(labels, size=(height, width), mode="nearest-exact")
-        out["semantic"] = labels[:, 0].long()
-    ky, kx = height / h, width / w
-    for task in ("instance", "depth"):
-        if task not in outputs:
-            continue
-        value = outputs[task].float()
-        if not same:
-            value = F.interpolate(value, size=(height, width), mode="bilinear", align_corners=False)
-            scale = torch.tensor([kx, ky] if task == "instance" else [kx], device=value.device)
-            value = value * scale.view(1, -1, 1, 1)
-        out[task] = value
-    return out
-
-
-def instances_from_outputs(
-    outputs: dict[str, Tensor],
-    size: Sequence[int],
-    *,
-    method: str = "grid",
-    params: ClusterParams | None = None,
-) -> list[InstanceMap]:
-    """Instances per image of a batch: clustered at the network's resolution, ids brought to
-    ``size`` by nearest neighbour."""
-    probabilities = F.softmax(outputs["semantic"].float(), dim=1)
-    labels = probabilities.argmax(dim=1)
-    maps = []
-    for b in range(labels.shape[0]):
-        result = cluster_instances(
-            labels[b],
-            outputs["instance"][b],
-            probabilities=probabilities[b],
-            method=method,
-            params=params or ClusterParams(),
-        )
-        if tuple(result.ids.shape) != (int(size[0]), int(size[1])):
-            ids = torch.from_numpy(result.ids).float()[None, None]
-            ids = F.interpolate(ids, size=(int(size[0]), int(size[1])), mode="nearest-exact")
-            result.ids = ids[0, 0].numpy().astype(np.int32)
-        maps.append(result)
-    return maps
 
 
 @dataclass
@@ -105,28 +46,30 @@ class ScenePrediction:
 
 
 class Predictor:
-    """A trained run, ready to predict on images of any size.
+    """A trained network, ready to predict on images of any size (``engine.runs.predictor``
+    builds one from a run directory).
 
     Args:
-        run_dir: a run directory of ``umtl train``.
-        checkpoint: ``"best"``, ``"last"`` or ``"auto"`` (best if there is one).
-        device: torch device.
+        model: the network, in eval mode.
+        input_size: the size the network was trained at (``None``: any size).
+        depth_scale: the network predicts inverse depth in units of ``depth_scale`` pixels.
+        device: torch device of ``model``.
         cluster_method: how instances are clustered (see ``inference.clustering``).
     """
 
     def __init__(
         self,
-        run_dir: str | os.PathLike[str],
+        model: MultiTaskNet,
         *,
-        checkpoint: str = "auto",
-        device: str = "cpu",
+        input_size: Sequence[int] | None = None,
+        depth_scale: float = 1.0,
+        device: str | torch.device = "cpu",
         cluster_method: str = "grid",
     ) -> None:
-        from uncertainty_mtl.engine import load_run
-
-        self.model, self.config, state = load_run(run_dir, checkpoint=checkpoint, device=device)
+        self.model = model
         self.device = torch.device(device)
-        self.input_size: list[int] | None = state.get("input_size")
+        self.input_size = None if input_size is None else list(input_size)
+        self.depth_scale = depth_scale
         self.cluster_method = cluster_method
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
@@ -138,16 +81,18 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None]
         x = (x.float() / 255 - self._mean) / self._std
         if self.input_size is not None and list(x.shape[-2:]) != list(self.input_size):
-            x = F.interpolate(x, size=tuple(self.input_size), mode="bilinear", antialias=True,
-                              align_corners=False)  # fmt: skip
+            x = F.interpolate(
+                x, size=tuple(self.input_size), mode="bilinear", antialias=True, align_corners=False
+            )
         outputs = {k: v.float() for k, v in self.model(x).items()}
         if "depth" in outputs:  # the network may have learned other units (data.depth_scale)
-            outputs["depth"] = outputs["depth"] / self.config.data.depth_scale
+            outputs["depth"] = outputs["depth"] / self.depth_scale
         full = upsample_outputs(outputs, (height, width))
         instances = None
         if "semantic" in outputs and "instance" in outputs:
-            instances = instances_from_outputs(outputs, (height, width),
-                                               method=self.cluster_method)[0]  # fmt: skip
+            instances = instances_from_outputs(
+                outputs, (height, width), method=self.cluster_method
+            )[0]
         return ScenePrediction(
             semantic=full["semantic"][0].cpu().numpy() if "semantic" in full else None,
             offsets=full["instance"][0].cpu().numpy() if "instance" in full else None,
@@ -181,8 +126,11 @@ def _save_panel(path: Path, image: NDArray[np.uint8], prediction: ScenePredictio
     if prediction.inverse_depth is not None:
         panels.append(("inverse depth", colour_depth(prediction.inverse_depth)))
     if prediction.offsets is not None:
-        mask = (np.isin(prediction.semantic, [11, 12, 13, 14, 15, 16, 17, 18])
-                if prediction.semantic is not None else np.ones(image.shape[:2], bool))  # fmt: skip
+        mask = (
+            np.isin(prediction.semantic, [11, 12, 13, 14, 15, 16, 17, 18])
+            if prediction.semantic is not None
+            else np.ones(image.shape[:2], bool)
+        )
         panels.append(("instance offsets", colour_offsets(prediction.offsets, mask)))
     aspect = image.shape[0] / image.shape[1]
     fig, axes = new_figure(len(panels), width=3.2, height=max(1.2, 3.2 * aspect + 0.4))
@@ -195,13 +143,11 @@ def _save_panel(path: Path, image: NDArray[np.uint8], prediction: ScenePredictio
 
 
 def predict_files(
-    run_dir: str | os.PathLike[str],
+    predictor: Predictor,
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
-    checkpoint: str = "auto",
-    device: str = "cpu",
-    cluster_method: str = "grid",
+    source: str = "",
 ) -> tuple[list[Path], list[str]]:
     """``umtl predict``: for each image (or every PNG/JPEG in a directory) writes
     ``<stem>_panel.png`` and, in Cityscapes encodings, ``<stem>_labelIds.png`` (8-bit label ids),
@@ -218,15 +164,14 @@ def predict_files(
     errors: list[str] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir()
-                           if p.suffix.lower() in (".png", ".jpg", ".jpeg"))  # fmt: skip
+            found = sorted(
+                p for p in item.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")
+            )
             if not found:
                 errors.append(f"{item}: no PNG or JPEG images in this directory")
             images += found
         else:
             images.append(item)
-    predictor = Predictor(run_dir, checkpoint=checkpoint, device=device,
-                          cluster_method=cluster_method)  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = []
@@ -244,14 +189,18 @@ def predict_files(
             write_png(out / f"{stem}_labelIds.png", label_ids)
             if prediction.instances is not None:
                 ids = prediction.instances.cityscapes_ids()
-                write_png(out / f"{stem}_instanceIds.png",
-                          np.where(ids > 0, ids, label_ids).astype(np.uint16))  # fmt: skip
+                write_png(
+                    out / f"{stem}_instanceIds.png",
+                    np.where(ids > 0, ids, label_ids).astype(np.uint16),
+                )
         if prediction.inverse_depth is not None:
             disparity = np.clip(prediction.inverse_depth, 0, None)
-            write_png(out / f"{stem}_disparity.png",
-                      encode_disparity(disparity, np.ones(disparity.shape, bool)))  # fmt: skip
+            write_png(
+                out / f"{stem}_disparity.png",
+                encode_disparity(disparity, np.ones(disparity.shape, bool)),
+            )
         _save_panel(out / f"{stem}_panel.png", rgb, prediction)
         done.append(path)
-    summary = {"run": str(run_dir), "images": [str(p) for p in done], "errors": errors}
+    summary = {"run": source, "images": [str(p) for p in done], "errors": errors}
     (out / "predict.json").write_text(json.dumps(summary, indent=2))
     return done, errors

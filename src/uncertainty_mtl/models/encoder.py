@@ -60,8 +60,11 @@ class DilatedResNet(nn.Module):
             _dilate_basic_blocks(net.layer4, 4, 2)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1, net.layer2, net.layer3, net.layer4,
-        )  # fmt: skip
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
         self.out_channels = 2048 if depth >= 50 else 512
 
     def forward(self, x: Tensor) -> Tensor:

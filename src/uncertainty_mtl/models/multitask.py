@@ -10,11 +10,12 @@ from torch import Tensor, nn
 from uncertainty_mtl.models.aspp import build_aspp
 from uncertainty_mtl.models.decoders import TaskDecoder
 from uncertainty_mtl.models.encoder import build_encoder
+from uncertainty_mtl.tasks.registry import SCENE_TASKS, TASKS
 
 __all__ = ["SCENE_OUTPUT_CHANNELS", "MultiTaskNet"]
 
 #: Output channels per task: 19 class scores, (dx, dy) to the instance centroid, inverse depth.
-SCENE_OUTPUT_CHANNELS = {"semantic": 19, "instance": 2, "depth": 1}
+SCENE_OUTPUT_CHANNELS = {t: int(TASKS[t].head_channels or 0) for t in SCENE_TASKS}
 
 
 class MultiTaskNet(nn.Module):

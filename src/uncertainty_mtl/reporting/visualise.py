@@ -38,9 +38,11 @@ def colour_instances(instance_ids: NDArray[np.integer], *, min_id: int = 1000) -
 
 
 def colour_depth(
-    inverse_depth: NDArray[np.floating], mask: NDArray[np.bool_] | None = None,
-    *, vmax: float | None = None,
-) -> NDArray[np.uint8]:  # fmt: skip
+    inverse_depth: NDArray[np.floating],
+    mask: NDArray[np.bool_] | None = None,
+    *,
+    vmax: float | None = None,
+) -> NDArray[np.uint8]:
     """Inverse depth -> ``magma`` colour map (near = bright); unlabelled pixels black."""
     from matplotlib import colormaps
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from uncertainty_mtl.data.labels import IGNORE_INDEX
+__all__ = ["IGNORE_INDEX", "LIKELIHOOD", "semantic_loss"]
 
-__all__ = ["LIKELIHOOD", "semantic_loss"]
+#: The trainId of unlabelled pixels (SPEC §2), which no loss or metric counts.
+IGNORE_INDEX = 255
 
 LIKELIHOOD = "softmax"
 

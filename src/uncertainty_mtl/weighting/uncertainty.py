@@ -121,10 +121,11 @@ class UncertaintyWeighting(Weighting):
         forms = [_TERM_FORM[self.term_likelihood(t)] for t in self.tasks]
         self.register_buffer(
             "_penalised",
-            torch.tensor([self.likelihoods[t] != "tempered_softmax" for t in self.tasks],
-                         dtype=torch.float64),
+            torch.tensor(
+                [self.likelihoods[t] != "tempered_softmax" for t in self.tasks], dtype=torch.float64
+            ),
             persistent=False,
-        )  # fmt: skip
+        )
         self._penalised: Tensor
         self._any_tempered = "tempered_softmax" in self.likelihoods.values()
         # a·exp(-b·s) is computed as exp(log a - b·s): two autograd nodes instead of four.

@@ -1,0 +1,74 @@
+"""A run's scene data: the synthetic city generated on first use, and a split's frames with the
+configured augmentation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from uncertainty_mtl.data import transforms as T
+from uncertainty_mtl.data.cityscapes import CityscapesScenes
+
+__all__ = ["SceneDataSettings", "ensure_scene_data", "scene_frames"]
+
+
+class SceneDataSettings(Protocol):
+    """Where a run's frames come from and how they are augmented (the ``data`` section of a
+    training config, ``config.DataConfig``)."""
+
+    root: str
+    synthetic: bool
+    synth_size: list[int]
+    synth_split_sizes: dict[str, int]
+    synth_seed: int
+    size: list[int] | None
+    flip: bool
+    scale: list[float] | None
+    crop: list[int] | None
+    cache_dir: str | None
+
+
+def ensure_scene_data(data: SceneDataSettings, *, progress: bool = True) -> None:
+    """Generates the synthetic city at ``data.root`` if ``data.synthetic`` and it is not there
+    (call it from one process only)."""
+    if not data.synthetic or (Path(data.root) / "leftImg8bit").is_dir():
+        return
+    from tqdm.auto import tqdm
+
+    from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
+
+    synth = SynthConfig(
+        height=data.synth_size[0],
+        width=data.synth_size[1],
+        seed=data.synth_seed,
+        split_sizes=data.synth_split_sizes,
+    )
+    if progress:
+        tqdm.write(f"generating the synthetic city in {data.root} (first use)")
+    generate_city(data.root, synth, workers=os.cpu_count() or 1, progress=progress)
+
+
+def scene_frames(
+    data: SceneDataSettings, tasks: Sequence[str], split: str, *, train: bool
+) -> CityscapesScenes:
+    """A split's frames; training frames get the configured augmentation, evaluation frames
+    keep the files' resolution (the network's input is resized by the evaluation)."""
+    steps: list[Any] = []
+    if train:
+        if data.size:
+            steps.append(T.Resize(data.size))
+        if data.scale:
+            steps.append(T.RandomScale(data.scale[0], data.scale[1]))
+        if data.crop:
+            steps.append(T.RandomCrop(data.crop))
+        if data.flip:
+            steps.append(T.RandomHorizontalFlip())
+    return CityscapesScenes(
+        data.root,
+        split,
+        tasks=tasks,
+        transform=T.Compose(steps) if steps else None,
+        cache_dir=data.cache_dir,
+    )

@@ -1,0 +1,31 @@
+"""Training and evaluation of the scene network, one job per module:
+
+- ``builders``: network, weighting, optimiser, schedule and mixed precision from a config;
+- ``distributed``: one process or one rank of a job, and the collectives the loop needs;
+- ``sampling``: the batches and augmentation seeds of every step;
+- ``checkpoint``: checkpoints and random state;
+- ``evaluate``: metrics, instance AP and the checkpoint criterion over a split;
+- ``loop``: the training loop (``train``);
+- ``runs``: finished run directories (``load_run``, ``evaluate_run``, ``predictor``).
+"""
+
+from uncertainty_mtl.engine.builders import NetWithLoss, build_model, build_weighting
+from uncertainty_mtl.engine.distributed import shutdown_distributed
+from uncertainty_mtl.engine.evaluate import CHECKPOINT_CRITERION, evaluate
+from uncertainty_mtl.engine.loop import TrainingError, train
+from uncertainty_mtl.engine.runs import evaluate_checkpoint, evaluate_run, load_run, predictor
+
+__all__ = [
+    "CHECKPOINT_CRITERION",
+    "NetWithLoss",
+    "TrainingError",
+    "build_model",
+    "build_weighting",
+    "evaluate",
+    "evaluate_checkpoint",
+    "evaluate_run",
+    "load_run",
+    "predictor",
+    "shutdown_distributed",
+    "train",
+]

@@ -1,0 +1,135 @@
+"""What a run is made of, built from its config: network, weighting, optimiser, schedule,
+mixed precision."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from uncertainty_mtl.config import TrainConfig
+from uncertainty_mtl.models.multitask import MultiTaskNet
+from uncertainty_mtl.tasks.registry import TASKS, scene_losses
+from uncertainty_mtl.weighting import (
+    FixedWeighting,
+    UncertaintyWeighting,
+    Weighting,
+    parameter_groups,
+)
+
+__all__ = [
+    "NetWithLoss",
+    "amp_dtype",
+    "autocast",
+    "build_model",
+    "build_optimiser",
+    "build_scheduler",
+    "build_weighting",
+    "grad_scaler",
+]
+
+
+def build_model(config: TrainConfig) -> MultiTaskNet:
+    m = config.model
+    return MultiTaskNet(
+        config.trained_tasks,
+        backbone=m.backbone,
+        pretrained=m.pretrained,
+        aspp_rates=m.aspp_rates,
+        aspp_channels=m.aspp_channels,
+        decoder_channels=m.decoder_channels,
+        aspp_dropout=m.aspp_dropout,
+        small_width=m.small_width,
+    )
+
+
+def build_weighting(config: TrainConfig) -> Weighting:
+    """The configured weighting. Its own per-call finiteness check is off: the training loop
+    checks the total (without a device synchronisation on every step, see ``engine.loop``)."""
+    w = config.weighting
+    if w.kind == "fixed":
+        return FixedWeighting({t: w.weights[t] for t in config.trained_tasks}, check_finite=False)
+    return UncertaintyWeighting(
+        {t: w.likelihoods.get(t, TASKS[t].likelihood) for t in config.trained_tasks},
+        init_log_var=w.init_log_var,
+        convention=w.convention,
+        regulariser=w.regulariser,
+        check_finite=False,
+    )
+
+
+def build_optimiser(
+    config: TrainConfig, model: nn.Module, weighting: Weighting
+) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (paper, Appendix A); the weighting's parameters in their own
+    group without weight decay."""
+    o = config.optim
+    groups = parameter_groups(
+        model, weighting, lr=o.lr, weight_decay=o.weight_decay, weighting_lr=config.weighting.lr
+    )
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def build_scheduler(
+    config: TrainConfig, optimiser: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Polynomial decay ``(1 - step/steps)^power`` to 0 at the last step."""
+    steps, power = config.optim.steps, config.optim.poly_power
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: max(0.0, 1.0 - s / steps) ** power
+    )
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype of ``optim.amp``: bfloat16 where the device supports it (every CPU,
+    CUDA GPUs from Ampere on), float16 otherwise (older GPUs; then with a gradient scaler)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(config: TrainConfig, device: torch.device) -> AbstractContextManager[Any]:
+    if not config.optim.amp:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype(device))
+
+
+def grad_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled only for float16 autocast (bfloat16 has float32's range)."""
+    enabled = config.optim.amp and amp_dtype(device) == torch.float16
+    return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+class NetWithLoss(nn.Module):
+    """The network and the weighting in one module, so that DDP all-reduces the log-variances'
+    gradients with the network's (the one right way; see the README).
+
+    Args:
+        model: the network.
+        weighting: the loss weighting.
+        depth_scale: the network learns inverse depth in units of ``depth_scale`` pixels.
+    """
+
+    def __init__(self, model: MultiTaskNet, weighting: Weighting, *, depth_scale: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.weighting = weighting
+        self.depth_scale = depth_scale
+        self.tempered = isinstance(weighting, UncertaintyWeighting) and (
+            weighting.likelihoods.get("semantic") == "tempered_softmax"
+        )
+
+    def forward(
+        self, images: Tensor, targets: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        outputs = self.model(images)
+        if self.depth_scale != 1.0 and "inverse_depth" in targets:
+            targets = {**targets, "inverse_depth": targets["inverse_depth"] * self.depth_scale}
+        if self.tempered:
+            assert isinstance(self.weighting, UncertaintyWeighting)
+            scale = self.weighting.logit_scale("semantic")
+            outputs = {**outputs, "semantic": outputs["semantic"] * scale}
+        losses = scene_losses(outputs, targets, self.model.tasks)
+        return self.weighting(losses), losses

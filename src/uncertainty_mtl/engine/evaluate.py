@@ -1,0 +1,191 @@
+"""Evaluation of the scene network over a split: metrics, instance AP, the checkpoint criterion.
+
+Metrics are accumulated over the whole split (summed over processes under DDP), never averaged
+per image. The network sees each image at its training size; its outputs are brought back to
+the ground truth's size as the official benchmark does (see ``inference.postprocess``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from uncertainty_mtl.config import TrainConfig
+from uncertainty_mtl.data.cityscapes import CityscapesScenes
+from uncertainty_mtl.data.prepare import scene_frames
+from uncertainty_mtl.engine.builders import autocast
+from uncertainty_mtl.engine.distributed import Process, all_gather_objects, broadcast_object
+from uncertainty_mtl.inference.instance_ap import instance_ap
+from uncertainty_mtl.inference.postprocess import instances_from_outputs, upsample_outputs
+from uncertainty_mtl.metrics import SceneMetrics
+from uncertainty_mtl.models.multitask import MultiTaskNet
+
+__all__ = [
+    "CHECKPOINT_CRITERION",
+    "checkpoint_score",
+    "eval_loader",
+    "evaluate",
+    "final_evaluation",
+    "input_size_of",
+]
+
+CHECKPOINT_CRITERION = (
+    "mean over the trained tasks of the validation error divided by that task's error at the "
+    "first validation (semantic: 100 - mIoU; instance: mean offset error; depth: mean inverse-"
+    "depth error); lower is better"
+)
+
+
+def checkpoint_score(errors: Mapping[str, float], reference: Mapping[str, float]) -> float:
+    """:data:`CHECKPOINT_CRITERION` of one validation's per-task errors."""
+    return sum(errors[t] / max(reference[t], 1e-12) for t in errors) / len(errors)
+
+
+class _EvalFrames(Dataset[tuple[Tensor, dict[str, Tensor], str]]):
+    """Frames of a split with the path of their instanceIds file (for instance AP)."""
+
+    def __init__(self, frames: CityscapesScenes, indices: list[int]) -> None:
+        self.frames, self.indices = frames, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Tensor], str]:
+        image, targets = self.frames[self.indices[i]]
+        path = self.frames.samples[self.indices[i]].instance_ids
+        return image, targets, str(path or "")
+
+
+def eval_loader(config: TrainConfig, split: str, proc: Process) -> tuple[DataLoader[Any], int]:
+    """This process's share of a split (all of it, or its first ``eval.max_frames``), and the
+    number of frames evaluated over all processes."""
+    frames = scene_frames(config.data, config.trained_tasks, split, train=False)
+    indices = list(range(len(frames)))[: config.eval.max_frames]
+    loader = DataLoader(
+        _EvalFrames(frames, indices[proc.rank :: proc.world]),
+        batch_size=config.eval.batch_size,
+        num_workers=config.data.workers,
+    )
+    return loader, len(indices)
+
+
+def input_size_of(config: TrainConfig, frames: CityscapesScenes) -> list[int] | None:
+    """The size the network sees: ``data.size``; none (any size) when it was trained on crops;
+    else the training frames' size."""
+    if config.data.size:
+        return list(config.data.size)
+    if config.data.crop:
+        return None
+    return list(frames[0][0].shape[-2:])
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskNet,
+    loader: DataLoader[Any],
+    *,
+    device: torch.device,
+    amp_context: AbstractContextManager[Any] | None = None,
+    input_size: Sequence[int] | None = None,
+    cluster_method: str | None = None,
+    depth_scale: float = 1.0,
+    progress: bool = False,
+    desc: str = "evaluating",
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """Metrics of ``model`` over every frame of ``loader`` (summed over processes under DDP).
+
+    The network sees each image resized to ``input_size`` (as is when ``None``); its outputs are
+    brought back to the ground truth's size. With ``cluster_method`` and both semantic and
+    instance heads, instances are clustered and scored by the official AP.
+    """
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    metrics = SceneMetrics(model.tasks, device=device)
+    with_ap = cluster_method is not None and {"semantic", "instance"} <= set(model.tasks)
+    predicted: list[tuple[str, Any]] = []
+    for images, targets, paths in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        images = images.to(device, non_blocking=True)
+        targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+        size = tuple(images.shape[-2:])
+        if input_size is not None and tuple(input_size) != size:
+            images = F.interpolate(
+                images, size=tuple(input_size), mode="bilinear", antialias=True, align_corners=False
+            )
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with amp_context or nullcontext():
+            outputs = {k: v.float() for k, v in model(images).items()}
+        if "depth" in outputs and depth_scale != 1.0:
+            outputs["depth"] = outputs["depth"] / depth_scale  # metrics in pixels
+        metrics.update(upsample_outputs(outputs, size), targets)
+        if with_ap:
+            assert cluster_method is not None
+            maps = instances_from_outputs(outputs, size, method=cluster_method)
+            predicted += list(zip(paths, maps, strict=True))
+    metrics.all_reduce()
+    model.train(was_training)
+    result = metrics.compute()
+    if with_ap:
+        result.update(_instance_ap(predicted))
+    return result
+
+
+def _instance_ap(predicted: list[tuple[str, Any]]) -> dict[str, Any]:
+    """AP of all processes' predictions, computed on rank 0 and shared."""
+    everything = [p for part in all_gather_objects(predicted) for p in part]
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    shared: dict[str, Any] = broadcast_object(instance_ap(everything) if main else None)
+    return shared
+
+
+def final_evaluation(
+    config: TrainConfig,
+    model: MultiTaskNet,
+    proc: Process,
+    *,
+    kept: str,
+    step: int | None,
+    input_size: list[int] | None,
+    split: str | None = None,
+    progress: bool = True,
+    cluster_method: str | None = None,
+) -> dict[str, Any]:
+    """The content of ``results.json``: the kept checkpoint's metrics on ``split`` (default:
+    the report split) and what they were measured on."""
+    split = split or config.eval.report_split
+    method = cluster_method or config.eval.cluster_method
+    loader, frames = eval_loader(config, split, proc)
+    metrics = evaluate(
+        model,
+        loader,
+        device=proc.device,
+        input_size=input_size,
+        cluster_method=method,
+        depth_scale=config.data.depth_scale,
+        amp_context=autocast(config, proc.device),
+        progress=progress and proc.main,
+        desc=f"evaluating {split}",
+        channels_last=config.run.channels_last,
+    )
+    image, _, _ = loader.dataset[0]
+    return {
+        "split": split,
+        "checkpoint": kept,
+        "step": step,
+        "frames": frames,
+        "resolution": list(image.shape[-2:]),
+        "input_resolution": input_size or list(image.shape[-2:]),
+        "cluster_method": method if {"semantic", "instance"} <= set(model.tasks) else None,
+        "tasks": list(model.tasks),
+        "metrics": metrics,
+    }

@@ -1,0 +1,480 @@
+"""The training loop of the scene network (SPEC §7).
+
+A run directory holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one record per logging step
+and per validation), ``results.json`` (final evaluation), ``checkpoints/last.pt`` and
+``checkpoints/best.pt``, and TensorBoard event files.
+
+The best checkpoint is chosen on ``eval.select_split`` by
+:data:`~uncertainty_mtl.engine.evaluate.CHECKPOINT_CRITERION`; the final evaluation is on
+``eval.report_split``, which nothing during training looks at.
+
+The host waits for the device only on logging, validation and checkpoint steps: the loss's
+finiteness is accumulated on the device and read then (on the CPU, where reading costs
+nothing, after every step), and a checkpoint is written only when the parameters are finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl.config import (
+    ConfigError,
+    TrainConfig,
+    config_differences,
+    config_to_dict,
+    load_config,
+)
+from uncertainty_mtl.data.prepare import ensure_scene_data, scene_frames
+from uncertainty_mtl.engine.builders import (
+    NetWithLoss,
+    autocast,
+    build_model,
+    build_optimiser,
+    build_scheduler,
+    build_weighting,
+    grad_scaler,
+)
+from uncertainty_mtl.engine.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    truncate_log,
+)
+from uncertainty_mtl.engine.distributed import (
+    Process,
+    all_gather_objects,
+    broadcast_object,
+    checksum,
+    setup_process,
+    sync_buffers,
+)
+from uncertainty_mtl.engine.evaluate import (
+    CHECKPOINT_CRITERION,
+    checkpoint_score,
+    eval_loader,
+    evaluate,
+    final_evaluation,
+    input_size_of,
+)
+from uncertainty_mtl.engine.sampling import EpochBatches, SeededFrames
+from uncertainty_mtl.tasks.registry import task_errors
+
+__all__ = ["TrainingError", "train"]
+
+
+class TrainingError(RuntimeError):
+    """Training stopped; the message says why and at which step."""
+
+
+@dataclass
+class _Best:
+    """The best validation so far: its criterion score, its step, and the per-task errors of
+    the first validation that the criterion divides by."""
+
+    score: float = math.inf
+    step: int | None = None
+    reference: dict[str, float] | None = None
+
+
+def _check_out(out: Path, resolved: dict[str, Any], resume: bool) -> None:
+    last = out / "checkpoints" / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"--resume: {last} does not exist; nothing to resume")
+        # Resolved again, so that keys added since the run started take their defaults.
+        saved = config_to_dict(
+            load_config(data=yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
+        )
+        diffs = config_differences(saved, resolved)
+        if diffs:
+            raise ConfigError(f"--resume: {out} was trained with another config: {diffs}")
+    elif last.exists() or (out / "results.json").exists():
+        raise ConfigError(f"{out} already holds a run; use --resume or another --out")
+
+
+def compile_module(module: nn.Module) -> Callable[..., Any]:
+    """``torch.compile`` with its default backend (inductor)."""
+    return torch.compile(module)
+
+
+def finite_check_every(device: torch.device, log_every: int) -> int:
+    """Steps between reads of the device's non-finite flag: every step on the CPU (a read is
+    free), on logging steps on an accelerator (a read waits for the device)."""
+    return 1 if device.type == "cpu" else log_every
+
+
+class Trainer:
+    """One run: its parts, its state and the steps that move it.
+
+    Args:
+        config: the resolved configuration.
+        out: the run directory.
+        proc: this process.
+        progress: show progress bars.
+    """
+
+    def __init__(self, config: TrainConfig, out: Path, proc: Process, *, progress: bool) -> None:
+        self.config, self.out, self.proc, self.progress = config, out, proc, progress
+        self.resolved = config_to_dict(config)
+        self.last_path = out / "checkpoints" / "last.pt"
+        self.best_path = out / "checkpoints" / "best.pt"
+        self.tasks = config.trained_tasks
+        per_rank, remainder = divmod(config.optim.batch_size, proc.world)
+        if remainder or per_rank < 1:
+            raise ConfigError(
+                f"optim.batch_size {config.optim.batch_size} must be a multiple of the number of "
+                f"processes ({proc.world})"
+            )
+        self.per_rank_batch = per_rank
+        self.frames = scene_frames(config.data, self.tasks, config.data.train_split, train=True)
+        if len(self.frames) // config.optim.batch_size < 1:
+            raise ConfigError(
+                f"the {config.data.train_split} split has {len(self.frames)} frames, fewer than "
+                f"one batch of {config.optim.batch_size}"
+            )
+        self.input_size = input_size_of(config, self.frames)
+        select = config.eval.select_split
+        self.select_loader = eval_loader(config, select, proc)[0] if select else None
+
+        torch.manual_seed(config.run.seed)
+        model = build_model(config).to(proc.device)
+        if config.run.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.weighting = build_weighting(config).to(proc.device)
+        if config.model.sync_bn and proc.world > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
+        self.model = model
+        joint: nn.Module = NetWithLoss(model, self.weighting, depth_scale=config.data.depth_scale)
+        if proc.world > 1:
+            joint = nn.parallel.DistributedDataParallel(
+                joint, device_ids=[proc.device.index] if proc.device.type == "cuda" else None
+            )
+        # Compiled, the module is called; ``joint`` keeps the parameters and the state dicts.
+        self.joint = joint
+        self.step_module: Callable[..., tuple[Tensor, dict[str, Tensor]]] = (
+            compile_module(joint) if config.run.compile else joint
+        )
+        self.optimiser = build_optimiser(config, model, self.weighting)
+        self.scheduler = build_scheduler(config, self.optimiser)
+        self.scaler = grad_scaler(config, proc.device)
+        self.step = 0
+        self.best = _Best()
+        self.saved_step: int | None = None
+        self.finite_check_every = finite_check_every(proc.device, config.run.log_every)
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=proc.device)
+        self._unchecked_from = 1
+        self.writer: Any = None
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        state = load_checkpoint(self.last_path, self.proc.device)
+        self.model.load_state_dict(state["model"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.optimiser.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step, self.best = state["step"], _Best(**state["best"])
+        self.saved_step = self.step
+        self._unchecked_from = self.step + 1
+
+    def open_run_directory(self) -> None:
+        if not self.proc.main:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text(self.out / "config.yaml", yaml.safe_dump(self.resolved, sort_keys=False))
+        truncate_log(self.out / "metrics.jsonl", self.step)
+        self.writer = SummaryWriter(
+            log_dir=str(self.out / "tensorboard"), purge_step=self.step or None
+        )
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.proc.main:
+            return
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                self.writer.add_scalar(key, value, record["step"])
+
+    def _parameters_finite(self) -> bool:
+        flags = [p.detach().isfinite().all() for p in self.joint.parameters()]
+        return bool(torch.stack(flags).all())
+
+    def check_finite(self, losses: dict[str, Tensor], total: Tensor) -> None:
+        """Reads the device's non-finite flag; raises :class:`TrainingError` if a total since
+        the last read was not finite (the checkpoint on disk stays the last good one)."""
+        if not bool(self._nonfinite):
+            self._unchecked_from = self.step + 1
+            return
+        kept = "none yet"
+        if self.saved_step is not None:
+            kept = f"{self.last_path} (step {self.saved_step})"
+        if self._unchecked_from == self.step:
+            where = f"step {self.step}"
+        else:
+            where = f"a step in {self._unchecked_from}..{self.step}"
+        values = {t: float(v.detach()) for t, v in losses.items()}
+        bad = [t for t, v in values.items() if not math.isfinite(v)]
+        raise TrainingError(
+            f"{where}: non-finite total loss ({float(total.detach())}); task losses at step "
+            f"{self.step}: {values}, non-finite: {bad}; training stopped, last good checkpoint: "
+            f"{kept}"
+        )
+
+    def save_last(self) -> None:
+        if not self._parameters_finite():
+            raise TrainingError(
+                f"step {self.step}: the parameters are not finite; nothing saved, last good "
+                f"checkpoint: {self.last_path} (step {self.saved_step})"
+            )
+        self.saved_step = self.step
+        if self.proc.main:
+            save_checkpoint(
+                self.last_path,
+                {
+                    "model": self.model.state_dict(),
+                    "weighting": self.weighting.state_dict(),
+                    "optimizer": self.optimiser.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "step": self.step,
+                    "rng": rng_state(),
+                    "best": dataclasses.asdict(self.best),
+                    "input_size": self.input_size,
+                    "config": self.resolved,
+                },
+            )
+
+    def validate(self) -> None:
+        assert self.select_loader is not None
+        sync_buffers(self.model, self.proc)
+        split = self.config.eval.select_split
+        metrics = evaluate(
+            self.model,
+            self.select_loader,
+            device=self.proc.device,
+            input_size=self.input_size,
+            depth_scale=self.config.data.depth_scale,
+            amp_context=autocast(self.config, self.proc.device),
+            channels_last=self.config.run.channels_last,
+        )
+        errors = task_errors(metrics, self.tasks)
+        if self.best.reference is None:
+            self.best.reference = errors
+        score = checkpoint_score(errors, self.best.reference)
+        scalars = {f"{split}/{k}": v for k, v in metrics.items() if not isinstance(v, dict)}
+        self.log({"step": self.step, "split": split, "criterion": score, **scalars})
+        if score < self.best.score:
+            self.best.score, self.best.step = score, self.step
+            if self.proc.main:
+                save_checkpoint(
+                    self.best_path,
+                    {
+                        "model": self.model.state_dict(),
+                        "weighting": self.weighting.state_dict(),
+                        "step": self.step,
+                        "score": score,
+                        "metrics": metrics,
+                        "input_size": self.input_size,
+                    },
+                )
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def loader(self) -> DataLoader[Any]:
+        """One loader for the rest of the run; its workers live as long as it does. Its own
+        generator keeps the global RNG (dropout) untouched by the loader."""
+        c = self.config
+        sampler = EpochBatches(
+            len(self.frames),
+            self.per_rank_batch,
+            self.proc.world,
+            self.proc.rank,
+            c.run.seed,
+            c.optim.steps,
+            self.step,
+        )
+        return DataLoader(
+            SeededFrames(self.frames, c.run.seed),
+            batch_sampler=sampler,
+            num_workers=c.data.workers,
+            persistent_workers=c.data.workers > 0,
+            pin_memory=self.proc.device.type == "cuda",
+            generator=torch.Generator().manual_seed(c.run.seed),
+        )
+
+    def train_step(
+        self, images: Tensor, targets: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor], float]:
+        with autocast(self.config, self.proc.device):
+            total, losses = self.step_module(images, targets)
+        self._nonfinite |= ~torch.isfinite(total.detach())
+        self.optimiser.zero_grad(set_to_none=True)
+        scaled: Tensor = self.scaler.scale(total)
+        scaled.backward()  # type: ignore[no-untyped-call]
+        self.scaler.step(self.optimiser)
+        self.scaler.update()
+        lr = float(self.optimiser.param_groups[0]["lr"])  # the rate this step used
+        self.scheduler.step()
+        self.step += 1
+        return total, losses, lr
+
+    def run(self, on_step: Callable[[int], None] | None = None) -> float:
+        """Trains to ``optim.steps``; returns the seconds it took."""
+        from tqdm.auto import tqdm
+
+        c, proc = self.config, self.proc
+        steps = c.optim.steps
+        self.joint.train()
+        start = time.perf_counter()
+        bar = tqdm(
+            total=steps,
+            initial=self.step,
+            desc=f"training {self.out.name}",
+            unit="step",
+            disable=not (self.progress and proc.main),
+        )
+        per_epoch = len(self.frames) // c.optim.batch_size
+        for images, targets in self.loader():
+            images = images.to(proc.device, non_blocking=True)
+            if c.run.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = {k: v.to(proc.device, non_blocking=True) for k, v in targets.items()}
+            epoch = self.step // per_epoch
+            total, losses, lr = self.train_step(images, targets)
+            bar.update()
+            logging = self.step % c.run.log_every == 0 or self.step == steps
+            checkpointing = self.step % c.run.checkpoint_every == 0 or self.step == steps
+            validating = self.select_loader is not None and (
+                self.step % c.eval.every == 0 or self.step == steps
+            )
+            if logging or checkpointing or validating or self.step % self.finite_check_every == 0:
+                self.check_finite(losses, total)
+            if logging:
+                record = {
+                    "step": self.step,
+                    "epoch": epoch,
+                    **{f"loss/{t}": float(v.detach()) for t, v in losses.items()},
+                    "loss/total": float(total.detach()),
+                    **self.weighting.log_dict(),
+                    "lr": lr,
+                }
+                self.log(record)
+                shown = {t: f"{record[f'loss/{t}']:.3g}" for t in self.tasks}
+                variances = self.weighting.variances().items()
+                shown.update({f"σ²{t[:3]}": f"{v:.3g}" for t, v in variances})
+                bar.set_postfix(shown)
+            if validating:
+                self.validate()
+            if checkpointing:
+                self.save_last()
+            if on_step is not None:
+                on_step(self.step)
+        bar.close()
+        return time.perf_counter() - start
+
+    def finish(self, train_seconds: float) -> dict[str, Any]:
+        """Evaluates the kept checkpoint on the report split; writes ``results.json``."""
+        proc = self.proc
+        distributed = None
+        if proc.world > 1:
+            sync_buffers(self.model, proc)
+            sums = all_gather_objects([checksum(self.model), self.weighting.log_variances()])
+            distributed = {
+                "world_size": proc.world,
+                "per_rank": sums,
+                "identical_on_all_ranks": all(s == sums[0] for s in sums),
+            }
+        kept = "best" if self.best.step is not None else "last"
+        if kept == "best":
+            state = load_checkpoint(self.best_path, proc.device) if proc.main else None
+            state = broadcast_object(state)
+            self.model.load_state_dict(state["model"])
+            self.weighting.load_state_dict(state["weighting"])
+        results = final_evaluation(
+            self.config,
+            self.model,
+            proc,
+            kept=kept,
+            input_size=self.input_size,
+            step=self.best.step if kept == "best" else self.step,
+            progress=self.progress,
+        )
+        results["training"] = {
+            "steps": self.config.optim.steps,
+            "seconds_this_session": train_seconds,
+            "selection_split": self.config.eval.select_split,
+            "selection_criterion": CHECKPOINT_CRITERION,
+            "best_step": self.best.step,
+            "weighting_at_kept_checkpoint": self.weighting.log_dict(),
+        }
+        if distributed:
+            results["distributed"] = distributed
+        if proc.main:
+            write_json(self.out / "results.json", results)
+            self.writer.close()
+        return results
+
+
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Trains ``config`` into the run directory ``out`` and evaluates the kept checkpoint on the
+    report split.
+
+    Args:
+        config: the resolved configuration.
+        out: the run directory.
+        resume: continue the run in ``out`` from ``checkpoints/last.pt``.
+        progress: show progress bars.
+        on_step: called with the step number after every step (e.g. to stop a test run).
+
+    Raises:
+        ConfigError: ``out`` already holds a run (without ``resume``), or holds a run of another
+            configuration (with it).
+        TrainingError: the total loss or the parameters became non-finite (the message names
+            the step and the tasks; the last good checkpoint stays).
+
+    Returns:
+        The content of ``results.json``.
+    """
+    out = Path(out)
+    _check_out(out, config_to_dict(config), resume)
+    proc = setup_process(config.run.device)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    if proc.main:
+        ensure_scene_data(config.data, progress=progress)
+    if proc.world > 1:
+        dist.barrier()
+    trainer = Trainer(config, out, proc, progress=progress)
+    if resume:
+        trainer.resume()
+    trainer.open_run_directory()
+    seconds = trainer.run(on_step)
+    return trainer.finish(seconds)

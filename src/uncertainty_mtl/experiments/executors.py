@@ -1,0 +1,272 @@
+"""Where a study's runs train (SPEC §9).
+
+- :class:`LocalExecutor` (``--launcher local``, the default): a pool of processes on this
+  machine, and waits for them.
+- :class:`SubmititExecutor` through submitit: ``--launcher slurm`` submits one SLURM job per
+  run (a job array for a sweep) and returns without waiting, so a study stops with
+  :class:`Submitted`; rerun it when the jobs are done and it writes its tables from the
+  finished runs. ``--launcher submitit-local`` runs the same path with submitit's local
+  executor and waits. A job that asks for several GPUs runs one task per GPU, each a rank of
+  one ``torch.distributed`` job (the environment ``torchrun`` would set).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from uncertainty_mtl._io import read_json, write_json
+
+__all__ = [
+    "LAUNCHERS",
+    "Executor",
+    "Job",
+    "LocalExecutor",
+    "SlurmOptions",
+    "SubmititExecutor",
+    "Submitted",
+    "make_executor",
+]
+
+LAUNCHERS = ("local", "slurm", "submitit-local")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run's training: ``fn(*args)`` returns the run's result (a JSON-like dict). ``fn``
+    must be importable by name (it is pickled to another process)."""
+
+    name: str
+    fn: Callable[..., dict[str, Any]]
+    args: tuple[Any, ...]
+
+
+#: SLURM states of a job that will still run (or is running).
+_ALIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED")
+
+
+class Submitted(Exception):
+    """Runs were submitted to a cluster (or are still queued there); the study's outputs wait
+    for them."""
+
+    def __init__(
+        self, job_ids: Sequence[str], folder: Path, *, waiting: Sequence[str] = ()
+    ) -> None:
+        self.job_ids = list(job_ids)
+        self.waiting = list(waiting)
+        self.folder = folder
+        parts = []
+        if self.job_ids:
+            parts.append(
+                f"submitted {len(self.job_ids)} run(s) as job(s) {', '.join(self.job_ids)}"
+            )
+        if self.waiting:
+            parts.append(
+                f"{len(self.waiting)} run(s) still queued or running as job(s) "
+                f"{', '.join(self.waiting)}, not submitted again"
+            )
+        super().__init__(
+            "; ".join(parts) + f" (logs in {folder}); when they have finished, run the same "
+            "command without --launcher slurm to write the tables (or with it, to submit the "
+            "runs that depend on them)"
+        )
+
+
+def _call(threads: int, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
+class Executor(ABC):
+    """Trains jobs somewhere."""
+
+    #: runs train side by side on this machine (each then gets one thread)
+    parallel: bool = False
+
+    @abstractmethod
+    def execute(
+        self, jobs: Sequence[Job], *, progress: bool = True, desc: str = "runs"
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yields ``(job name, result)`` as jobs finish; raises :class:`Submitted` instead when
+        the jobs run on after this process."""
+
+
+@dataclass
+class LocalExecutor(Executor):
+    """Runs on this machine: one after another in this process (``workers=1``), or side by
+    side in a pool of ``workers`` spawned processes (CUDA and threads start clean), each run
+    with one thread."""
+
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        self.parallel = self.workers > 1
+
+    def execute(
+        self, jobs: Sequence[Job], *, progress: bool = True, desc: str = "runs"
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress)
+        for name, result in self._results(jobs):
+            bar.set_postfix_str(name)
+            bar.update()
+            yield name, result
+        bar.close()
+
+    def _results(self, jobs: Sequence[Job]) -> Iterator[tuple[str, dict[str, Any]]]:
+        if not self.parallel:
+            for job in jobs:
+                yield job.name, job.fn(*job.args)
+            return
+        context = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+            futures = {pool.submit(_call, 1, job.fn, *job.args): job for job in jobs}
+            for future in as_completed(futures):
+                yield futures[future].name, future.result()
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each SLURM job asks for."""
+
+    partition: str | None = None
+    gpus: int = 0  # GPUs per run; more than one: one task (one rank) per GPU
+    cpus: int = 4  # CPUs per task
+    time_min: int = 240
+    account: str | None = None
+    qos: str | None = None
+
+
+def _distributed_call(
+    threads: int, fn: Callable[..., dict[str, Any]], *args: Any
+) -> dict[str, Any]:
+    """A job's task: with several tasks, one rank of a ``torch.distributed`` job."""
+    import submitit
+
+    env = submitit.JobEnvironment()
+    if env.num_tasks > 1:
+        # torchrun's variables; each rank keeps every GPU visible and takes LOCAL_RANK's.
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return _call(threads, fn, *args)
+
+
+@dataclass
+class SubmititExecutor(Executor):
+    """Runs as submitit jobs: on SLURM (``cluster="slurm"``, returns at once) or on this machine
+    (``cluster="local"``, waits).
+
+    Args:
+        folder: where submitit keeps each job's pickles and logs.
+        cluster: ``"slurm"`` or ``"local"``.
+        slurm: the resources of each job.
+    """
+
+    folder: Path
+    cluster: str = "slurm"
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+
+    def _executor(self) -> Any:
+        try:
+            import submitit
+        except ModuleNotFoundError as err:
+            raise ModuleNotFoundError(
+                "--launcher slurm/submitit-local needs submitit", name="submitit"
+            ) from err
+        executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
+        tasks = max(1, self.slurm.gpus)
+        parameters: dict[str, Any] = {
+            "timeout_min": self.slurm.time_min,
+            "tasks_per_node": tasks,
+            "nodes": 1,
+            "cpus_per_task": self.slurm.cpus,
+            "name": "umtl",
+        }
+        if self.slurm.gpus:
+            parameters["gpus_per_node"] = self.slurm.gpus
+        if self.cluster == "slurm":
+            extra = {
+                "partition": self.slurm.partition,
+                "account": self.slurm.account,
+                "qos": self.slurm.qos,
+            }
+            parameters.update({f"slurm_{k}": v for k, v in extra.items() if v})
+        executor.update_parameters(**parameters)
+        return executor
+
+    def _ledger(self) -> Path:
+        return self.folder / "submitted.json"
+
+    def _still_queued(self, jobs: Sequence[Job]) -> dict[str, str]:
+        """The jobs submitted by an earlier invocation that SLURM still has queued or running
+        (name -> job id): submitting them again would train one run twice at once."""
+        import submitit
+
+        if not self._ledger().is_file():
+            return {}
+        ledger: dict[str, str] = read_json(self._ledger())
+        alive = {}
+        for job in jobs:
+            job_id = ledger.get(job.name)
+            if job_id is None:
+                continue
+            state = submitit.SlurmJob(self.folder, job_id).state
+            if state.split()[0] in _ALIVE:
+                alive[job.name] = job_id
+        return alive
+
+    def execute(
+        self, jobs: Sequence[Job], *, progress: bool = True, desc: str = "runs"
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        executor = self._executor()
+        threads = self.slurm.cpus
+        if self.cluster == "slurm":
+            alive = self._still_queued(jobs)
+            jobs = [job for job in jobs if job.name not in alive]
+            if not jobs:
+                raise Submitted([], self.folder, waiting=sorted(alive.values()))
+        # One job array for the whole sweep.
+        submitted = executor.map_array(
+            _distributed_call,
+            [threads] * len(jobs),
+            [job.fn for job in jobs],
+            *zip(*(job.args for job in jobs), strict=True),
+        )
+        if self.cluster == "slurm":
+            ledger = read_json(self._ledger()) if self._ledger().is_file() else {}
+            ledger.update(
+                {job.name: handle.job_id for job, handle in zip(jobs, submitted, strict=True)}
+            )
+            write_json(self._ledger(), ledger)
+            raise Submitted(
+                [handle.job_id for handle in submitted], self.folder, waiting=sorted(alive.values())
+            )
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress)
+        for job, handle in zip(jobs, submitted, strict=True):
+            # Every task of a multi-GPU job returns the result; rank 0's is the one.
+            results = handle.results()
+            bar.set_postfix_str(job.name)
+            bar.update()
+            yield job.name, results[0]
+        bar.close()
+
+
+def make_executor(
+    launcher: str, *, workers: int, folder: Path, slurm: SlurmOptions | None = None
+) -> Executor:
+    """The executor of ``--launcher``."""
+    if launcher == "local":
+        return LocalExecutor(workers)
+    if launcher in ("slurm", "submitit-local"):
+        cluster = "slurm" if launcher == "slurm" else "local"
+        return SubmititExecutor(folder, cluster=cluster, slurm=slurm or SlurmOptions())
+    raise ValueError(f"--launcher must be one of {list(LAUNCHERS)}, got {launcher!r}")

@@ -1,0 +1,163 @@
+"""One runner for every study (SPEC §9).
+
+A *run* is a named, typed config patch and a seed. A *study* (the scene experiments, the
+two-task study) turns a run into its resolved config once, and says how that config trains. The
+runner gives each run a directory named by the hash of its resolved config (less what only
+says how it executes: threads, device, loader workers, and the seed, which names the directory
+below), ``<out>/runs/<name>-<hash>/seed<k>``, so every command that asks for the same config
+finds the same run: a finished run is read from disk and never retrained, an interrupted one
+resumes, and the rest go to an executor (``experiments.executors``) that trains them here or
+on a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from uncertainty_mtl._io import read_json
+from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
+from uncertainty_mtl.reporting.tables import summarise
+
+__all__ = ["Run", "Runner", "Study", "summaries"]
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """A row's training: ``patch`` (``{dotted config key: value}``) on the study's base config,
+    for one seed. ``selection`` runs serve a choice (a grid search): they train on the study's
+    selection split and are scored there, never on the reported one."""
+
+    name: str
+    patch: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    selection: bool = False
+
+    @property
+    def key(self) -> str:
+        return json.dumps(
+            [self.name, self.patch, self.seed, self.selection], sort_keys=True, default=str
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and self.key == other.key
+
+    def with_patch(self, name: str, **patch: Any) -> Run:
+        """This run under another name, with more keys patched."""
+        return Run(name, {**self.patch, **patch}, self.seed, self.selection)
+
+
+class Study(Protocol):
+    """What the runner needs of a study's domain code."""
+
+    #: the file a finished run holds (its result)
+    result_file: str
+
+    def resolve(self, run: Run, *, parallel: bool) -> Any:
+        """The run's validated config (``parallel``: it trains beside other runs)."""
+
+    def identity(self, config: Any) -> dict[str, Any]:
+        """What the run is: the resolved config without what says how it executes."""
+
+    def job(self, config: Any, run_dir: Path, *, resume: bool) -> Job:
+        """The call that trains ``config`` into ``run_dir``."""
+
+    def prepare(self) -> None:
+        """Work shared by every run (data generated once), before runs start side by side."""
+
+
+S = TypeVar("S", bound=Study)
+
+
+@dataclass
+class Runner(Generic[S]):
+    """Finds and trains the runs of one study invocation.
+
+    Args:
+        study: the domain.
+        out: the directory of the study's outputs and of ``runs/``.
+        executor: where runs train (default: a local pool of one process).
+        progress: show a progress bar over runs.
+    """
+
+    study: S
+    out: Path
+    executor: Executor = field(default_factory=LocalExecutor)
+    progress: bool = True
+    _started: float = field(default_factory=time.perf_counter)
+    _used: set[Run] = field(default_factory=set)
+    _trained: set[Run] = field(default_factory=set)
+    _configs: dict[Run, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+
+    def config(self, run: Run) -> Any:
+        """The run's resolved config (resolved once)."""
+        if run not in self._configs:
+            self._configs[run] = self.study.resolve(run, parallel=self.executor.parallel)
+        return self._configs[run]
+
+    def run_dir(self, run: Run) -> Path:
+        settings = self.study.identity(self.config(run))
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        return self.out / "runs" / f"{run.name}-{digest}" / f"seed{run.seed}"
+
+    def finished(self, run: Run) -> bool:
+        return (self.run_dir(run) / self.study.result_file).is_file()
+
+    def results(self, runs: Iterable[Run]) -> dict[Run, dict[str, Any]]:
+        """The results of ``runs``: read from disk where finished, else trained by the executor
+        (an interrupted run resumes from its last checkpoint)."""
+        done: dict[Run, dict[str, Any]] = {}
+        todo: list[Run] = []
+        for run in dict.fromkeys(runs):
+            self._used.add(run)
+            if self.finished(run):
+                done[run] = read_json(self.run_dir(run) / self.study.result_file)
+            else:
+                todo.append(run)
+        if not todo:
+            return done
+        self.study.prepare()
+        jobs = {}
+        for run in todo:
+            run_dir = self.run_dir(run)
+            resume = (run_dir / "checkpoints" / "last.pt").is_file()
+            job = self.study.job(self.config(run), run_dir, resume=resume)
+            jobs[job.name] = (run, job)
+        for name, result in self.executor.execute(
+            [job for _, job in jobs.values()], progress=self.progress, desc=f"{self.out.name} runs"
+        ):
+            run = jobs[name][0]
+            done[run] = result
+            self._trained.add(run)
+        return done
+
+    def timing(self) -> dict[str, Any]:
+        """This invocation's wall time, and how many of the runs it used it trained (the others
+        were found finished on disk)."""
+        return {
+            "wall_time_s": time.perf_counter() - self._started,
+            "runs_trained": len(self._trained),
+            "runs_used": len(self._used),
+        }
+
+
+def summaries(results: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> dict[str, Any]:
+    """Seed summaries (mean, std, n, values) of the scalar metrics ``keys`` the results have."""
+    results = list(results)
+    out = {}
+    for key in keys:
+        values = [r["metrics"][key] for r in results if key in r["metrics"]]
+        if values and all(isinstance(v, float | int) and v == v for v in values):
+            out[key] = summarise(values)
+    return out

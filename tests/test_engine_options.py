@@ -1,0 +1,132 @@
+"""The execution options of a run (mixed precision, channels_last, torch.compile, loader
+workers) and the deferred finiteness check that a GPU uses, all exercised on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import uncertainty_mtl.engine.builders as builders
+import uncertainty_mtl.engine.loop as loop
+from uncertainty_mtl.config import load_config
+from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
+from uncertainty_mtl.engine import TrainingError, train
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    root = tmp_path_factory.mktemp("city")
+    sizes = {"train": 16, "val": 8, "test": 8}
+    generate_city(root, SynthConfig(height=32, width=64, split_sizes=sizes), progress=False)
+    return root
+
+
+def smoke(city, *overrides):
+    base = [f"data.root={city}", "data.synthetic=false", "eval.cluster_method=null"]
+    return load_config("smoke", [*base, *overrides])
+
+
+def losses(run_dir):
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss/total"] for r in records if "loss/total" in r]
+
+
+def test_amp_picks_bfloat16_where_supported_and_float16_with_a_scaler_elsewhere(city, monkeypatch):
+    config = smoke(city, "optim.amp=true")
+    assert builders.amp_dtype(torch.device("cpu")) == torch.bfloat16
+    assert not builders.grad_scaler(config, torch.device("cpu")).is_enabled()
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert builders.amp_dtype(torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert builders.amp_dtype(torch.device("cuda")) == torch.float16  # then scaled
+    assert builders.amp_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+def test_channels_last_trains_the_same_model(city, tmp_path):
+    plain = train(smoke(city, "optim.steps=4"), tmp_path / "plain", progress=False)
+    nhwc = train(
+        smoke(city, "optim.steps=4", "run.channels_last=true"), tmp_path / "nhwc", progress=False
+    )
+    assert losses(tmp_path / "nhwc") == pytest.approx(losses(tmp_path / "plain"), rel=1e-4)
+    assert nhwc["metrics"]["miou"] == pytest.approx(plain["metrics"]["miou"], abs=0.5)
+
+
+def test_compiled_network_trains_the_same_model(city, tmp_path, monkeypatch):
+    # Dynamo's graph capture and AOT autograd as on a GPU; only inductor's C++ code
+    # generation (minutes on 2 cores) is left out.
+    compiled = []
+
+    def aot_eager(module):
+        compiled.append(module)
+        return torch.compile(module, backend="aot_eager")
+
+    monkeypatch.setattr(loop, "compile_module", aot_eager)
+    train(smoke(city, "optim.steps=3"), tmp_path / "eager", progress=False)
+    train(smoke(city, "optim.steps=3", "run.compile=true"), tmp_path / "compiled", progress=False)
+    assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
+    state = torch.load(tmp_path / "compiled" / "checkpoints" / "last.pt", weights_only=False)
+    assert not any("_orig_mod" in k for k in state["model"])  # plain keys, loadable anywhere
+    assert len(compiled) == 1
+
+
+def test_loader_workers_persist_and_do_not_change_a_single_number(city, tmp_path, monkeypatch):
+    made = []
+    real = loop.DataLoader
+
+    def spy(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "DataLoader", spy)
+    train(smoke(city, "optim.steps=6", "data.workers=2"), tmp_path / "w2", progress=False)
+    assert len(made) == 1 and made[0]["persistent_workers"]  # one loader for the whole run
+    monkeypatch.setattr(loop, "DataLoader", real)
+    train(smoke(city, "optim.steps=6", "data.workers=0"), tmp_path / "w0", progress=False)
+    a = (tmp_path / "w2" / "metrics.jsonl").read_text().splitlines()
+    b = (tmp_path / "w0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["loss/total"] for x in a if "loss/total" in x] == [
+        json.loads(x)["loss/total"] for x in b if "loss/total" in x
+    ]
+
+
+def test_resume_is_exact_with_dropout(city, tmp_path):
+    config = smoke(city, "optim.steps=8", "run.checkpoint_every=3", "model.aspp_dropout=0.5")
+    train(config, tmp_path / "whole", progress=False)
+
+    def crash(step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "split", progress=False, on_step=crash)
+    train(config, tmp_path / "split", resume=True, progress=False)
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+
+
+def test_deferred_finiteness_check_stops_before_any_save(city, tmp_path, monkeypatch):
+    """On a GPU the flag is read on logging steps only: a NaN at step 3 is found at step 4,
+    before step 4's checkpoint, and the last checkpoint stays step 2's."""
+    monkeypatch.setattr(loop, "finite_check_every", lambda device, log_every: log_every)
+    calls = {"n": 0}
+    real = builders.scene_losses
+
+    def poisoned(outputs, targets, tasks):
+        result = real(outputs, targets, tasks)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            result["depth"] = result["depth"] * float("nan")
+        return result
+
+    monkeypatch.setattr(builders, "scene_losses", poisoned)
+    config = smoke(city, "run.log_every=4", "run.checkpoint_every=2", "eval.select_split=null")
+    with pytest.raises(TrainingError, match=r"a step in 3\.\.4: non-finite total loss") as info:
+        train(config, tmp_path / "run", progress=False)
+    assert "(step 2)" in str(info.value)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

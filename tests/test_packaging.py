@@ -1,0 +1,123 @@
+"""The light install: the wheel's core needs torch and numpy only, and the loss works with
+nothing else; the scene commands then say which extra to install."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+import uncertainty_mtl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """The installed distributions ``requirements`` need (markers evaluated, no extras)."""
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = md.distribution(req.name).metadata["Name"]
+        if name.lower() in seen:
+            continue
+        seen.add(name.lower())
+        todo += [Requirement(r) for r in md.requires(name) or []]
+    return seen
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+    )
+    (path,) = out.glob("uncertainty_mtl-*.whl")
+    return path
+
+
+def _core_requirements(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as z:
+        (name,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = z.read(name).decode()
+    requires = re.findall(r"^Requires-Dist: (.+)$", metadata, flags=re.M)
+    return [r for r in requires if "extra ==" not in r]
+
+
+@pytest.mark.slow
+def test_core_install_is_torch_and_numpy_and_the_loss_works_alone(wheel, tmp_path):
+    core = _core_requirements(wheel)
+    assert sorted(Requirement(r).name.lower() for r in core) == ["numpy", "torch"]
+    assert f"-{uncertainty_mtl.__version__}-" in wheel.name  # the one version source
+
+    # A fresh environment holding the wheel and what its core needs, nothing else.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    visible = tmp_path / "core-deps"
+    visible.mkdir()
+    for dist in _closure(core):
+        for file in md.distribution(dist).files or []:
+            top = Path(str(file)).parts[0]
+            source = Path(str(md.distribution(dist).locate_file(top)))
+            target = visible / top
+            if not target.exists() and top != ".." and source.exists():
+                target.symlink_to(source)
+    (site / "core-deps.pth").write_text(str(visible) + "\n")
+    python = str(venv / "bin" / "python")
+
+    script = (
+        "import torch, uncertainty_mtl\n"
+        "from uncertainty_mtl import UncertaintyWeighting, parameter_groups\n"
+        "w = UncertaintyWeighting({'a': 'gaussian', 'b': 'laplace'})\n"
+        "total = w({'a': torch.tensor(2.0), 'b': torch.tensor(3.0)})\n"
+        "assert abs(float(total) - (0.5 * 2.0 + 3.0)) < 1e-6, float(total)\n"
+        "for missing in ('sklearn', 'torchvision', 'yaml', 'matplotlib', 'tqdm'):\n"
+        "    try:\n"
+        "        __import__(missing)\n"
+        "    except ModuleNotFoundError:\n"
+        "        continue\n"
+        "    raise SystemExit(f'{missing} is importable in the core environment')\n"
+        "print(uncertainty_mtl.__file__)\n"
+    )
+    done = subprocess.run([python, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert str(site) in done.stdout  # the wheel's copy, not the source tree
+
+    for command in (
+        ["reproduce", "table1", "--preset", "smoke"],
+        ["train", "--config", "smoke", "--out", "run"],
+    ):
+        done = subprocess.run(
+            [python, "-m", "uncertainty_mtl", *command],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "'scene' extra" in lines[0], done.stderr
+        assert "pip install 'uncertainty-mtl[scene]'" in lines[0]
+    assert not (tmp_path / "run").exists()
