@@ -216,6 +216,11 @@ class Trainer:
             if key != "step" and isinstance(value, int | float) and math.isfinite(value):
                 self.writer.add_scalar(key, value, record["step"])
 
+    def _kept(self) -> str:
+        if self.saved_step is None:
+            return "none yet"
+        return f"{self.last_path} (step {self.saved_step})"
+
     def _parameters_finite(self) -> bool:
         flags = [p.detach().isfinite().all() for p in self.joint.parameters()]
         return bool(torch.stack(flags).all())
@@ -226,9 +231,6 @@ class Trainer:
         if not bool(self._nonfinite):
             self._unchecked_from = self.step + 1
             return
-        kept = "none yet"
-        if self.saved_step is not None:
-            kept = f"{self.last_path} (step {self.saved_step})"
         if self._unchecked_from == self.step:
             where = f"step {self.step}"
         else:
@@ -238,14 +240,14 @@ class Trainer:
         raise TrainingError(
             f"{where}: non-finite total loss ({float(total.detach())}); task losses at step "
             f"{self.step}: {values}, non-finite: {bad}; training stopped, last good checkpoint: "
-            f"{kept}"
+            f"{self._kept()}"
         )
 
     def save_last(self) -> None:
         if not self._parameters_finite():
             raise TrainingError(
                 f"step {self.step}: the parameters are not finite; nothing saved, last good "
-                f"checkpoint: {self.last_path} (step {self.saved_step})"
+                f"checkpoint: {self._kept()}"
             )
         self.saved_step = self.step
         if self.proc.main:

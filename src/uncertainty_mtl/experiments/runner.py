@@ -67,8 +67,8 @@ class Study(Protocol):
     def identity(self, config: Any) -> dict[str, Any]:
         """What the run is: the resolved config without what says how it executes."""
 
-    def job(self, config: Any, run_dir: Path, *, resume: bool) -> Job:
-        """The call that trains ``config`` into ``run_dir``."""
+    def job(self, config: Any, run_dir: Path) -> Job:
+        """The call that trains ``config`` into ``run_dir`` (resuming what it finds there)."""
 
     def prepare(self) -> None:
         """Work shared by every run (data generated once), before runs start side by side."""
@@ -130,9 +130,7 @@ class Runner(Generic[S]):
         self.study.prepare()
         jobs = {}
         for run in todo:
-            run_dir = self.run_dir(run)
-            resume = (run_dir / "checkpoints" / "last.pt").is_file()
-            job = self.study.job(self.config(run), run_dir, resume=resume)
+            job = self.study.job(self.config(run), self.run_dir(run))
             jobs[job.name] = (run, job)
         for name, result in self.executor.execute(
             [job for _, job in jobs.values()], progress=self.progress, desc=f"{self.out.name} runs"

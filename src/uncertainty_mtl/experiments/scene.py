@@ -129,10 +129,13 @@ def learned_run(
     )
 
 
-def train_scene_run(config: TrainConfig, run_dir: str, resume: bool) -> dict[str, Any]:
-    """A job: trains (or resumes) one run; returns its ``results.json``."""
+def train_scene_run(config: TrainConfig, run_dir: str) -> dict[str, Any]:
+    """A job: trains one run, resuming it if it was interrupted (decided when the job starts,
+    so that a queued or requeued cluster job finds what an earlier one left); returns its
+    ``results.json``."""
     from uncertainty_mtl.engine import train
 
+    resume = (Path(run_dir) / "checkpoints" / "last.pt").is_file()
     return train(config, run_dir, resume=resume, progress=False)
 
 
@@ -198,10 +201,9 @@ class SceneStudy:
         settings["data"].pop("workers", None)
         return settings
 
-    def job(self, config: TrainConfig, run_dir: Path, *, resume: bool) -> Job:
-        return Job(
-            f"{run_dir.parent.name}/{run_dir.name}", train_scene_run, (config, str(run_dir), resume)
-        )
+    def job(self, config: TrainConfig, run_dir: Path) -> Job:
+        name = f"{run_dir.parent.name}/{run_dir.name}"
+        return Job(name, train_scene_run, (config, str(run_dir)))
 
     def prepare(self) -> None:
         """Generates the synthetic city and its cache before runs start side by side."""

@@ -251,7 +251,7 @@ class TwoTaskStudy:
             settings.pop(volatile)
         return settings
 
-    def job(self, config: TwoTaskRun, run_dir: Path, *, resume: bool) -> Job:
+    def job(self, config: TwoTaskRun, run_dir: Path) -> Job:
         return Job(f"{run_dir.parent.name}/{run_dir.name}", train_run, (config, run_dir))
 
     def prepare(self) -> None:
