@@ -26,6 +26,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
 #: Optional modules -> the extra that installs them (``pip install 'uncertainty-mtl[EXTRA]'``).
 EXTRAS = {
     "torchvision": "scene",
@@ -55,7 +62,7 @@ def _add_launcher(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slurm-qos", default=None, help="SLURM quality of service")
     group.add_argument(
         "--slurm-gpus",
-        type=int,
+        type=_non_negative_int,
         default=0,
         help="GPUs per run; several: one rank per GPU (torch.distributed) in one job",
     )
