@@ -258,3 +258,35 @@ def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
     assert [j.split("_")[0] for j in info.value.job_ids] == ["4343"]
     assert info.value.waiting == ["4242_0"]
     assert "still queued or running as job(s) 4242_0" in str(info.value)
+
+
+def test_reproduce_with_launcher_slurm_submits_and_returns_without_a_table(
+    tmp_path, monkeypatch, capsys
+):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 77"\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    out = tmp_path / "out"
+    args = [
+        "reproduce",
+        "table1",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={tmp_path / 'city'}",
+        "--launcher",
+        "slurm",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    # The grid and every row but the one chosen on the grid: one job array, then it returns.
+    assert "umtl: submitted 16 run(s)" in printed and "77_15" in printed
+    assert not (out / "table1.md").exists() and not (out / "table1.json").exists()
+    assert not list(out.glob("runs/*/seed0/results.json"))
