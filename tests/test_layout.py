@@ -10,8 +10,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "uncertainty_mtl"
 
-#: Packages (or top-level modules) by layer: a module imports from its own package or from a
-#: lower layer only. weighting/ and tasks/ are the loss library, torch alone.
+#: Packages (or top-level modules) by layer: a module imports from its own layer (with no cycle
+#: between packages, checked below) or from a lower one. weighting/ and tasks/ need torch alone.
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["_io", "weighting", "tasks"], 0),
     **dict.fromkeys(["models", "data", "metrics", "reporting"], 1),
