@@ -211,20 +211,29 @@ def test_submitit_local_launcher_writes_the_same_table_as_local(smoke_out, tmp_p
     assert remote_runs <= {p.parent.name for p in (out / "runs").glob("*/seed0")}
 
 
+def _slurm_stubs(tmp_path, monkeypatch, sbatch: str):
+    """``srun`` and ``sbatch`` stubs first on the PATH (submitit looks for ``srun`` to believe
+    it is on a cluster; ``sbatch`` runs the given shell lines)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\n{sbatch}\n")
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return bin_dir
+
+
 def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
     """Without a cluster: submitit's SLURM executor with ``srun`` and ``sbatch`` stubs on the
     PATH; the stub keeps the submission script and answers with a job id."""
     from uncertainty_mtl.experiments.executors import SlurmOptions, SubmititExecutor, Submitted
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "sbatch").write_text(
-        f'#!/bin/sh\ncp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"\n'
+    bin_dir = _slurm_stubs(
+        tmp_path,
+        monkeypatch,
+        f'cp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"',
     )
-    for stub in bin_dir.iterdir():
-        stub.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     study = SceneStudy("smoke", overrides=(f"data.root={tmp_path / 'city'}",))
     monkeypatch.setattr(study, "prepare", lambda: None)  # no city needed to submit
     options = SlurmOptions(partition="gpu", gpus=2, cpus=6, time_min=30)
@@ -263,13 +272,7 @@ def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
 def test_reproduce_with_launcher_slurm_submits_and_returns_without_a_table(
     tmp_path, monkeypatch, capsys
 ):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 77"\n')
-    for stub in bin_dir.iterdir():
-        stub.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    _slurm_stubs(tmp_path, monkeypatch, 'echo "Submitted batch job 77"')
     out = tmp_path / "out"
     args = [
         "reproduce",
