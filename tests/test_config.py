@@ -142,3 +142,15 @@ def test_cli_rejects_a_bad_config_before_any_work(tmp_path, capsys):
     assert code == 2
     assert "optim.lr: expected a number, got 'fast'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_patch_leaves_its_base_untouched_and_the_last_override_wins():
+    from uncertainty_mtl.config import apply_patch, parse_overrides, read_config
+
+    base = read_config("cpu/unweighted")
+    weights = dict(base["weighting"]["weights"])
+    patched = apply_patch(base, parse_overrides(["weighting.weights.semantic=0.9"]))
+    assert patched["weighting"]["weights"]["semantic"] == 0.9
+    assert base["weighting"]["weights"] == weights  # a shared base serves every run of a study
+    later = parse_overrides(["optim.lr=0.1", "optim={lr: 0.2}", "optim.lr=0.3"])
+    assert apply_patch(base, later)["optim"]["lr"] == 0.3

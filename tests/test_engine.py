@@ -108,21 +108,9 @@ def test_a_run_is_never_overwritten_and_resume_checks_the_config(city, tmp_path)
 
 
 def test_a_non_finite_loss_names_the_task_and_step_and_keeps_the_last_checkpoint(
-    city, tmp_path, monkeypatch
+    city, tmp_path, poison_depth_loss
 ):
-    import uncertainty_mtl.engine.builders as engine
-
-    calls = {"n": 0}
-    real = engine.scene_losses
-
-    def poisoned(outputs, targets, tasks):
-        losses = real(outputs, targets, tasks)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            losses["depth"] = losses["depth"] * float("nan")
-        return losses
-
-    monkeypatch.setattr(engine, "scene_losses", poisoned)
+    poison_depth_loss(3)
     out = tmp_path / "run"
     with pytest.raises(TrainingError) as info:
         train(smoke(city, "run.checkpoint_every=1", "eval.select_split=null"), out, progress=False)

@@ -51,6 +51,13 @@ def test_channels_last_trains_the_same_model(city, tmp_path):
     )
     assert losses(tmp_path / "nhwc") == pytest.approx(losses(tmp_path / "plain"), rel=1e-4)
     assert nhwc["metrics"]["miou"] == pytest.approx(plain["metrics"]["miou"], abs=0.5)
+    # The option took effect: the weights were trained (and saved) in NHWC.
+    layout = {}
+    for name in ("plain", "nhwc"):
+        state = torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=False)
+        convs = [v for v in state["model"].values() if v.dim() == 4 and v.shape[-1] > 1]
+        layout[name] = {v.is_contiguous(memory_format=torch.channels_last) for v in convs}
+    assert layout == {"plain": {False}, "nhwc": {True}}
 
 
 def test_compiled_network_trains_the_same_model(city, tmp_path, monkeypatch):
@@ -108,21 +115,13 @@ def test_resume_is_exact_with_dropout(city, tmp_path):
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
 
 
-def test_deferred_finiteness_check_stops_before_any_save(city, tmp_path, monkeypatch):
+def test_deferred_finiteness_check_stops_before_any_save(
+    city, tmp_path, monkeypatch, poison_depth_loss
+):
     """On a GPU the flag is read on logging steps only: a NaN at step 3 is found at step 4,
     before step 4's checkpoint, and the last checkpoint stays step 2's."""
     monkeypatch.setattr(loop, "finite_check_every", lambda device, log_every: log_every)
-    calls = {"n": 0}
-    real = builders.scene_losses
-
-    def poisoned(outputs, targets, tasks):
-        result = real(outputs, targets, tasks)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            result["depth"] = result["depth"] * float("nan")
-        return result
-
-    monkeypatch.setattr(builders, "scene_losses", poisoned)
+    poison_depth_loss(3)
     config = smoke(city, "run.log_every=4", "run.checkpoint_every=2", "eval.select_split=null")
     with pytest.raises(TrainingError, match=r"a step in 3\.\.4: non-finite total loss") as info:
         train(config, tmp_path / "run", progress=False)

@@ -396,15 +396,18 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.01")
         try:
-            patch[key] = yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from err
+        patch.pop(key, None)  # a repeated key applies where it was given last
+        patch[key] = value
     return patch
 
 
 def apply_patch(data: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the config mapping ``data`` with ``patch`` (``{dotted key: value}``) applied."""
-    data = _merge({}, data)
+    """A copy of the config mapping ``data`` with ``patch`` (``{dotted key: value}``) applied,
+    in order; neither ``data`` nor ``patch`` is changed or shared with the result."""
+    data = copy.deepcopy(data)
     for key, value in patch.items():
         node = data
         parts = key.split(".")

@@ -143,7 +143,8 @@ class Trainer:
             )
         self.per_rank_batch = per_rank
         self.frames = scene_frames(config.data, self.tasks, config.data.train_split, train=True)
-        if len(self.frames) // config.optim.batch_size < 1:
+        self.steps_per_epoch = len(self.frames) // config.optim.batch_size
+        if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"the {config.data.train_split} split has {len(self.frames)} frames, fewer than "
                 f"one batch of {config.optim.batch_size}"
@@ -356,13 +357,12 @@ class Trainer:
             unit="step",
             disable=not (self.progress and proc.main),
         )
-        per_epoch = len(self.frames) // c.optim.batch_size
         for images, targets in self.loader():
             images = images.to(proc.device, non_blocking=True)
             if c.run.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = {k: v.to(proc.device, non_blocking=True) for k, v in targets.items()}
-            epoch = self.step // per_epoch
+            epoch = self.step // self.steps_per_epoch
             total, losses, lr = self.train_step(images, targets)
             bar.update()
             logging = self.step % c.run.log_every == 0 or self.step == steps

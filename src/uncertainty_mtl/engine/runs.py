@@ -88,7 +88,21 @@ def evaluate_checkpoint(
             and its outputs upsampled to the ground truth's.
         cluster_method: instance clustering for AP (default: the config's).
     """
+    results, _ = _evaluate(run_dir, split, checkpoint, data_root, cluster_method, progress)
+    return results
+
+
+def _evaluate(
+    run_dir: str | os.PathLike[str],
+    split: str | None,
+    checkpoint: str,
+    data_root: str | os.PathLike[str] | None,
+    cluster_method: str | None,
+    progress: bool,
+) -> tuple[dict[str, Any], str]:
+    """:func:`evaluate_checkpoint`'s results, and the run's own report split."""
     model, config, state = load_run(run_dir, checkpoint=checkpoint)
+    report_split = config.eval.report_split
     if data_root is not None:
         # Another root: nothing to generate, and its frames must not replace the run's cache.
         config.data.root, config.data.synthetic, config.data.cache_dir = str(data_root), False, None
@@ -100,13 +114,13 @@ def evaluate_checkpoint(
         kept=state["checkpoint"],
         step=state["step"],
         input_size=state.get("input_size"),
-        split=split or config.eval.report_split,
+        split=split or report_split,
         cluster_method=cluster_method,
         progress=progress,
     )
     if data_root is not None:
         results["data_root"] = str(data_root)
-    return results
+    return results, report_split
 
 
 def evaluate_run(
@@ -124,16 +138,10 @@ def evaluate_run(
     record); anything else to ``results-<split>[-<root name>].json``.
     """
     run_dir = Path(run_dir)
-    config = _run_config(run_dir)
-    results = evaluate_checkpoint(
-        run_dir,
-        split=split,
-        checkpoint=checkpoint,
-        data_root=data_root,
-        cluster_method=cluster_method,
-        progress=progress,
+    results, report_split = _evaluate(
+        run_dir, split, checkpoint, data_root, cluster_method, progress
     )
-    if data_root is None and results["split"] == config.eval.report_split:
+    if data_root is None and results["split"] == report_split:
         name = "results.json"
     else:
         name = f"results-{results['split']}" + (f"-{Path(data_root).name}" if data_root else "")

@@ -174,12 +174,8 @@ class SubmititExecutor(Executor):
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
     def _executor(self) -> Any:
-        try:
-            import submitit
-        except ModuleNotFoundError as err:
-            raise ModuleNotFoundError(
-                "--launcher slurm/submitit-local needs submitit", name="submitit"
-            ) from err
+        import submitit  # the 'slurm' extra; the CLI names it when it is missing
+
         executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
         tasks = max(1, self.slurm.gpus)
         parameters: dict[str, Any] = {

@@ -22,9 +22,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from uncertainty_mtl._io import read_json
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
-from uncertainty_mtl.reporting.tables import summarise
 
-__all__ = ["Run", "Runner", "Study", "summaries"]
+__all__ = ["Run", "Runner", "Study"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,14 +147,3 @@ class Runner(Generic[S]):
             "runs_trained": len(self._trained),
             "runs_used": len(self._used),
         }
-
-
-def summaries(results: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> dict[str, Any]:
-    """Seed summaries (mean, std, n, values) of the scalar metrics ``keys`` the results have."""
-    results = list(results)
-    out = {}
-    for key in keys:
-        values = [r["metrics"][key] for r in results if key in r["metrics"]]
-        if values and all(isinstance(v, float | int) and v == v for v in values):
-            out[key] = summarise(values)
-    return out

@@ -24,8 +24,8 @@ from uncertainty_mtl.config import (
     read_config,
 )
 from uncertainty_mtl.experiments.executors import Job
-from uncertainty_mtl.experiments.runner import Run, summaries
-from uncertainty_mtl.reporting.tables import format_mean_std
+from uncertainty_mtl.experiments.runner import Run
+from uncertainty_mtl.reporting.tables import format_mean_std, summarise_metrics
 from uncertainty_mtl.tasks.registry import SCENE_TASKS
 
 __all__ = [
@@ -219,7 +219,7 @@ class SceneStudy:
 
 def mean_metrics(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Seed summaries (mean, std, n, values) of the scalar metrics the runs have."""
-    return summaries(results, METRIC_KEYS)
+    return summarise_metrics(results, METRIC_KEYS)
 
 
 def cell(summary: Mapping[str, Any], key: str, digits: int) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-__all__ = ["format_mean_std", "markdown_table", "summarise"]
+__all__ = ["format_mean_std", "markdown_table", "summarise", "summarise_metrics"]
 
 
 def summarise(values: Sequence[float]) -> dict[str, float | list[float] | int]:
@@ -35,3 +36,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def summarise_metrics(results: Iterable[Mapping[str, Any]], keys: Iterable[str]) -> dict[str, Any]:
+    """Seed summaries (:func:`summarise`) of the scalar metrics ``keys`` that every one of the
+    runs' ``results["metrics"]`` has as a finite number."""
+    results = list(results)
+    out = {}
+    for key in keys:
+        values = [r["metrics"][key] for r in results if key in r["metrics"]]
+        if values and all(isinstance(v, float | int) and v == v for v in values):
+            out[key] = summarise(values)
+    return out

@@ -1,0 +1,28 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def poison_depth_loss(monkeypatch):
+    """``poison_depth_loss(n)``: the n-th scene-loss call of the training loop returns a NaN
+    depth loss (the others are the real losses)."""
+    import uncertainty_mtl.engine.builders as builders
+
+    real = builders.scene_losses
+
+    def poison(at_call: int) -> None:
+        calls = {"n": 0}
+
+        def poisoned(outputs, targets, tasks):
+            losses = real(outputs, targets, tasks)
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                losses["depth"] = losses["depth"] * float("nan")
+            return losses
+
+        monkeypatch.setattr(builders, "scene_losses", poisoned)
+
+    return poison
