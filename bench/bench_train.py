@@ -1,6 +1,6 @@
 """Training speed of the scene network on this machine. Prints JSON; run on demand.
 
-    python bench/bench_train.py [--part steps|loop|inference|all] [--configs NAME ...]
+    python bench/bench_train.py [--part steps|loop|inference|checks|all] [--configs NAME ...]
 
 * ``steps``: per shipped config, the time of one training step (forward, backward, SGD) on a
   random batch of the config's input size, images/s, FLOPs per step counted by
@@ -9,7 +9,10 @@
 * ``loop``: seconds per step of ``engine.train`` against a plain hand-written loop over the same
   model, data and optimiser (our overhead), and with ``UncertaintyWeighting`` against
   ``FixedWeighting``; the ``cpu/three-task`` config on the cached synthetic city;
-* ``inference``: forward time of one three-task network against three single-task networks.
+* ``inference``: forward time of one three-task network against three single-task networks;
+* ``checks``: the cost of the check that every parameter is finite (SPEC §10), made before
+  anything is logged, validated or saved, against a step, per CPU config; per step at the
+  config's ``run.log_every``.
 """
 
 from __future__ import annotations
@@ -238,9 +241,44 @@ def inference(repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def finite_checks(names: list[str], repeats: int) -> list[dict[str, Any]]:
+    from uncertainty_mtl.engine.loop import Trainer
+
+    rows = []
+    for name in names:
+        config = load_config(name, ["model.pretrained=false"])
+        h, w = input_size(config)
+        model, weighting = build_model(config), build_weighting(config)
+        joint = torch.nn.ModuleDict({"model": model, "weighting": weighting})
+        holder = type("Holder", (), {"joint": joint})()
+        check = Trainer._parameters_finite.__get__(holder)  # the method the loop calls
+        check()
+        times = []
+        for _ in range(max(repeats, 20)):
+            start = time.perf_counter()
+            check()
+            times.append(time.perf_counter() - start)
+        step = step_speed(name, 1.0, 1.0, repeats)["step_s"]
+        rows.append(
+            {
+                "config": name,
+                "input": [h, w],
+                "parameters": sum(p.numel() for p in joint.parameters()),
+                "check_ms": statistics.median(times) * 1e3,
+                "step_s": step,
+                "check_over_step_percent": 100 * statistics.median(times) / step,
+                "log_every": config.run.log_every,
+                "overhead_percent": 100 * statistics.median(times) / step / config.run.log_every,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--part", choices=["steps", "loop", "inference", "all"], default="all")
+    parser.add_argument(
+        "--part", choices=["steps", "loop", "inference", "checks", "all"], default="all"
+    )
     parser.add_argument("--configs", nargs="*", default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loop-steps", type=int, default=150)
@@ -260,6 +298,9 @@ def main() -> None:
         out["loop"] = loop_overhead(args.repeats, args.loop_steps)
     if args.part in ("inference", "all"):
         out["inference"] = inference(args.repeats)
+    if args.part in ("checks", "all"):
+        names = args.configs or [n for n in shipped_configs() if n.startswith("cpu/")]
+        out["checks"] = finite_checks(names, args.repeats)
     print(json.dumps(out, indent=2))
 
 

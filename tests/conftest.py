@@ -5,6 +5,17 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(scope="session")
+def city(tmp_path_factory):
+    """The smoke tests' synthetic city (32×64, 16/8/8 frames); tests copy it before changing it."""
+    from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
+
+    root = tmp_path_factory.mktemp("smoke-city")
+    sizes = {"train": 16, "val": 8, "test": 8}
+    generate_city(root, SynthConfig(height=32, width=64, seed=0, split_sizes=sizes), progress=False)
+    return root
+
+
 @pytest.fixture
 def poison_depth_loss(monkeypatch):
     """``poison_depth_loss(n)``: the n-th scene-loss call of the training loop returns a NaN

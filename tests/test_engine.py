@@ -10,22 +10,11 @@ import yaml
 
 from uncertainty_mtl.cli import main
 from uncertainty_mtl.config import ConfigError, load_config
-from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 from uncertainty_mtl.engine import TrainingError, evaluate_run, train
+from uncertainty_mtl.errors import RunDirectoryError
 from uncertainty_mtl.models import MultiTaskNet
 from uncertainty_mtl.tasks.registry import scene_losses
 from uncertainty_mtl.weighting import FixedWeighting
-
-
-@pytest.fixture(scope="module")
-def city(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke-city")
-    generate_city(
-        root,
-        SynthConfig(height=32, width=64, seed=0, split_sizes={"train": 16, "val": 8, "test": 8}),
-        progress=False,
-    )
-    return root
 
 
 def smoke(city, *overrides):
@@ -99,11 +88,11 @@ def test_resume_gives_the_weights_and_metrics_of_an_uninterrupted_run(city, tmp_
 def test_a_run_is_never_overwritten_and_resume_checks_the_config(city, tmp_path):
     out = tmp_path / "run"
     train(smoke(city), out, progress=False)
-    with pytest.raises(ConfigError, match="already holds a run"):
+    with pytest.raises(RunDirectoryError, match="already holds a run"):
         train(smoke(city), out, progress=False)
     with pytest.raises(ConfigError, match=r"optim\.lr: 0\.01 -> 0\.5"):
         train(smoke(city, "optim.lr=0.5"), out, resume=True, progress=False)
-    with pytest.raises(ConfigError, match="nothing to resume"):
+    with pytest.raises(RunDirectoryError, match="not a run directory"):
         train(smoke(city), tmp_path / "empty", resume=True, progress=False)
 
 

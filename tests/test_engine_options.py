@@ -11,16 +11,7 @@ import torch
 import uncertainty_mtl.engine.builders as builders
 import uncertainty_mtl.engine.loop as loop
 from uncertainty_mtl.config import load_config
-from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 from uncertainty_mtl.engine import TrainingError, train
-
-
-@pytest.fixture(scope="module")
-def city(tmp_path_factory):
-    root = tmp_path_factory.mktemp("city")
-    sizes = {"train": 16, "val": 8, "test": 8}
-    generate_city(root, SynthConfig(height=32, width=64, split_sizes=sizes), progress=False)
-    return root
 
 
 def smoke(city, *overrides):

@@ -15,6 +15,7 @@ from uncertainty_mtl.data.mnist_like import (
     read_idx,
     write_idx,
 )
+from uncertainty_mtl.errors import DataError
 
 
 @pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])
@@ -110,7 +111,7 @@ def test_fashion_mnist_mismatched_counts_and_missing_files(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     (tmp_path / "train-labels-idx1-ubyte").unlink()
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(60, dtype=np.uint8))
-    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
         load_fashion_mnist_splits(tmp_path)
 
 

@@ -237,7 +237,9 @@ def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
     study = SceneStudy("smoke", overrides=(f"data.root={tmp_path / 'city'}",))
     monkeypatch.setattr(study, "prepare", lambda: None)  # no city needed to submit
     options = SlurmOptions(partition="gpu", gpus=2, cpus=6, time_min=30)
-    runner = Runner(study, tmp_path, SubmititExecutor(tmp_path / "jobs", slurm=options), False)
+    runner = Runner(
+        study, tmp_path / "out", SubmititExecutor(tmp_path / "jobs", slurm=options), False
+    )
     runs = [table1.row_run("uw-three", 0), table1.row_run("depth-only", 0)]
     with pytest.raises(Submitted) as info:
         runner.results(runs)
@@ -252,7 +254,7 @@ def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
         "--time=30",
     ):
         assert f"#SBATCH {line}" in script, line
-    assert not list(tmp_path.glob("runs/*/seed0/results.json"))  # nothing trained here
+    assert not list(tmp_path.glob("out/runs/*/seed0/results.json"))  # nothing trained here
 
     # Asked again while SLURM still runs the first job: only the other run is submitted again.
     (bin_dir / "sacct").write_text(
@@ -261,7 +263,9 @@ def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
     )
     (bin_dir / "sacct").chmod(0o755)
     (bin_dir / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 4343"\n')
-    runner = Runner(study, tmp_path, SubmititExecutor(tmp_path / "jobs", slurm=options), False)
+    runner = Runner(
+        study, tmp_path / "out", SubmititExecutor(tmp_path / "jobs", slurm=options), False
+    )
     with pytest.raises(Submitted) as info:
         runner.results(runs)
     assert [j.split("_")[0] for j in info.value.job_ids] == ["4343"]

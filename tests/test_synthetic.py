@@ -244,9 +244,11 @@ def test_cli_synth_and_show(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "show.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["data", "synth", str(root), "--size", "64by128"]) == 2
-    assert "--size: expected HEIGHTxWIDTH" in capsys.readouterr().err
-    assert main(["data", "synth", str(root), "--split-sizes", "val=two"]) == 2
+    for bad in (["--size", "64by128"], ["--split-sizes", "val=two"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["data", "synth", str(root), *bad])
+        assert exit_info.value.code == 2
+        assert f"{bad[0]}: expected" in capsys.readouterr().err
     assert main(["data", "synth", str(tmp_path / "x"), "--split-sizes", "extra=2"]) == 2
     assert "unknown split(s) ['extra']" in capsys.readouterr().err
     assert main(["data", "show", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s.png")]) == 2

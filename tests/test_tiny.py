@@ -99,9 +99,9 @@ def test_an_interrupted_file_is_not_left_half_written(source, tmp_path, monkeypa
     calls = {"n": 0}
     real_fsync = io_module.os.fsync
 
-    def crash_on_third_file(fd):
+    def crash_on_third_file(fd):  # the marker is the first file written
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 4:
             raise KeyboardInterrupt  # the bytes are in the temporary file, not yet renamed
         real_fsync(fd)
 

@@ -47,6 +47,25 @@ EXTRAS = {
 }
 
 
+def _split_sizes(text: str) -> dict[str, int]:
+    sizes = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(
+                f"expected name=count[,name=count...] such as train=10,val=4, got {text!r}"
+            )
+        sizes[name.strip()] = int(value)
+    return sizes
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.isdigit() or not width.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 256x512, got {text!r}")
+    return int(height), int(width)
+
+
 def _add_launcher(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("where the runs train")
     group.add_argument(
@@ -91,6 +110,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="umtl",
         description="Multi-task learning using uncertainty to weigh losses (Kendall et al. 2018).",
     )
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     reproduce = commands.add_parser("reproduce", help="rerun an experiment of the paper or report")
@@ -211,10 +231,13 @@ def _build_parser() -> argparse.ArgumentParser:
     synth.add_argument("dst", help="output root")
     synth.add_argument(
         "--split-sizes",
+        type=_split_sizes,
         default="train=2975,val=500,test=500",
         help="frames per split (default: train=2975,val=500,test=500)",
     )
-    synth.add_argument("--size", default="256x512", help="HEIGHTxWIDTH (default 256x512)")
+    synth.add_argument(
+        "--size", type=_image_size, default="256x512", help="HEIGHTxWIDTH (default 256x512)"
+    )
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument(
         "--workers", type=_positive_int, default=None, help="default: number of CPUs"
@@ -268,6 +291,9 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=CLUSTER_METHODS,
         help="instance clustering for AP (default: the run's eval.cluster_method)",
     )
+    evaluate.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: the run's)"
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     predict = commands.add_parser(
@@ -282,7 +308,27 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", choices=["auto", "best", "last"], default="auto")
     predict.add_argument("--cluster", default="grid", choices=CLUSTER_METHODS)
     predict.add_argument("--device", default="cpu")
+    _add_debug_to_leaves(parser)
     return parser
+
+
+_DEBUG_HELP = "show the traceback of a user error too (for a bug report)"
+
+
+def _add_debug_to_leaves(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command too (``umtl train ... --debug``)."""
+    children = [
+        child
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for child in dict.fromkeys(action.choices.values())
+    ]
+    if not children and parser.prog != "umtl":
+        parser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+        )
+    for child in children:
+        _add_debug_to_leaves(child)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -315,6 +361,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             data_root=args.data,
             cluster_method=args.cluster,
             progress=not args.quiet,
+            device=args.device,
         )
     )
     return 0
@@ -334,23 +381,6 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _split_sizes(text: str) -> dict[str, int]:
-    sizes = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise ValueError(f"--split-sizes: expected name=count[,name=count...], got {text!r}")
-        sizes[name.strip()] = int(value)
-    return sizes
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    height, sep, width = text.lower().partition("x")
-    if not sep or not height.isdigit() or not width.isdigit():
-        raise ValueError(f"--size: expected HEIGHTxWIDTH such as 256x512, got {text!r}")
-    return int(height), int(width)
-
-
 def _data(args: argparse.Namespace) -> int:
     workers = getattr(args, "workers", None) or (os.cpu_count() or 1)
     if args.data_command == "tiny":
@@ -366,9 +396,9 @@ def _data(args: argparse.Namespace) -> int:
     elif args.data_command == "synth":
         from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 
-        height, width = _image_size(args.size)
+        height, width = args.size
         config = SynthConfig(
-            height=height, width=width, seed=args.seed, split_sizes=_split_sizes(args.split_sizes)
+            height=height, width=width, seed=args.seed, split_sizes=args.split_sizes
         )
         written = generate_city(args.dst, config, workers=workers, progress=not args.quiet)
         print(f"{written} frames written to {args.dst} ({sum(config.split_sizes.values())} in all)")
@@ -465,10 +495,19 @@ def _reproduce_two_task(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``umtl``; returns the exit status: 0, 1 (some inputs failed, e.g. ``predict``), 2 (a
+    user error: one line on stderr naming the file or key; ``--debug`` shows its traceback),
+    130 (interrupted). Any other exception is a bug and keeps its traceback."""
     args = _build_parser().parse_args(argv)
     code = 1
     try:
         code = _dispatch(args)
+        return code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("umtl: interrupted; rerun the same command to go on", file=sys.stderr)
+        code = 130
         return code
     finally:
         # Only a command that got as far as the engine can have joined a process group.
@@ -478,7 +517,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutdown_distributed(wait=code == 0)
 
 
+def _user_error(message: str) -> int:
+    """Prints a user error as one line on stderr; returns the exit status 2."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    print(f"umtl: error: {'; '.join(lines)}", file=sys.stderr)
+    return 2
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    from uncertainty_mtl._io import is_disk_error
+    from uncertainty_mtl.errors import UmtlError
+
     try:
         if args.command == "reproduce":
             return _reproduce(args)
@@ -490,24 +539,21 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _evaluate(args)
         if args.command == "predict":
             return _predict(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"umtl: error: {err}", file=sys.stderr)
-        return 2
+    except UmtlError as err:
+        if args.debug:
+            raise
+        return _user_error(str(err))
     except ModuleNotFoundError as err:
         root = (err.name or "").partition(".")[0]
-        if root not in EXTRAS:
+        if root not in EXTRAS or args.debug:
             raise
-        print(
-            f"umtl: error: `umtl {args.command}` needs the '{EXTRAS[root]}' extra (module "
-            f"{root} is missing): pip install 'uncertainty-mtl[{EXTRAS[root]}]'",
-            file=sys.stderr,
+        return _user_error(
+            f"`umtl {args.command}` needs the '{EXTRAS[root]}' extra (module {root} is "
+            f"missing): pip install 'uncertainty-mtl[{EXTRAS[root]}]'"
         )
-        return 2
-    except RuntimeError as err:
-        from uncertainty_mtl.engine import TrainingError
-
-        if not isinstance(err, TrainingError):
+    except OSError as err:
+        # A full, read-only or forbidden place to write is the machine's, not a bug of ours.
+        if not is_disk_error(err) or args.debug:
             raise
-        print(f"umtl: training stopped: {err}", file=sys.stderr)
-        return 1
+        return _user_error(f"{err.filename or 'a file'}: cannot write ({err.strerror})")
     raise AssertionError(f"unhandled command {args}")

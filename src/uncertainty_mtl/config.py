@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from uncertainty_mtl.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -45,10 +47,6 @@ __all__ = [
     "resolve_config_path",
     "shipped_configs",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration is not valid; the message names the key and what is allowed."""
 
 
 @dataclass
@@ -229,6 +227,66 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be 2 positive numbers, got {pair}")
         if self.model.sync_bn and not self.run.device.startswith("cuda"):
             raise ConfigError("model.sync_bn needs run.device cuda (SyncBatchNorm refuses CPU)")
+        self._validate_ranges()
+
+    def _validate_ranges(self) -> None:
+        """Numbers that would fail (or silently misbehave) only later, mid-run."""
+        import torch
+
+        o, w = self.optim, self.weighting
+        if not all(math.isfinite(x) for x in (o.lr, o.momentum, o.weight_decay, o.poly_power)):
+            raise ConfigError(
+                "optim.lr, optim.momentum, optim.weight_decay and optim.poly_power must be "
+                f"finite, got {o.lr}, {o.momentum}, {o.weight_decay}, {o.poly_power}"
+            )
+        if w.lr is not None and not (math.isfinite(w.lr) and w.lr > 0):
+            raise ConfigError(f"weighting.lr must be a finite number > 0 (or null), got {w.lr}")
+        if o.poly_power < 0:
+            raise ConfigError(f"optim.poly_power must be >= 0, got {o.poly_power}")
+        if not 0 <= o.momentum < 1:
+            raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
+        if o.nesterov and o.momentum == 0:
+            raise ConfigError("optim.nesterov needs optim.momentum > 0 (or optim.nesterov: false)")
+        if o.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+        if self.eval.max_frames is not None and self.eval.max_frames < 1:
+            raise ConfigError(
+                f"eval.max_frames must be >= 1 (or null: every frame), got {self.eval.max_frames}"
+            )
+        if self.data.workers < 0:
+            raise ConfigError(f"data.workers must be >= 0, got {self.data.workers}")
+        if self.run.threads is not None and self.run.threads < 1:
+            raise ConfigError(f"run.threads must be >= 1 (or null), got {self.run.threads}")
+        if not 0 <= self.model.aspp_dropout < 1:
+            raise ConfigError(
+                f"model.aspp_dropout must be in [0, 1), got {self.model.aspp_dropout}"
+            )
+        widths = {
+            "model.aspp_channels": self.model.aspp_channels,
+            "model.decoder_channels": self.model.decoder_channels,
+            "model.small_width": self.model.small_width,
+        }
+        for key, width in widths.items():
+            if width < 1:
+                raise ConfigError(f"{key} must be >= 1, got {width}")
+        if not self.model.aspp_rates or min(self.model.aspp_rates) < 1:
+            raise ConfigError(
+                f"model.aspp_rates must be positive integers, got {self.model.aspp_rates}"
+            )
+        if self.model.pretrained and self.model.backbone == "small":
+            raise ConfigError("model.pretrained: the small encoder has no pretrained weights")
+        sizes = self.data.synth_split_sizes
+        unknown = sorted(set(sizes) - {"train", "val", "test"})
+        if unknown or any(n < 0 for n in sizes.values()):
+            raise ConfigError(
+                f"data.synth_split_sizes: splits are train, val, test with counts >= 0, got {sizes}"
+            )
+        try:
+            torch.device(self.run.device)
+        except RuntimeError as err:
+            raise ConfigError(
+                f"run.device: {self.run.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
+            ) from err
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -378,7 +436,11 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        raise ConfigError(f"{path}: not valid YAML ({_one_line(err)})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason})") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = data.pop("base", None)
@@ -386,6 +448,10 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     parent = _read(resolve_config_path(base, path.parent), (*seen, path.resolve()))
     return _merge(parent, data)
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -398,7 +464,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from err
+            raise ConfigError(
+                f"--set {item!r}: value is not valid YAML ({_one_line(err)})"
+            ) from err
         patch.pop(key, None)  # a repeated key applies where it was given last
         patch[key] = value
     return patch

@@ -16,7 +16,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -33,7 +35,8 @@ from tqdm.auto import tqdm
 from uncertainty_mtl._io import write_json
 from uncertainty_mtl.data import targets as T
 from uncertainty_mtl.data.labels import LICENSE_PLATE_IN_UINT8, known_label_ids
-from uncertainty_mtl.data.layout import frame_paths
+from uncertainty_mtl.data.layout import check_complete, frame_paths, read_json_object
+from uncertainty_mtl.errors import DataError
 from uncertainty_mtl.tasks.registry import SCENE_TASKS
 
 __all__ = [
@@ -45,6 +48,9 @@ __all__ = [
     "SceneDataError",
     "SceneFiles",
     "find_scene_files",
+    "open_image",
+    "read_camera",
+    "read_png",
     "read_scene_arrays",
 ]
 
@@ -62,7 +68,7 @@ _LICENSE_PLATE_IN_UINT16 = 65535
 SceneTransform = Callable[[Tensor, dict[str, Tensor]], tuple[Tensor, dict[str, Tensor]]]
 
 
-class SceneDataError(ValueError):
+class SceneDataError(DataError):
     """A scene data set on disk is not what the Cityscapes layout requires."""
 
 
@@ -81,6 +87,14 @@ class SceneFiles:
         path = getattr(self, field)
         assert isinstance(path, Path), field
         return path
+
+
+def read_camera(path: Path) -> dict[str, Any]:
+    """A ``camera.json``; unreadable or not a JSON object: :class:`SceneDataError`."""
+    try:
+        return read_json_object(path, "camera JSON")
+    except DataError as err:
+        raise SceneDataError(str(err)) from err
 
 
 def fields_for(tasks: Sequence[str]) -> tuple[str, ...]:
@@ -120,6 +134,7 @@ def find_scene_files(
     images_dir = root / "leftImg8bit" / split
     if not root.is_dir():
         raise SceneDataError(f"{root}: no such directory (expected a Cityscapes-layout root)")
+    check_complete(root)
     if not images_dir.is_dir():
         found = sorted(p.name for p in (root / "leftImg8bit").glob("*") if p.is_dir())
         raise SceneDataError(
@@ -152,19 +167,37 @@ def find_scene_files(
     return samples
 
 
+@contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)``; a file that is not a readable image (missing, truncated, corrupt)
+    is a :class:`SceneDataError` naming it."""
+    try:
+        with Image.open(path) as img:
+            yield img
+    except SceneDataError:
+        raise
+    except (OSError, SyntaxError, ValueError, zlib.error, Image.DecompressionBombError) as err:
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise SceneDataError(f"{path}: not a readable PNG ({detail})") from err
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with open_image(path) as img:
+        return img.size
+
+
 def _check_sizes(sample: SceneFiles, fields: Sequence[str]) -> tuple[int, int]:
     """``(height, width)`` of the image; every other file of the frame must match it."""
-    with Image.open(sample.image) as image:
-        width, height = image.size
+    width, height = _size(sample.image)
     for field in fields:
         if field == "image":
             continue
-        with Image.open(sample.path(field)) as other:
-            if other.size != (width, height):
-                raise SceneDataError(
-                    f"{sample.path(field)}: {other.size[0]}×{other.size[1]} pixels, but its image "
-                    f"{sample.image} is {width}×{height}"
-                )
+        size = _size(sample.path(field))
+        if size != (width, height):
+            raise SceneDataError(
+                f"{sample.path(field)}: {size[0]}×{size[1]} pixels, but its image "
+                f"{sample.image} is {width}×{height}"
+            )
     return height, width
 
 
@@ -172,8 +205,8 @@ _UNIT_MODES = {"L", "P"}  # 8-bit
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L"}  # 16-bit (or Pillow's 32-bit view of it)
 
 
-def _read_png(path: Path, field: str) -> NDArray[Any]:
-    with Image.open(path) as img:
+def read_png(path: Path, field: str) -> NDArray[Any]:
+    with open_image(path) as img:
         mode = img.mode
         if field == "image":
             if mode not in ("RGB", "RGBA", "L"):
@@ -183,8 +216,11 @@ def _read_png(path: Path, field: str) -> NDArray[Any]:
             raise SceneDataError(
                 f"{path}: mode {mode}, expected an 8-bit label-id PNG (is it a _color.png?)"
             )
-        if field in ("instance_ids", "disparity") and mode not in _WIDE_MODES | _UNIT_MODES:
+        if field == "instance_ids" and mode not in _WIDE_MODES | _UNIT_MODES:
             raise SceneDataError(f"{path}: mode {mode}, expected a 16-bit grayscale PNG")
+        if field == "disparity" and mode not in _WIDE_MODES:
+            # 8 bits cannot hold p = 256·d + 1: an 8-bit file is a preview, not the data.
+            raise SceneDataError(f"{path}: mode {mode}, expected a 16-bit disparity PNG")
         return np.array(img)
 
 
@@ -232,7 +268,7 @@ def read_scene_arrays(sample: SceneFiles, fields: Sequence[str]) -> dict[str, ND
     out: dict[str, NDArray[Any]] = {}
     for field in fields:
         path = sample.image if field == "image" else sample.path(field)
-        array = _read_png(path, field)
+        array = read_png(path, field)
         _check_values(path, field, array)
         if field == "instance_ids":
             array = array.astype(np.int32)
@@ -264,6 +300,21 @@ def _fingerprint(samples: Sequence[SceneFiles], fields: Sequence[str]) -> list[l
             stat = path.stat()
             rows.append([str(path), stat.st_size, stat.st_mtime_ns])
     return rows
+
+
+def _remove_dead_builds(parent: Path, prefix: str) -> None:
+    """Removes the temporary build directories (``<prefix><pid>.<random>``) of processes that
+    no longer run, e.g. a build killed with ``kill -9``; another process's build goes on."""
+    for path in parent.glob(f"{prefix}*"):
+        pid = path.name[len(prefix) :].partition(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 class _ArrayCache:
@@ -303,7 +354,9 @@ class _ArrayCache:
             )
         (height, width) = shapes.pop()
         self.directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.directory.parent, prefix=f".{self.directory.name}."))
+        prefix = f".{self.directory.name}."
+        _remove_dead_builds(self.directory.parent, prefix)
+        tmp = Path(tempfile.mkdtemp(dir=self.directory.parent, prefix=f"{prefix}{os.getpid()}."))
         try:
             arrays = {}
             for field in self.fields:
@@ -460,6 +513,4 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
         """The frame's ``camera.json`` (intrinsics ``fx, fy, u0, v0``, ``baseline``, ...)."""
         sample = self.samples[index]
         path = frame_paths(self.root, self.split, sample.stem, city=sample.image.parent.name)
-        with open(path["camera"], encoding="utf-8") as f:
-            data: dict[str, Any] = json.load(f)
-        return data
+        return read_camera(path["camera"])

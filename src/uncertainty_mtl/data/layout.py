@@ -17,8 +17,21 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from uncertainty_mtl._io import atomic_write, write_text
+from uncertainty_mtl.errors import DataError
 
-__all__ = ["FRAME_FILES", "frame_paths", "write_frame", "write_png"]
+__all__ = [
+    "DATA_MARKERS",
+    "FRAME_FILES",
+    "check_complete",
+    "frame_paths",
+    "read_json_object",
+    "read_marker",
+    "write_frame",
+    "write_png",
+]
+
+#: The markers of data sets we write, and the command that finishes each (SPEC §10).
+DATA_MARKERS = {"synth.json": "umtl data synth", "umtl_tiny.json": "umtl data tiny"}
 
 #: field -> (top directory, file suffix)
 FRAME_FILES = {
@@ -102,3 +115,33 @@ def write_frame(
         write_text(paths["camera"], json.dumps(camera, indent=2) + "\n")
         written["camera"] = paths["camera"]
     return written
+
+
+def read_json_object(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """A JSON file holding an object; unreadable or anything else: :class:`DataError` naming
+    the file as ``what``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a readable {what} ({err})") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a {what} (expected a JSON object)")
+    return data
+
+
+def read_marker(root: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """A data set's marker file (see :data:`DATA_MARKERS`)."""
+    return read_json_object(Path(root) / name, "marker of ours")
+
+
+def check_complete(root: str | os.PathLike[str]) -> None:
+    """Refuses a data set of ours whose writer has not finished: its marker says
+    ``"complete": false`` until the last file is written (older markers, without the key, are
+    taken as complete)."""
+    for name, command in DATA_MARKERS.items():
+        if (Path(root) / name).is_file() and read_marker(root, name).get("complete") is False:
+            raise DataError(
+                f"{Path(root) / name}: the data set at {root} is incomplete (its writer was "
+                f"interrupted); run `{command}` again to finish it"
+            )

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from uncertainty_mtl.errors import DataError
+
 __all__ = [
     "FASHION_MNIST_FILES",
     "IdxFormatError",
@@ -43,7 +45,7 @@ FASHION_MNIST_FILES = {
 }
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(DataError):
     """An IDX file is malformed; the message names the file and what was expected."""
 
 
@@ -134,7 +136,7 @@ def _find_idx(data_dir: Path, stem: str) -> Path:
     for candidate in (data_dir / stem, data_dir / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise DataError(
         f"{data_dir}: missing {stem} (or {stem}.gz); Fashion-MNIST needs the four IDX files "
         f"{[s for pair in FASHION_MNIST_FILES.values() for s in pair]}"
     )
@@ -162,7 +164,7 @@ def load_fashion_mnist_splits(
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"Fashion-MNIST directory {data_dir} does not exist")
+        raise DataError(f"Fashion-MNIST directory {data_dir} does not exist")
     splits: dict[str, tuple[NDArray[np.float32], NDArray[np.int64]]] = {}
     for split, (image_stem, label_stem) in FASHION_MNIST_FILES.items():
         image_path, label_path = _find_idx(data_dir, image_stem), _find_idx(data_dir, label_stem)

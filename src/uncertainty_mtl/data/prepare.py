@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 from uncertainty_mtl.data import transforms as T
@@ -32,12 +31,15 @@ class SceneDataSettings(Protocol):
 
 def ensure_scene_data(data: SceneDataSettings, *, progress: bool = True) -> None:
     """Generates the synthetic city at ``data.root`` if ``data.synthetic`` and it is not there
-    (call it from one process only)."""
-    if not data.synthetic or (Path(data.root) / "leftImg8bit").is_dir():
+    or not complete (an interrupted generation is finished); call it from one process only."""
+    if not data.synthetic:
         return
     from tqdm.auto import tqdm
 
-    from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
+    from uncertainty_mtl.data.synthetic import SynthConfig, generate_city, is_complete
+
+    if is_complete(data.root):
+        return
 
     synth = SynthConfig(
         height=data.synth_size[0],
@@ -46,7 +48,7 @@ def ensure_scene_data(data: SceneDataSettings, *, progress: bool = True) -> None
         split_sizes=data.synth_split_sizes,
     )
     if progress:
-        tqdm.write(f"generating the synthetic city in {data.root} (first use)")
+        tqdm.write(f"generating the synthetic city in {data.root} (first use, or unfinished)")
     generate_city(data.root, synth, workers=os.cpu_count() or 1, progress=progress)
 
 

@@ -8,8 +8,9 @@ horizontal distance in pixels, so it shrinks with the image: 1024×2048 -> 128×
 ``u0``, ``v0`` divided by the factor, the baseline and extrinsics unchanged.
 
 Each output file is written atomically and skipped when it exists, so an interrupted conversion
-is resumed by running it again. ``umtl_tiny.json`` at the destination records the factor; a
-destination made with another factor is refused.
+is resumed by running it again. ``umtl_tiny.json`` at the destination records the factor and,
+written last, that the conversion is complete (a data set is used only then); a destination made
+with another factor, or holding files that are not a conversion, is refused.
 """
 
 from __future__ import annotations
@@ -24,18 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
-from uncertainty_mtl._io import read_json, write_json, write_text
+from uncertainty_mtl._io import claim_directory, remove_temporaries, write_json, write_text
+from uncertainty_mtl._procs import die_with_parent
 from uncertainty_mtl.data.cityscapes import (
     FIELDS_FOR_TASK,
     SCENE_TASKS,
     CityscapesScenes,
     SceneDataError,
+    open_image,
+    read_camera,
+    read_png,
 )
-from uncertainty_mtl.data.layout import FRAME_FILES, frame_paths, write_png
+from uncertainty_mtl.data.layout import FRAME_FILES, frame_paths, read_marker, write_png
 from uncertainty_mtl.data.targets import decode_disparity, encode_disparity
+from uncertainty_mtl.errors import ConfigError
 
 __all__ = ["TinyReport", "convert_tiny", "downsample_frame"]
 
@@ -71,8 +76,7 @@ def downsample_frame(
             skipped += 1
             continue
         if field == "camera":
-            with open(source, encoding="utf-8") as f:
-                camera = json.load(f)
+            camera = read_camera(source)
             intrinsic = camera.get("intrinsic")
             if not isinstance(intrinsic, dict) or not {"fx", "fy", "u0", "v0"} <= set(intrinsic):
                 raise SceneDataError(f"{source}: expected intrinsic fx, fy, u0, v0")
@@ -81,7 +85,7 @@ def downsample_frame(
             write_text(target, json.dumps(camera, indent=2) + "\n")
             written += 1
             continue
-        with Image.open(source) as img:
+        with open_image(source) as img:
             width, height = img.size
             if width % factor or height % factor:
                 raise SceneDataError(
@@ -89,8 +93,8 @@ def downsample_frame(
                 )
             if field == "image":
                 out = np.asarray(img.convert("RGB").reduce(factor))
-            else:
-                out = _block_centre(np.array(img), factor)
+        if field != "image":
+            out = _block_centre(read_png(source, field), factor)
         if field == "label_ids":
             out = out.astype(np.uint8)
         elif field == "instance_ids":
@@ -150,7 +154,7 @@ def convert_tiny(
     """
     src, dst = Path(src), Path(dst)
     if factor < 1:
-        raise ValueError(f"factor must be >= 1, got {factor}")
+        raise ConfigError(f"--factor must be >= 1, got {factor}")
     if not (src / "leftImg8bit").is_dir():
         raise SceneDataError(f"{src}: no leftImg8bit/ directory; expected a Cityscapes-layout root")
     if src.resolve() == dst.resolve():
@@ -159,7 +163,7 @@ def convert_tiny(
         splits = sorted(p.name for p in (src / "leftImg8bit").iterdir() if p.is_dir())
     marker = dst / _MARKER
     if marker.is_file():
-        previous = read_json(marker)
+        previous = read_marker(dst, _MARKER)
         if previous.get("factor") != factor:
             raise SceneDataError(
                 f"{dst} holds a conversion with factor {previous.get('factor')}, not {factor}; "
@@ -168,14 +172,22 @@ def convert_tiny(
     frames = _frames(src, dst, splits)
     if not frames:
         raise SceneDataError(f"{src}: no images in splits {list(splits)}")
-    write_json(marker, {"factor": factor, "source": str(src.resolve())})
+    claim_directory(dst, _MARKER, "Tiny Cityscapes conversion")
+    settings = {"factor": factor, "source": str(src.resolve())}
+    write_json(marker, {**settings, "complete": False})
+    remove_temporaries([dst], recursive=True)
     report = TinyReport(frames=len(frames), splits=tuple(splits))
     work = [(frame.sources, frame.targets, factor) for frame in frames]
     bar = tqdm(total=len(work), desc=f"tiny ×1/{factor}", unit="frame", disable=not progress)
     if workers <= 1:
         results: Any = map(_run, work)
     else:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
         results = pool.map(_run, work, chunksize=16)
     try:
         for written, skipped in results:
@@ -186,7 +198,13 @@ def convert_tiny(
         bar.close()
         if workers > 1:
             pool.shutdown(cancel_futures=True)
-    _validate(dst, splits, factor, frames)
+    # Every file is written: complete, and read back as a loader will (which needs it so).
+    write_json(marker, {**settings, "complete": True})
+    try:
+        _validate(dst, splits, factor, frames)
+    except BaseException:
+        write_json(marker, {**settings, "complete": False})
+        raise
     return report
 
 
@@ -194,7 +212,7 @@ def _validate(dst: Path, splits: Sequence[str], factor: int, frames: list[_Frame
     """Reads back what was written: sizes are the source's divided by the factor, and the data
     set loads with every label value known (see :class:`CityscapesScenes`)."""
     for frame in frames:
-        with Image.open(frame.sources["image"]) as a, Image.open(frame.targets["image"]) as b:
+        with open_image(frame.sources["image"]) as a, open_image(frame.targets["image"]) as b:
             if (a.size[0] // factor, a.size[1] // factor) != b.size:
                 raise SceneDataError(
                     f"{frame.targets['image']}: {b.size[0]}×{b.size[1]} pixels, expected its "

@@ -12,10 +12,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from uncertainty_mtl.errors import ConfigError
+
 __all__ = [
     "Process",
     "all_gather_objects",
     "broadcast_object",
+    "check_device",
     "checksum",
     "setup_process",
     "shutdown_distributed",
@@ -34,6 +37,20 @@ class Process:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def check_device(device: str) -> None:
+    """Raises :class:`ConfigError` (key ``run.device``) when this machine lacks the device."""
+    wanted = torch.device(device)
+    if wanted.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (wanted.index or 0) >= count:
+            raise ConfigError(
+                f"run.device: {device!r}, but this machine has {count} CUDA device(s) "
+                "(use run.device=cpu)"
+            )
+    elif wanted.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"run.device: {device!r}, but MPS is not available (use run.device=cpu)")
 
 
 def setup_process(device: str) -> Process:

@@ -17,15 +17,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from uncertainty_mtl._procs import loader_worker_options
 from uncertainty_mtl.config import TrainConfig
 from uncertainty_mtl.data.cityscapes import CityscapesScenes
 from uncertainty_mtl.data.prepare import scene_frames
 from uncertainty_mtl.engine.builders import autocast
 from uncertainty_mtl.engine.distributed import Process, all_gather_objects, broadcast_object
+from uncertainty_mtl.errors import DataError
 from uncertainty_mtl.inference.instance_ap import instance_ap
 from uncertainty_mtl.inference.postprocess import instances_from_outputs, upsample_outputs
 from uncertainty_mtl.metrics import SceneMetrics
 from uncertainty_mtl.models.multitask import MultiTaskNet
+from uncertainty_mtl.tasks.semantic import IGNORE_INDEX
 
 __all__ = [
     "CHECKPOINT_CRITERION",
@@ -63,17 +66,59 @@ class _EvalFrames(Dataset[tuple[Tensor, dict[str, Tensor], str]]):
         return image, targets, str(path or "")
 
 
-def eval_loader(config: TrainConfig, split: str, proc: Process) -> tuple[DataLoader[Any], int]:
+def eval_loader(
+    config: TrainConfig, split: str, proc: Process, frames: CityscapesScenes | None = None
+) -> tuple[DataLoader[Any], int]:
     """This process's share of a split (all of it, or its first ``eval.max_frames``), and the
     number of frames evaluated over all processes."""
-    frames = scene_frames(config.data, config.trained_tasks, split, train=False)
+    if frames is None:
+        frames = scene_frames(config.data, config.trained_tasks, split, train=False)
     indices = list(range(len(frames)))[: config.eval.max_frames]
     loader = DataLoader(
         _EvalFrames(frames, indices[proc.rank :: proc.world]),
         batch_size=config.eval.batch_size,
         num_workers=config.data.workers,
+        **loader_worker_options(config.data.workers),
     )
     return loader, len(indices)
+
+
+#: Per task, the target that says which pixels are labelled, and the unlabelled value.
+_LABELLED = {
+    "semantic": ("semantic", IGNORE_INDEX),
+    "instance": ("instance_mask", False),
+    "depth": ("depth_mask", False),
+}
+
+
+def checked_split(config: TrainConfig, split: str, key: str) -> CityscapesScenes:
+    """The frames of ``split`` (the value of the config key ``key``), checked before training:
+    the split exists, its files read, and its evaluated frames have labelled pixels of every
+    trained task (without them a metric is NaN; on the select split, no checkpoint could be
+    chosen).
+
+    Raises:
+        DataError: naming the key and the split, and the file or the tasks without pixels.
+    """
+    try:
+        frames = scene_frames(config.data, config.trained_tasks, split, train=False)
+    except DataError as err:
+        raise DataError(f"{key} {split!r}: {err}") from err
+    indices = list(range(len(frames)))[: config.eval.max_frames]
+    missing = set(config.trained_tasks)
+    for index in indices:
+        targets = frames.targets(frames.arrays(index))
+        for task in list(missing):
+            name, unlabelled = _LABELLED[task]
+            if bool((targets[name] != unlabelled).any()):
+                missing.discard(task)
+        if not missing:
+            return frames
+    raise DataError(
+        f"{key} {split!r}: no labelled {' or '.join(sorted(missing))} pixels in its "
+        f"{len(indices)} evaluated frame(s) under {config.data.root}; every trained task needs "
+        "some (is it a split without public labels, like Cityscapes' test?)"
+    )
 
 
 def input_size_of(config: TrainConfig, frames: CityscapesScenes) -> list[int] | None:

@@ -31,14 +31,9 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.config import (
-    ConfigError,
-    TrainConfig,
-    config_differences,
-    config_to_dict,
-    load_config,
-)
+from uncertainty_mtl._io import append_line, is_disk_error, write_json, write_text
+from uncertainty_mtl._procs import loader_worker_options
+from uncertainty_mtl.config import ConfigError, TrainConfig, config_to_dict
 from uncertainty_mtl.data.prepare import ensure_scene_data, scene_frames
 from uncertainty_mtl.engine.builders import (
     NetWithLoss,
@@ -60,26 +55,26 @@ from uncertainty_mtl.engine.distributed import (
     Process,
     all_gather_objects,
     broadcast_object,
+    check_device,
     checksum,
     setup_process,
     sync_buffers,
 )
 from uncertainty_mtl.engine.evaluate import (
     CHECKPOINT_CRITERION,
+    checked_split,
     checkpoint_score,
     eval_loader,
     evaluate,
     final_evaluation,
     input_size_of,
 )
+from uncertainty_mtl.engine.rundir import open_run_directory
 from uncertainty_mtl.engine.sampling import EpochBatches, SeededFrames
+from uncertainty_mtl.errors import RunDirectoryError, TrainingError
 from uncertainty_mtl.tasks.registry import task_errors
 
 __all__ = ["TrainingError", "train"]
-
-
-class TrainingError(RuntimeError):
-    """Training stopped; the message says why and at which step."""
 
 
 @dataclass
@@ -92,20 +87,8 @@ class _Best:
     reference: dict[str, float] | None = None
 
 
-def _check_out(out: Path, resolved: dict[str, Any], resume: bool) -> None:
-    last = out / "checkpoints" / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise ConfigError(f"--resume: {last} does not exist; nothing to resume")
-        # Resolved again, so that keys added since the run started take their defaults.
-        saved = config_to_dict(
-            load_config(data=yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
-        )
-        diffs = config_differences(saved, resolved)
-        if diffs:
-            raise ConfigError(f"--resume: {out} was trained with another config: {diffs}")
-    elif last.exists() or (out / "results.json").exists():
-        raise ConfigError(f"{out} already holds a run; use --resume or another --out")
+#: What ``last.pt`` holds, all needed to resume.
+_RESUME_KEYS = ("model", "weighting", "optimizer", "scheduler", "scaler", "rng", "step", "best")
 
 
 def compile_module(module: nn.Module) -> Callable[..., Any]:
@@ -150,8 +133,13 @@ class Trainer:
                 f"one batch of {config.optim.batch_size}"
             )
         self.input_size = input_size_of(config, self.frames)
+        # Every split the run touches is checked now, not after the last step.
         select = config.eval.select_split
-        self.select_loader = eval_loader(config, select, proc)[0] if select else None
+        self.select_loader = None
+        if select:
+            frames = checked_split(config, select, "eval.select_split")
+            self.select_loader = eval_loader(config, select, proc, frames)[0]
+        checked_split(config, config.eval.report_split, "eval.report_split")
 
         torch.manual_seed(config.run.seed)
         model = build_model(config).to(proc.device)
@@ -185,7 +173,7 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
 
     def resume(self) -> None:
-        state = load_checkpoint(self.last_path, self.proc.device)
+        state = load_checkpoint(self.last_path, self.proc.device, keys=_RESUME_KEYS)
         self.model.load_state_dict(state["model"])
         self.weighting.load_state_dict(state["weighting"])
         self.optimiser.load_state_dict(state["optimizer"])
@@ -204,18 +192,23 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         write_text(self.out / "config.yaml", yaml.safe_dump(self.resolved, sort_keys=False))
         truncate_log(self.out / "metrics.jsonl", self.step)
-        self.writer = SummaryWriter(
-            log_dir=str(self.out / "tensorboard"), purge_step=self.step or None
-        )
+        # Events of steps after the checkpoint (a killed run's) are dropped by readers.
+        self.writer = SummaryWriter(log_dir=str(self.out / "tensorboard"), purge_step=self.step)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.proc.main:
             return
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key != "step" and isinstance(value, int | float) and math.isfinite(value):
-                self.writer.add_scalar(key, value, record["step"])
+        append_line(self.out / "metrics.jsonl", json.dumps(record))
+        try:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, record["step"])
+        except OSError as err:  # TensorBoard's writer thread reports a full disk here
+            if is_disk_error(err):
+                raise RunDirectoryError(
+                    f"{self.out / 'tensorboard'}: cannot write ({err.strerror})"
+                ) from err
+            raise
 
     def _kept(self) -> str:
         if self.saved_step is None:
@@ -226,10 +219,22 @@ class Trainer:
         flags = [p.detach().isfinite().all() for p in self.joint.parameters()]
         return bool(torch.stack(flags).all())
 
-    def check_finite(self, losses: dict[str, Tensor], total: Tensor) -> None:
-        """Reads the device's non-finite flag; raises :class:`TrainingError` if a total since
-        the last read was not finite (the checkpoint on disk stays the last good one)."""
+    def check_finite(
+        self, losses: dict[str, Tensor], total: Tensor, *, parameters: bool = True
+    ) -> None:
+        """Reads the device's non-finite flag and (``parameters``) checks the parameters;
+        raises :class:`TrainingError` if a total since the last read was not finite or a
+        parameter is not (the checkpoint on disk stays the last good one).
+
+        The parameters are checked before anything is logged, validated or saved; between
+        those steps a non-finite parameter shows as a non-finite total one step later."""
         if not bool(self._nonfinite):
+            if parameters and not self._parameters_finite():
+                raise TrainingError(
+                    f"step {self.step}: the parameters are not finite after the update (the "
+                    f"total loss was finite: {float(total.detach())}); training stopped, "
+                    f"nothing saved, last good checkpoint: {self._kept()}"
+                )
             self._unchecked_from = self.step + 1
             return
         if self._unchecked_from == self.step:
@@ -282,6 +287,11 @@ class Trainer:
             channels_last=self.config.run.channels_last,
         )
         errors = task_errors(metrics, self.tasks)
+        if not all(math.isfinite(e) for e in errors.values()):
+            raise TrainingError(
+                f"step {self.step}: a task error on eval.select_split {split!r} is not finite "
+                f"({errors}); training stopped, last good checkpoint: {self._kept()}"
+            )
         if self.best.reference is None:
             self.best.reference = errors
         score = checkpoint_score(errors, self.best.reference)
@@ -324,6 +334,7 @@ class Trainer:
             persistent_workers=c.data.workers > 0,
             pin_memory=self.proc.device.type == "cuda",
             generator=torch.Generator().manual_seed(c.run.seed),
+            **loader_worker_options(c.data.workers),
         )
 
     def train_step(
@@ -370,8 +381,9 @@ class Trainer:
             validating = self.select_loader is not None and (
                 self.step % c.eval.every == 0 or self.step == steps
             )
-            if logging or checkpointing or validating or self.step % self.finite_check_every == 0:
-                self.check_finite(losses, total)
+            syncing = logging or checkpointing or validating
+            if syncing or self.step % self.finite_check_every == 0:
+                self.check_finite(losses, total, parameters=syncing)
             if logging:
                 record = {
                     "step": self.step,
@@ -457,26 +469,33 @@ def train(
         on_step: called with the step number after every step (e.g. to stop a test run).
 
     Raises:
-        ConfigError: ``out`` already holds a run (without ``resume``), or holds a run of another
-            configuration (with it).
+        RunDirectoryError: ``out`` is not ours, another process trains into it, it already
+            holds a run (without ``resume``) or no checkpoint (with it) (SPEC §10).
+        ConfigError: with ``resume``, ``out`` holds a run of another configuration.
+        DataError: a split the run touches is missing, unreadable, or has no labelled pixels
+            for a task (found before the first step).
         TrainingError: the total loss or the parameters became non-finite (the message names
             the step and the tasks; the last good checkpoint stays).
 
     Returns:
         The content of ``results.json``.
     """
-    out = Path(out)
-    _check_out(out, config_to_dict(config), resume)
-    proc = setup_process(config.run.device)
-    if config.run.threads:
-        torch.set_num_threads(config.run.threads)
-    if proc.main:
-        ensure_scene_data(config.data, progress=progress)
-    if proc.world > 1:
-        dist.barrier()
-    trainer = Trainer(config, out, proc, progress=progress)
-    if resume:
-        trainer.resume()
-    trainer.open_run_directory()
-    seconds = trainer.run(on_step)
-    return trainer.finish(seconds)
+    check_device(config.run.device)
+    main = int(os.environ.get("RANK", "0")) == 0
+    run_dir = open_run_directory(out, config_to_dict(config), resume=resume, main=main)
+    try:
+        proc = setup_process(config.run.device)
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
+        if proc.main:
+            ensure_scene_data(config.data, progress=progress)
+        if proc.world > 1:
+            dist.barrier()
+        trainer = Trainer(config, Path(out), proc, progress=progress)
+        if resume:
+            trainer.resume()
+        trainer.open_run_directory()
+        seconds = trainer.run(on_step)
+        return trainer.finish(seconds)
+    finally:
+        run_dir.close()

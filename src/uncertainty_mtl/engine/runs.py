@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from uncertainty_mtl._io import read_json, write_json
-from uncertainty_mtl.config import ConfigError, TrainConfig, load_config
+from uncertainty_mtl.config import TrainConfig
 from uncertainty_mtl.engine.builders import build_model
 from uncertainty_mtl.engine.checkpoint import load_checkpoint
-from uncertainty_mtl.engine.distributed import setup_process
+from uncertainty_mtl.engine.distributed import check_device, setup_process
 from uncertainty_mtl.engine.evaluate import final_evaluation
+from uncertainty_mtl.engine.rundir import read_run_config
+from uncertainty_mtl.errors import RunDirectoryError
 from uncertainty_mtl.inference.predict import Predictor
 from uncertainty_mtl.models.multitask import MultiTaskNet
 
 __all__ = ["evaluate_checkpoint", "evaluate_run", "load_run", "predictor"]
-
-
-def _run_config(run_dir: Path) -> TrainConfig:
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir}: no config.yaml; not a run directory")
-    return load_config(data=yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
 
 
 def load_run(
@@ -37,15 +32,17 @@ def load_run(
         device: default: the run's ``run.device``.
     """
     run_dir = Path(run_dir)
-    config = _run_config(run_dir)
+    config = read_run_config(run_dir)
     if checkpoint == "auto":
         checkpoint = "best" if (run_dir / "checkpoints" / "best.pt").is_file() else "last"
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if not path.is_file():
-        raise ConfigError(f"{path} does not exist")
-    state = load_checkpoint(path, device or config.run.device)
+        raise RunDirectoryError(f"{path}: no such checkpoint")
+    device = device or config.run.device
+    check_device(device)
+    state = load_checkpoint(path, device)
     state["checkpoint"] = checkpoint
-    model = build_model(config).to(device or config.run.device)
+    model = build_model(config).to(device)
     model.load_state_dict(state["model"])
     return model.eval(), config, state
 
@@ -99,9 +96,11 @@ def _evaluate(
     data_root: str | os.PathLike[str] | None,
     cluster_method: str | None,
     progress: bool,
+    device: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """:func:`evaluate_checkpoint`'s results, and the run's own report split."""
-    model, config, state = load_run(run_dir, checkpoint=checkpoint)
+    model, config, state = load_run(run_dir, checkpoint=checkpoint, device=device)
+    config.run.device = device or config.run.device
     report_split = config.eval.report_split
     if data_root is not None:
         # Another root: nothing to generate, and its frames must not replace the run's cache.
@@ -131,6 +130,7 @@ def evaluate_run(
     data_root: str | os.PathLike[str] | None = None,
     cluster_method: str | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """``umtl evaluate``: :func:`evaluate_checkpoint`, written into the run directory.
 
@@ -139,7 +139,7 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     results, report_split = _evaluate(
-        run_dir, split, checkpoint, data_root, cluster_method, progress
+        run_dir, split, checkpoint, data_root, cluster_method, progress, device
     )
     if data_root is None and results["split"] == report_split:
         name = "results.json"
@@ -149,6 +149,8 @@ def evaluate_run(
     if int(os.environ.get("RANK", "0")) == 0:
         previous = run_dir / name
         if previous.is_file():
-            results["training"] = read_json(previous).get("training")
+            # A damaged results.json has no training record to keep; it is rewritten whole.
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                results["training"] = read_json(previous).get("training")
         write_json(run_dir / name, results)
     return results

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from uncertainty_mtl._io import read_json, write_json
+from uncertainty_mtl._procs import die_with_parent
+from uncertainty_mtl.errors import ConfigError
 
 __all__ = [
     "LAUNCHERS",
@@ -127,7 +130,12 @@ class LocalExecutor(Executor):
                 yield job.name, job.fn(*job.args)
             return
         context = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=context,
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = {pool.submit(_call, 1, job.fn, *job.args): job for job in jobs}
             for future in as_completed(futures):
                 yield futures[future].name, future.result()
@@ -265,4 +273,4 @@ def make_executor(
     if launcher in ("slurm", "submitit-local"):
         cluster = "slurm" if launcher == "slurm" else "local"
         return SubmititExecutor(folder, cluster=cluster, slurm=slurm or SlurmOptions())
-    raise ValueError(f"--launcher must be one of {list(LAUNCHERS)}, got {launcher!r}")
+    raise ConfigError(f"--launcher must be one of {list(LAUNCHERS)}, got {launcher!r}")

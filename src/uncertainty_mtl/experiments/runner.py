@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from uncertainty_mtl._io import read_json
+from uncertainty_mtl._io import claim_directory, read_json
+from uncertainty_mtl.errors import RunDirectoryError
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 
 __all__ = ["Run", "Runner", "Study"]
@@ -76,6 +77,20 @@ class Study(Protocol):
 S = TypeVar("S", bound=Study)
 
 
+#: The file that marks a directory as a study's output (tables, figures, ``runs/``).
+MARKER = "umtl_study.json"
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = read_json(path)
+    except (OSError, ValueError) as err:
+        raise RunDirectoryError(
+            f"{path}: unreadable ({err}); delete its run directory to train the run again"
+        ) from err
+    return result
+
+
 @dataclass
 class Runner(Generic[S]):
     """Finds and trains the runs of one study invocation.
@@ -97,7 +112,7 @@ class Runner(Generic[S]):
     _configs: dict[Run, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
+        self.out = claim_directory(self.out, MARKER, "umtl study output", legacy=("runs",))
 
     def config(self, run: Run) -> Any:
         """The run's resolved config (resolved once)."""
@@ -121,7 +136,7 @@ class Runner(Generic[S]):
         for run in dict.fromkeys(runs):
             self._used.add(run)
             if self.finished(run):
-                done[run] = read_json(self.run_dir(run) / self.study.result_file)
+                done[run] = _read_result(self.run_dir(run) / self.study.result_file)
             else:
                 todo.append(run)
         if not todo:

@@ -23,6 +23,7 @@ from uncertainty_mtl.config import (
     parse_overrides,
     read_config,
 )
+from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.executors import Job
 from uncertainty_mtl.experiments.runner import Run
 from uncertainty_mtl.reporting.tables import format_mean_std, summarise_metrics
@@ -159,9 +160,9 @@ class SceneStudy:
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
-            raise ValueError(f"--preset must be one of {list(PRESETS)}, got {self.preset!r}")
+            raise ConfigError(f"--preset must be one of {list(PRESETS)}, got {self.preset!r}")
         if self.spec.needs_data and not self.data:
-            raise ValueError(f"--preset {self.preset} needs --data ROOT (e.g. Tiny Cityscapes)")
+            raise ConfigError(f"--preset {self.preset} needs --data ROOT (e.g. Tiny Cityscapes)")
         self._base = read_config(self.spec.base)
         self._user = parse_overrides(list(self.overrides))
         self.resolve(Run("check"), parallel=False)  # a bad --set fails here, before any run

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.scene import (
     SceneStudy,
@@ -94,7 +95,7 @@ def reproduce_table1(
     """Trains what is missing and writes ``table1.md`` and ``table1.json`` into the output
     directory (with ``only``: trains that row's runs and writes nothing else)."""
     if only is not None and only not in ROWS:
-        raise ValueError(f"--only: unknown row {only!r}; rows are {list(ROWS)}")
+        raise ConfigError(f"--only: unknown row {only!r}; rows are {list(ROWS)}")
     wanted = [only] if only else list(ROWS)
     first = [row_run(k, s) for k in wanted if k != "approx-optimal" for s in range(seeds)]
     grid = grid_runs() if "approx-optimal" in wanted else []

@@ -68,11 +68,12 @@ def run_study(
         The content of ``results.json``.
     """
     start = time.perf_counter()
-    out = Path(out)
     splits = load_splits(config)  # bad data fails here, before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    runner = Runner(
+        TwoTaskStudy(config, device), Path(out), executor or LocalExecutor(workers), progress
+    )
+    out = runner.out  # claimed (SPEC §10): absent, empty or a study of ours
     write_text(out / "config.yaml", yaml.safe_dump(config_dict(config), sort_keys=False))
-    runner = Runner(TwoTaskStudy(config, device), out, executor or LocalExecutor(workers), progress)
     runs = [
         *(fixed_run(w, seed) for seed in range(config.seeds) for w in config.fixed_weights),
         *(learned_run(c, seed) for seed in range(config.seeds) for c in ("likelihood", "paper")),

@@ -38,6 +38,7 @@ from uncertainty_mtl.data.mnist_like import (
     load_digits_splits,
     load_fashion_mnist_splits,
 )
+from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.executors import Job
 from uncertainty_mtl.experiments.runner import Run
 from uncertainty_mtl.models.autoencoder import ConvAutoencoderClassifier
@@ -112,14 +113,14 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         if self.dataset not in ("digits", "fashion-mnist"):
-            raise ValueError(f"dataset must be 'digits' or 'fashion-mnist', got {self.dataset!r}")
+            raise ConfigError(f"dataset must be 'digits' or 'fashion-mnist', got {self.dataset!r}")
         for name in ("seeds", "epochs", "batch_size", "eval_every", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not all(0.0 <= w <= 1.0 for w in self.grid):
-            raise ValueError(f"grid weights must lie in [0, 1], got {list(self.grid)}")
+            raise ConfigError(f"grid weights must lie in [0, 1], got {list(self.grid)}")
         if not self.lr > 0 or (self.weighting_lr is not None and not self.weighting_lr > 0):
-            raise ValueError("learning rates must be > 0")
+            raise ConfigError("learning rates must be > 0")
 
     @property
     def fixed_weights(self) -> tuple[float, ...]:
@@ -220,7 +221,7 @@ def _splits(
     if dataset == "digits":
         splits = load_digits_splits()
     elif data_dir is None:
-        raise ValueError(
+        raise ConfigError(
             "dataset 'fashion-mnist' needs data_dir (--data-dir): the directory holding "
             "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
             "t10k-labels-idx1-ubyte (each may be .gz)"

@@ -9,7 +9,6 @@ Instances are clustered at the network's resolution, where the votes were made.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +21,10 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
+from uncertainty_mtl._io import claim_directory, write_json
 from uncertainty_mtl.data.cityscapes import IMAGENET_MEAN, IMAGENET_STD
 from uncertainty_mtl.data.labels import id_to_train_id
+from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.inference.clustering import InstanceMap
 from uncertainty_mtl.inference.postprocess import instances_from_outputs, upsample_outputs
 from uncertainty_mtl.models.multitask import MultiTaskNet
@@ -33,6 +34,9 @@ __all__ = [
     "ScenePrediction",
     "predict_files",
 ]
+
+#: The file that marks a directory as ``umtl predict`` output.
+_MARKER = "umtl_predict.json"
 
 
 @dataclass
@@ -154,8 +158,15 @@ def predict_files(
     ``<stem>_instanceIds.png`` (16-bit ``labelId*1000 + k`` on instances, the label id
     elsewhere) and ``<stem>_disparity.png`` (16-bit ``p = 256·d + 1``), for the network's tasks.
 
+    ``out`` must be absent, empty, or an earlier ``umtl predict`` output (SPEC §10); two
+    images whose outputs would share a name are refused before anything is written.
+
     Returns:
         The images done, and one error message per image that could not be read.
+
+    Raises:
+        RunDirectoryError: ``out`` holds files that are not predictions of ours.
+        ConfigError: two inputs have the same stem.
     """
     from uncertainty_mtl.data.layout import write_png
     from uncertainty_mtl.data.targets import encode_disparity
@@ -172,10 +183,18 @@ def predict_files(
             images += found
         else:
             images.append(item)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    done = []
+    stems: dict[str, Path] = {}
     for path in images:
+        stem = _stem(path)
+        if stem in stems and stems[stem] != path:
+            raise ConfigError(
+                f"{stems[stem]} and {path} would both write {stem}_*.png into {out}; "
+                "predict them into different --out directories"
+            )
+        stems[stem] = path
+    out = claim_directory(out, _MARKER, "umtl predict output", legacy=("predict.json",))
+    done = []
+    for path in stems.values():
         try:
             with Image.open(path) as img:
                 rgb = np.array(img.convert("RGB"))
@@ -183,7 +202,7 @@ def predict_files(
             errors.append(f"{path}: cannot read it as an image ({err})")
             continue
         prediction = predictor.predict(rgb)
-        stem = path.stem.removesuffix("_leftImg8bit")
+        stem = _stem(path)
         if prediction.semantic is not None:
             label_ids = _label_ids(prediction.semantic)
             write_png(out / f"{stem}_labelIds.png", label_ids)
@@ -202,5 +221,9 @@ def predict_files(
         _save_panel(out / f"{stem}_panel.png", rgb, prediction)
         done.append(path)
     summary = {"run": source, "images": [str(p) for p in done], "errors": errors}
-    (out / "predict.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "predict.json", summary)
     return done, errors
+
+
+def _stem(path: Path) -> str:
+    return path.stem.removesuffix("_leftImg8bit")

@@ -36,7 +36,7 @@ from uncertainty_mtl.data.synthetic.layout import (
     city_style,
 )
 from uncertainty_mtl.data.synthetic.render import render_frame
-from uncertainty_mtl.data.synthetic.writer import generate_city, read_config
+from uncertainty_mtl.data.synthetic.writer import generate_city, is_complete, read_config
 
 __all__ = [
     "CITIES",
@@ -45,6 +45,7 @@ __all__ = [
     "SynthFrame",
     "city_style",
     "generate_city",
+    "is_complete",
     "read_config",
     "render_frame",
 ]

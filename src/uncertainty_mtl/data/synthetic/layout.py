@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from uncertainty_mtl.data.labels import label_id_of
+from uncertainty_mtl.errors import ConfigError
 
 SPLIT_SIZES = {"train": 2975, "val": 500, "test": 500}
 #: Made-up city names; as in Cityscapes, each split has its own cities.
@@ -85,12 +86,12 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.height < 32 or self.width < 64:
-            raise ValueError(f"image size must be at least 32×64, got {self.height}×{self.width}")
+            raise ConfigError(f"image size must be at least 32×64, got {self.height}×{self.width}")
         unknown = [s for s in self.split_sizes if s not in CITIES]
         if unknown:
-            raise ValueError(f"unknown split(s) {unknown}; splits are {list(CITIES)}")
+            raise ConfigError(f"unknown split(s) {unknown}; splits are {list(CITIES)}")
         if any(n < 0 for n in self.split_sizes.values()):
-            raise ValueError(f"split sizes must be >= 0, got {dict(self.split_sizes)}")
+            raise ConfigError(f"split sizes must be >= 0, got {dict(self.split_sizes)}")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ the city's own config kept beside it."""
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -14,12 +13,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from uncertainty_mtl._io import read_json, write_json
-from uncertainty_mtl.data.layout import frame_paths, write_frame
+from uncertainty_mtl._io import claim_directory, remove_temporaries, write_json
+from uncertainty_mtl._procs import die_with_parent
+from uncertainty_mtl.data.layout import frame_paths, read_marker, write_frame
 from uncertainty_mtl.data.synthetic.layout import CITIES, SPLIT_INDEX, SynthConfig, city_style
 from uncertainty_mtl.data.synthetic.render import render_frame
+from uncertainty_mtl.errors import DataError
 
 _FORMAT_VERSION = 1
+MARKER = "synth.json"
 
 
 def _frame_plan(config: SynthConfig) -> list[tuple[str, int, int, str]]:
@@ -68,26 +70,33 @@ def generate_city(
 ) -> int:
     """Writes the synthetic city into ``dst``; frames already there are kept.
 
+    ``synth.json`` records the settings and, rewritten after the last frame, that the city is
+    complete: an interrupted city is finished by calling this again, and used only then.
+
     Returns:
         The number of frames written (0 when everything was there already).
 
     Raises:
-        ValueError: ``dst`` holds a city generated with another configuration.
+        DataError: ``dst`` holds a city generated with another configuration.
+        RunDirectoryError: ``dst`` holds files that are not a city of ours.
     """
     config = config or SynthConfig()
     root = Path(dst)
-    marker = root / "synth.json"
     settings = {"version": _FORMAT_VERSION, **asdict(config)}
     settings["split_sizes"] = dict(config.split_sizes)
-    if marker.is_file():
-        previous = read_json(marker)
+    if (root / MARKER).is_file():
+        previous = read_marker(root, MARKER)
+        done = previous.pop("complete", None)
         if previous != settings:
-            raise ValueError(
+            raise DataError(
                 f"{root} holds a synthetic city made with {previous}, not {settings}; "
                 "use another directory"
             )
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(marker, settings)
+        if done:
+            return 0
+    claim_directory(root, MARKER, "synthetic city")
+    write_json(root / MARKER, {**settings, "complete": False})
+    remove_temporaries([root], recursive=True)
     plan = _frame_plan(config)
     chunks = [plan[i : i + 25] for i in range(0, len(plan), 25)]
     bar = tqdm(total=len(plan), desc="synthetic city", unit="frame", disable=not progress)
@@ -97,17 +106,26 @@ def generate_city(
             written += _write_many(config, str(root), chunk)
             bar.update(len(chunk))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = {pool.submit(_write_many, config, str(root), c): len(c) for c in chunks}
             for future in futures:
                 written += future.result()
                 bar.update(futures[future])
     bar.close()
+    write_json(root / MARKER, {**settings, "complete": True})  # last: the city is usable now
     return written
+
+
+def is_complete(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` holds a finished synthetic city."""
+    return (Path(root) / MARKER).is_file() and read_marker(root, MARKER).get("complete") is True
 
 
 def read_config(root: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``synth.json`` of a generated city."""
-    with open(Path(root) / "synth.json", encoding="utf-8") as f:
-        data: dict[str, Any] = json.load(f)
-    return data
+    return read_marker(root, MARKER)
