@@ -248,7 +248,7 @@ def test_missing_root_split_and_empty_split(tmp_path):
         CityscapesScenes(tmp_path, "test")
 
 
-def test_missing_files_are_all_listed(tmp_path):
+def test_missing_files_are_counted_and_named(tmp_path):
     write_tree(tmp_path, stems=("aachen_000000_000019", "aachen_000000_000020"))
     paths = frame_paths(tmp_path, "val", "aachen_000000_000020")
     paths["instance_ids"].unlink()

@@ -124,8 +124,8 @@ def find_scene_files(
     reported split is val, as on Cityscapes, whose test labels are not public.
 
     Raises:
-        SceneDataError: missing root or split, an empty split, missing files (all of them are
-            listed, up to 20), all naming the paths.
+        SceneDataError: missing root or split, an empty split, missing files (the first five
+            named, and how many), all naming the paths.
     """
     root = Path(root)
     split, _, part = split.partition(":")
@@ -161,9 +161,9 @@ def find_scene_files(
                 missing.append(str(paths[field]))
         samples.append(SceneFiles(stem, image, **{f: paths[f] for f in wanted}))
     if missing:
-        shown = "\n  ".join(missing[:20])
-        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise SceneDataError(f"{len(missing)} file(s) missing in {root}:\n  {shown}{more}")
+        shown = ", ".join(missing[:5])
+        more = f", ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise SceneDataError(f"{len(missing)} file(s) missing in {root}: {shown}{more}")
     return samples
 
 
