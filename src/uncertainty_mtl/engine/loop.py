@@ -15,6 +15,7 @@ nothing, after every step), and a checkpoint is written only when the parameters
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -483,6 +484,7 @@ def train(
     check_device(config.run.device)
     main = int(os.environ.get("RANK", "0")) == 0
     run_dir = open_run_directory(out, config_to_dict(config), resume=resume, main=main)
+    trainer: Trainer | None = None
     try:
         proc = setup_process(config.run.device)
         if config.run.threads:
@@ -498,4 +500,8 @@ def train(
         seconds = trainer.run(on_step)
         return trainer.finish(seconds)
     finally:
+        if trainer is not None and trainer.writer is not None:
+            # Closed twice after finish() is a no-op; a full disk must not hide the error.
+            with contextlib.suppress(OSError):
+                trainer.writer.close()
         run_dir.close()

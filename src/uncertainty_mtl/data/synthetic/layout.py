@@ -86,12 +86,20 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.height < 32 or self.width < 64:
-            raise ConfigError(f"image size must be at least 32×64, got {self.height}×{self.width}")
+            raise ConfigError(
+                f"--size (data.synth_size): at least 32×64, got {self.height}×{self.width}"
+            )
         unknown = [s for s in self.split_sizes if s not in CITIES]
         if unknown:
-            raise ConfigError(f"unknown split(s) {unknown}; splits are {list(CITIES)}")
+            raise ConfigError(
+                f"--split-sizes (data.synth_split_sizes): unknown split(s) {unknown}; splits "
+                f"are {list(CITIES)}"
+            )
         if any(n < 0 for n in self.split_sizes.values()):
-            raise ConfigError(f"split sizes must be >= 0, got {dict(self.split_sizes)}")
+            raise ConfigError(
+                f"--split-sizes (data.synth_split_sizes): counts must be >= 0, got "
+                f"{dict(self.split_sizes)}"
+            )
 
 
 @dataclass(frozen=True)
