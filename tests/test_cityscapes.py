@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -329,3 +330,29 @@ def test_data_sets_of_different_tasks_share_one_cache(tmp_path):
     assert index.stat().st_mtime_ns == built  # reused, not rebuilt for a subset of fields
     assert set(semantic[0][1]) == {"semantic"}
     np.testing.assert_array_equal(depth[0][1]["inverse_depth"].numpy(), EXPECTED_DEPTH)
+
+
+@pytest.mark.parametrize("part", ["train:fit", "train:holdout"])
+def test_a_part_split_reads_cameras_and_caches_like_its_files(city, tmp_path, part):
+    plain = CityscapesScenes(city, part)
+    cached = CityscapesScenes(city, part, cache_dir=tmp_path / "cache")
+    assert len(plain) == len(cached) > 0
+    assert (tmp_path / "cache" / part.replace(":", ".") / "index.json").is_file()
+    for i in range(len(plain)):
+        image, targets = plain[i]
+        image_c, targets_c = cached[i]
+        assert torch.equal(image, image_c)
+        assert targets.keys() == targets_c.keys()
+        assert all(torch.equal(targets[k], targets_c[k]) for k in targets)
+        sample = plain.samples[i]
+        camera_file = frame_paths(city, "train", sample.stem, city=sample.image.parent.name)
+        assert plain.camera(i) == json.loads(camera_file["camera"].read_text())
+
+
+def test_the_scene_data_set_is_importable_from_the_data_package():
+    import uncertainty_mtl.data as data
+    from uncertainty_mtl.data import CityscapesScenes as Lazy
+
+    assert Lazy is CityscapesScenes and data.SceneDataError is SceneDataError
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        data.Nothing  # noqa: B018

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from uncertainty_mtl.cli import main
 from uncertainty_mtl.config import ConfigError, load_config
@@ -221,9 +222,38 @@ def test_depth_scale_and_tempered_softmax_train_and_report_pixels(city, tmp_path
     finally:
         engine.scene_losses = real
     assert seen["depth_max"] > 100  # the loss saw labels in units of 1/100 px
-    assert results["metrics"]["depth_mean_error_px"] < 50  # metrics back in pixels
     weights = results["training"]["weighting_at_kept_checkpoint"]
     assert weights["weight/semantic"] == pytest.approx(1.0)  # tempered: no weight, no penalty
     assert weights["log_var/semantic"] != 0.0  # but s learned through the loss
     with pytest.raises(ConfigError, match=r"weighting\.likelihoods: depth: 'softmax'"):
         smoke(city, "weighting.likelihoods={depth: softmax}")
+
+
+class _ConstantDepth(nn.Module):
+    """A "network" predicting one inverse depth everywhere, in the units it was trained in."""
+
+    tasks = ("depth",)
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+        self.unused = nn.Parameter(torch.zeros(()))
+
+    def forward(self, images):
+        b, _, h, w = images.shape
+        return {"depth": torch.full((b, 1, h, w), self.value)}
+
+
+@pytest.mark.parametrize("scale", [1.0, 100.0])
+def test_evaluation_reports_depth_in_pixels_whatever_depth_scale(scale):
+    from uncertainty_mtl.engine.evaluate import evaluate
+
+    target = torch.tensor([[[1.0, 2.0], [3.0, 10.0]]])
+    valid = torch.tensor([[[True, True], [True, False]]])
+    batch = (torch.zeros(1, 3, 2, 2), {"inverse_depth": target, "depth_mask": valid}, [""])
+    # 2 px predicted; in the network's units that is 2·scale
+    metrics = evaluate(
+        _ConstantDepth(2.0 * scale), [batch], device=torch.device("cpu"), depth_scale=scale
+    )
+    assert metrics["depth_mean_error_px"] == pytest.approx((1 + 0 + 1) / 3)
+    assert metrics["depth_rms_error_px"] == pytest.approx(((1 + 0 + 1) / 3) ** 0.5)

@@ -4,6 +4,7 @@ workers) and the deferred finiteness check that a GPU uses, all exercised on the
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -120,3 +121,20 @@ def test_deferred_finiteness_check_stops_before_any_save(
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_deterministic_mode_is_on_during_the_run_only_and_changes_nothing_on_the_cpu(
+    city, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen = []
+
+    def on_step(step):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+
+    train(smoke(city, "run.deterministic=true"), tmp_path / "det", progress=False, on_step=on_step)
+    assert seen and all(seen)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after the run
+    train(smoke(city), tmp_path / "plain", progress=False)
+    assert losses(tmp_path / "det") == losses(tmp_path / "plain")

@@ -431,3 +431,19 @@ def test_tempered_softmax_is_the_exact_tempered_cross_entropy_without_a_penalty(
         w.logit_scale("reg")
     with pytest.raises(ValueError, match="no closed-form optimum"):
         optimal_log_variance("tempered_softmax", 1.0)
+
+
+def test_log_variances_are_float32_whatever_the_default_dtype():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        weighting = UncertaintyWeighting({"a": "gaussian", "b": "laplace"}, init_log_var=0.1)
+        losses = {"a": torch.tensor(2.0), "b": torch.tensor(3.0)}  # float64 losses
+        total = weighting(losses)
+    finally:
+        torch.set_default_dtype(previous)
+    assert weighting.log_vars.dtype == torch.float32
+    # float64 losses are combined in float64 (never rounded down to the parameters' dtype)
+    s = torch.tensor(0.1, dtype=torch.float32).double()
+    expected = 0.5 * torch.exp(-s) * 2.0 + 0.5 * s + torch.exp(-0.5 * s) * 3.0 + 0.5 * s
+    assert total.dtype == torch.float64 and torch.allclose(total, expected, rtol=0, atol=1e-12)

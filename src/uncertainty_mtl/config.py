@@ -133,6 +133,7 @@ class RunConfig:
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     channels_last: bool = False  # NHWC memory format (faster convolutions on tensor cores)
     compile: bool = False  # torch.compile the network (the first steps compile it)
+    deterministic: bool = False  # deterministic kernels: exact resume on CUDA too (slower)
 
 
 @dataclass

@@ -448,7 +448,8 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
             # cache instead of rebuilding it under each other's feet.
             cached = self._available_fields()
             samples = find_scene_files(self.root, split, fields=cached)
-            self._cache = _ArrayCache(Path(cache_dir) / split, samples, cached)
+            # One cache per split or part ("train:fit" -> "train.fit", a portable name).
+            self._cache = _ArrayCache(Path(cache_dir) / split.replace(":", "."), samples, cached)
         else:
             for sample in tqdm(
                 self.samples,
@@ -463,12 +464,17 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
+    @property
+    def _directory(self) -> str:
+        """The split's directory name (``train`` for the part ``train:fit``)."""
+        return self.split.partition(":")[0]
+
     def _available_fields(self) -> tuple[str, ...]:
         """The decoded arrays every frame of the split has files for (at least ``fields``)."""
         fields = ["image"]
         for field in ("label_ids", "instance_ids", "disparity"):
             if field in self.fields or all(
-                frame_paths(self.root, self.split, s.stem, city=s.image.parent.name)[
+                frame_paths(self.root, self._directory, s.stem, city=s.image.parent.name)[
                     field
                 ].is_file()
                 for s in self.samples
@@ -512,5 +518,5 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
     def camera(self, index: int) -> dict[str, Any]:
         """The frame's ``camera.json`` (intrinsics ``fx, fy, u0, v0``, ``baseline``, ...)."""
         sample = self.samples[index]
-        path = frame_paths(self.root, self.split, sample.stem, city=sample.image.parent.name)
+        path = frame_paths(self.root, self._directory, sample.stem, city=sample.image.parent.name)
         return read_camera(path["camera"])

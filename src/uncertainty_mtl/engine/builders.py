@@ -3,7 +3,9 @@ mixed precision."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -27,6 +29,7 @@ __all__ = [
     "build_optimiser",
     "build_scheduler",
     "build_weighting",
+    "deterministic",
     "grad_scaler",
 ]
 
@@ -133,3 +136,29 @@ class NetWithLoss(nn.Module):
             outputs = {**outputs, "semantic": outputs["semantic"] * scale}
         losses = scene_losses(outputs, targets, self.model.tasks)
         return self.weighting(losses), losses
+
+
+@contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    """With ``enabled`` (``run.deterministic``), deterministic kernels for the run:
+    ``torch.use_deterministic_algorithms``, cuDNN without autotuning, and the cuBLAS workspace
+    setting it needs (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set; it takes effect only if
+    CUDA is not initialised yet, as in a fresh ``umtl train``). On the CPU our kernels are
+    deterministic already. The previous settings are restored afterwards."""
+    if not enabled:
+        yield
+        return
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous[1:]

@@ -43,6 +43,7 @@ from uncertainty_mtl.engine.builders import (
     build_optimiser,
     build_scheduler,
     build_weighting,
+    deterministic,
     grad_scaler,
 )
 from uncertainty_mtl.engine.checkpoint import (
@@ -493,12 +494,13 @@ def train(
             ensure_scene_data(config.data, progress=progress)
         if proc.world > 1:
             dist.barrier()
-        trainer = Trainer(config, Path(out), proc, progress=progress)
-        if resume:
-            trainer.resume()
-        trainer.open_run_directory()
-        seconds = trainer.run(on_step)
-        return trainer.finish(seconds)
+        with deterministic(config.run.deterministic):
+            trainer = Trainer(config, Path(out), proc, progress=progress)
+            if resume:
+                trainer.resume()
+            trainer.open_run_directory()
+            seconds = trainer.run(on_step)
+            return trainer.finish(seconds)
     finally:
         if trainer is not None and trainer.writer is not None:
             # Closed twice after finish() is a no-op; a full disk must not hide the error.

@@ -197,7 +197,7 @@ class SceneStudy:
     def identity(self, config: TrainConfig) -> dict[str, Any]:
         settings = config_to_dict(config)
         # How a run is executed is not what it is; seeds share a directory (seed<k> below it).
-        for volatile in ("threads", "device", "seed", "channels_last", "compile"):
+        for volatile in ("threads", "device", "seed", "channels_last", "compile", "deterministic"):
             settings["run"].pop(volatile, None)
         settings["data"].pop("workers", None)
         return settings

@@ -116,7 +116,10 @@ class UncertaintyWeighting(Weighting):
         self.regulariser = regulariser
 
         inits = _per_task_init(init_log_var, self.tasks)
-        self.log_vars = nn.Parameter(torch.tensor([inits[t] for t in self.tasks]))
+        # float32 whatever torch's default dtype: the state is the same in every program.
+        self.log_vars = nn.Parameter(
+            torch.tensor([inits[t] for t in self.tasks], dtype=torch.float32)
+        )
         self.index = {t: i for i, t in enumerate(self.tasks)}
         forms = [_TERM_FORM[self.term_likelihood(t)] for t in self.tasks]
         self.register_buffer(
