@@ -159,8 +159,9 @@ def claim_directory(
 
 
 class DirectoryLock:
-    """An exclusive lock on a directory (``fcntl.flock`` on ``path/umtl.lock``), held until
-    :meth:`release` or the process ends: a killed holder leaves no stale lock behind.
+    """An exclusive lock on a directory (``fcntl.flock`` on ``directory/umtl.lock``), held from
+    :meth:`acquire` until :meth:`release` or the process ends: a killed holder leaves no stale
+    lock behind.
 
     Raises (on :meth:`acquire`):
         RunDirectoryError: another process holds it; the message names that process.
@@ -198,9 +199,3 @@ class DirectoryLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
-
-    def __enter__(self) -> DirectoryLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

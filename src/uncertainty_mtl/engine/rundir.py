@@ -30,10 +30,6 @@ class RunDirectory:
         self.lock = lock
         self.created = created
 
-    @property
-    def last(self) -> Path:
-        return self.path / "checkpoints" / "last.pt"
-
     def close(self) -> None:
         """Releases the lock; a directory this run created and left holding nothing but the
         marker and the lock (it stopped before writing) is removed."""
