@@ -182,13 +182,14 @@ def test_kill_9_then_resume_gives_the_uninterrupted_run(case, city, reference, t
         spec["kill_at_step"] = STEPS  # after the last checkpoint, before results.json
     if fault == "outside":
         lines = rng.randint(2, STEPS - 2)
-        proc = driver(spec)
+        proc = driver({**spec, "step_sleep": 0.2})  # the run must not end before the kill
         log = out / "metrics.jsonl"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if log.is_file() and len(log.read_text().splitlines()) >= lines:
                 break
             time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before the kill: {stderr_of(spec)}"
         proc.kill()
         proc.wait()
         spec["after_log_lines"] = lines

@@ -4,7 +4,8 @@
 ``out``, ``resume``, and at most one fault: ``kill_at_step`` (SIGKILL itself after that step),
 ``kill_in_save`` (SIGKILL itself halfway through writing its n-th checkpoint file), or
 ``pause_at_step`` + ``release`` (after that step, wait until the file ``release`` exists, writing
-``paused`` beside it first).
+``paused`` beside it first). ``step_sleep`` seconds after every step widen the window for a
+kill from outside on a fast machine.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main(spec: dict) -> None:
         checkpoint.atomic_write = dying_write
 
     def on_step(step: int) -> None:
+        time.sleep(spec.get("step_sleep", 0.0))
         if step == spec.get("kill_at_step"):
             _die()
         if step == spec.get("pause_at_step"):
