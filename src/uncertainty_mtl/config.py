@@ -28,6 +28,7 @@ import yaml
 from uncertainty_mtl.errors import ConfigError
 
 __all__ = [
+    "WEIGHTING_KINDS",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
@@ -47,6 +48,11 @@ __all__ = [
     "resolve_config_path",
     "shipped_configs",
 ]
+
+
+#: ``weighting.kind``: the learned uncertainty weighting, fixed weights, and the other loss
+#: weightings of the methods benchmark (SPEC §8).
+WEIGHTING_KINDS = ("uncertainty", "fixed", "equal", "gls", "rlw", "imtl-l")
 
 
 @dataclass
@@ -88,7 +94,8 @@ class DataConfig:
 class WeightingConfig:
     """How the task losses are combined (SPEC §1)."""
 
-    kind: str = "uncertainty"  # "uncertainty" (learned) or "fixed"
+    kind: str = "uncertainty"  # "uncertainty" (learned), "fixed", or (SPEC §8) "equal", "gls",
+    # "rlw" (random weights, seeded by run.seed), "imtl-l" (learned loss scales)
     weights: dict[str, float] = field(default_factory=dict)  # fixed: task -> weight
     convention: str = "likelihood"  # or "paper" (Gaussian term for every regression task)
     regulariser: str = "log"  # or "positive" (log(1 + σ²))
@@ -163,7 +170,7 @@ class TrainConfig:
 
         choices = {
             "model.backbone": (self.model.backbone, BACKBONES),
-            "weighting.kind": (self.weighting.kind, ("uncertainty", "fixed")),
+            "weighting.kind": (self.weighting.kind, WEIGHTING_KINDS),
             "weighting.convention": (self.weighting.convention, ("likelihood", "paper")),
             "weighting.regulariser": (self.weighting.regulariser, ("log", "positive")),
             "eval.cluster_method": (self.eval.cluster_method or "grid", METHODS),

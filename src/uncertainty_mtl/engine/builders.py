@@ -16,6 +16,9 @@ from uncertainty_mtl.models.multitask import MultiTaskNet
 from uncertainty_mtl.tasks.registry import TASKS, scene_losses
 from uncertainty_mtl.weighting import (
     FixedWeighting,
+    GeometricWeighting,
+    IMTLLossWeighting,
+    RandomWeighting,
     UncertaintyWeighting,
     Weighting,
     parameter_groups,
@@ -51,9 +54,17 @@ def build_model(config: TrainConfig) -> MultiTaskNet:
 def build_weighting(config: TrainConfig) -> Weighting:
     """The configured weighting. Its own per-call finiteness check is off: the training loop
     checks the total (without a device synchronisation on every step, see ``engine.loop``)."""
-    w = config.weighting
+    w, tasks = config.weighting, config.trained_tasks
     if w.kind == "fixed":
-        return FixedWeighting({t: w.weights[t] for t in config.trained_tasks}, check_finite=False)
+        return FixedWeighting({t: w.weights[t] for t in tasks}, check_finite=False)
+    if w.kind == "equal":
+        return FixedWeighting(dict.fromkeys(tasks, 1.0), check_finite=False)
+    if w.kind == "gls":
+        return GeometricWeighting(tasks, check_finite=False)
+    if w.kind == "rlw":
+        return RandomWeighting(tasks, seed=config.run.seed, check_finite=False)
+    if w.kind == "imtl-l":
+        return IMTLLossWeighting(tasks, check_finite=False)
     return UncertaintyWeighting(
         {t: w.likelihoods.get(t, TASKS[t].likelihood) for t in config.trained_tasks},
         init_log_var=w.init_log_var,

@@ -2,6 +2,7 @@
 
 from uncertainty_mtl.weighting.base import NonFiniteLossError, Weighting
 from uncertainty_mtl.weighting.fixed import FixedWeighting
+from uncertainty_mtl.weighting.methods import GeometricWeighting, IMTLLossWeighting, RandomWeighting
 from uncertainty_mtl.weighting.optim import parameter_groups
 from uncertainty_mtl.weighting.uncertainty import (
     CONVENTIONS,
@@ -15,7 +16,10 @@ __all__ = [
     "LIKELIHOODS",
     "REGULARISERS",
     "FixedWeighting",
+    "GeometricWeighting",
+    "IMTLLossWeighting",
     "NonFiniteLossError",
+    "RandomWeighting",
     "UncertaintyWeighting",
     "Weighting",
     "parameter_groups",

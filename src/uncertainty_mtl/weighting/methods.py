@@ -1,0 +1,137 @@
+"""Other loss weightings of the methods benchmark (SPEC §8) that need nothing but the losses:
+the geometric mean (GLS), random weights (RLW) and IMTL's learned loss scales (IMTL-L).
+
+Each is a :class:`~uncertainty_mtl.weighting.base.Weighting`: ``weighting({task: loss}) -> total``,
+its state in ``state_dict``. ``equal`` is ``FixedWeighting`` with every weight 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from uncertainty_mtl.weighting.base import Weighting, check_task_names
+
+__all__ = ["GeometricWeighting", "IMTLLossWeighting", "RandomWeighting"]
+
+
+class GeometricWeighting(Weighting):
+    """GLS, the geometric loss strategy (Chennupati et al., CVPRW 2019): ``(prod_t L_t)^(1/T)``.
+
+    Its gradient puts the weight ``total / (T·L_t)`` on each task: the smaller a loss, the more
+    it counts, and no unit of any loss matters (scaling ``L_t`` by ``c`` scales the total by
+    ``c^(1/T)`` and leaves every direction unchanged).
+
+    A loss of exactly 0 (our scene losses are 0 for a batch without labelled pixels of their
+    task) would make the total 0 and its gradient 0·∞: such a task is left out of that call's
+    mean, which is then over the other tasks (all 0: the total is 0).
+
+    Args:
+        tasks: the task names.
+        check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
+    """
+
+    def __init__(self, tasks: Iterable[str], *, check_finite: bool = True) -> None:
+        super().__init__(check_finite=check_finite)
+        self.tasks = check_task_names(tasks, what="tasks")
+        self._last = torch.ones(len(self.tasks))
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        loss = self._stack_losses(losses, torch.float32)
+        present = loss > 0
+        count = present.sum()
+        safe = torch.where(present, loss, torch.ones_like(loss))
+        mean_log = torch.where(present, safe.log(), torch.zeros_like(loss)).sum() / count.clamp(
+            min=1
+        )
+        total = torch.where(count > 0, mean_log.exp(), loss.sum() * 0)
+        # Kept on the device; read (one synchronisation) only when logged.
+        self._last = torch.where(present, total.detach() / (count * safe), 0.0).detach()
+        return total
+
+    def effective_weights(self) -> dict[str, float]:
+        """``∂total/∂L_t = total / (T·L_t)`` at the last call (1 before the first)."""
+        return dict(zip(self.tasks, self._last.float().tolist(), strict=True))
+
+
+class RandomWeighting(Weighting):
+    """RLW, random loss weighting (Lin et al., TMLR 2022): ``sum_t w_t·L_t`` with
+    ``w = softmax(z)``, ``z ~ N(0, I)`` drawn anew at every training call.
+
+    The draws come from the module's own generator (seeded by ``seed``), so the global random
+    state is untouched, every DDP rank draws the same weights, and the generator's state is part
+    of ``state_dict``: a resumed run draws what an uninterrupted one would have. In eval mode the
+    weights are their expectation ``1/T`` and nothing is drawn.
+
+    Args:
+        tasks: the task names.
+        seed: seed of the weights' generator.
+        check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
+    """
+
+    def __init__(self, tasks: Iterable[str], *, seed: int = 0, check_finite: bool = True) -> None:
+        super().__init__(check_finite=check_finite)
+        self.tasks = check_task_names(tasks, what="tasks")
+        self.generator = torch.Generator().manual_seed(seed)
+        self._last = dict.fromkeys(self.tasks, 1.0 / len(self.tasks))
+
+    def draw(self) -> Tensor:
+        """The next weights, ``softmax(z)`` of a standard normal ``z`` (float32, CPU)."""
+        z = torch.randn(len(self.tasks), generator=self.generator, dtype=torch.float32)
+        return torch.softmax(z, dim=0)
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        loss = self._stack_losses(losses, torch.float32)
+        if self.training:
+            weights = self.draw()
+        else:
+            weights = torch.full((len(self.tasks),), 1.0 / len(self.tasks))
+        self._last = dict(zip(self.tasks, weights.tolist(), strict=True))
+        return (weights.to(device=loss.device, dtype=loss.dtype) * loss).sum()
+
+    def effective_weights(self) -> dict[str, float]:
+        """The weights of the last call."""
+        return dict(self._last)
+
+    def get_extra_state(self) -> Any:
+        return {"generator": self.generator.get_state(), "last": dict(self._last)}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.generator.set_state(state["generator"])
+        self._last = dict(state["last"])
+
+
+class IMTLLossWeighting(Weighting):
+    """IMTL-L, the loss part of impartial multi-task learning (Liu et al., ICLR 2021):
+    ``sum_t exp(s_t)·L_t − s_t`` with learned ``s_t`` (float32, initially 0: equal weights).
+
+    For a fixed loss the term is smallest at ``s_t = −log L_t``, where the task's weighted loss
+    ``exp(s_t)·L_t`` is 1: every task is brought to the same scale.
+
+    Args:
+        tasks: the task names.
+        init: the initial ``s_t``.
+        check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
+    """
+
+    def __init__(
+        self, tasks: Iterable[str], *, init: float = 0.0, check_finite: bool = True
+    ) -> None:
+        super().__init__(check_finite=check_finite)
+        self.tasks = check_task_names(tasks, what="tasks")
+        if not math.isfinite(init):
+            raise ValueError(f"init must be finite, got {init}")
+        self.log_scales = nn.Parameter(torch.full((len(self.tasks),), init, dtype=torch.float32))
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        loss = self._stack_losses(losses, torch.float32)
+        s = self.log_scales.to(loss.dtype)
+        return (torch.exp(s) * loss - s).sum()
+
+    def effective_weights(self) -> dict[str, float]:
+        """``exp(s_t)``."""
+        return dict(zip(self.tasks, self.log_scales.detach().float().exp().tolist(), strict=True))

@@ -1,0 +1,174 @@
+"""GLS, RLW and IMTL-L (SPEC §8) against hand computations on tiny inputs, their state, and a
+training run of each (resumed exactly)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from uncertainty_mtl.config import ConfigError, load_config
+from uncertainty_mtl.engine import train
+from uncertainty_mtl.weighting import (
+    GeometricWeighting,
+    IMTLLossWeighting,
+    RandomWeighting,
+    parameter_groups,
+)
+
+
+def leaf(value: float) -> torch.Tensor:
+    return torch.tensor(value, requires_grad=True)
+
+
+# -- GLS -------------------------------------------------------------------------------------------
+
+
+def test_gls_is_the_geometric_mean_and_weighs_each_loss_by_total_over_t_l():
+    a, b = leaf(2.0), leaf(8.0)
+    weighting = GeometricWeighting(["a", "b"])
+    total = weighting({"a": a, "b": b})
+    assert float(total.detach()) == pytest.approx(4.0)  # sqrt(2·8)
+    total.backward()
+    assert float(a.grad) == pytest.approx(4.0 / (2 * 2.0))  # total / (T·L_a) = 1
+    assert float(b.grad) == pytest.approx(4.0 / (2 * 8.0))  # 0.25
+    assert weighting.effective_weights() == pytest.approx({"a": 1.0, "b": 0.25})
+
+
+def test_gls_directions_do_not_depend_on_a_loss_unit():
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    x = torch.randn(5, 3)
+
+    def grad(scale: float) -> torch.Tensor:
+        net.zero_grad()
+        out = net(x)
+        losses = {"a": out[:, 0].pow(2).mean(), "b": scale * out[:, 1].abs().mean()}
+        GeometricWeighting(["a", "b"])(losses).backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    # ×100 on one loss scales the total, hence the gradient, by 100^(1/2) and nothing else
+    torch.testing.assert_close(grad(100.0), 10.0 * grad(1.0), rtol=1e-5, atol=1e-6)
+
+
+def test_gls_leaves_a_zero_loss_out_instead_of_a_nan_gradient():
+    a, b = leaf(0.0), leaf(9.0)
+    total = GeometricWeighting(["a", "b"])({"a": a, "b": b})
+    assert float(total.detach()) == pytest.approx(9.0)
+    total.backward()
+    assert float(a.grad) == 0.0 and float(b.grad) == pytest.approx(1.0)
+    c, d = leaf(0.0), leaf(0.0)
+    nothing = GeometricWeighting(["c", "d"])({"c": c, "d": d})
+    nothing.backward()
+    assert float(nothing.detach()) == 0.0 and float(c.grad) == 0.0 and float(d.grad) == 0.0
+
+
+# -- RLW -------------------------------------------------------------------------------------------
+
+
+def test_rlw_draws_softmax_of_normal_weights_from_its_own_generator():
+    losses = {"a": torch.tensor(2.0), "b": torch.tensor(3.0), "c": torch.tensor(5.0)}
+    weighting = RandomWeighting(["a", "b", "c"], seed=7)
+    before = torch.get_rng_state()
+    expected = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        w = torch.softmax(torch.randn(3, generator=expected), dim=0)
+        total = weighting(losses)
+        assert float(total) == pytest.approx(float(w @ torch.tensor([2.0, 3.0, 5.0])))
+        assert list(weighting.effective_weights().values()) == pytest.approx(w.tolist())
+        assert sum(weighting.effective_weights().values()) == pytest.approx(1.0)
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator was not used
+
+
+def test_rlw_state_dict_resumes_the_sequence_and_eval_uses_the_expectation():
+    losses = {"a": torch.tensor(1.0), "b": torch.tensor(4.0)}
+    first = RandomWeighting(["a", "b"], seed=1)
+    first(losses)
+    first(losses)
+    other = RandomWeighting(["a", "b"], seed=99)
+    other.load_state_dict(first.state_dict())
+    assert float(other(losses)) == float(first(losses))
+    other.eval()
+    state = other.generator.get_state()
+    assert float(other(losses)) == pytest.approx(0.5 * 1.0 + 0.5 * 4.0)
+    assert torch.equal(other.generator.get_state(), state)  # nothing drawn in eval mode
+
+
+# -- IMTL-L ----------------------------------------------------------------------------------------
+
+
+def test_imtl_l_term_and_its_minimiser_minus_log_l():
+    weighting = IMTLLossWeighting(["a", "b"])
+    with torch.no_grad():
+        weighting.log_scales.copy_(torch.tensor([0.5, -1.0]))
+    total = weighting({"a": torch.tensor(2.0), "b": torch.tensor(3.0)})
+    expected = math.exp(0.5) * 2 - 0.5 + math.exp(-1.0) * 3 + 1.0
+    assert float(total.detach()) == pytest.approx(expected)
+    assert weighting.effective_weights() == pytest.approx({"a": math.exp(0.5), "b": math.exp(-1)})
+    # at s = -log L the gradient in s vanishes: each weighted loss is 1
+    with torch.no_grad():
+        weighting.log_scales.copy_(-torch.tensor([2.0, 3.0]).log())
+    weighting({"a": torch.tensor(2.0), "b": torch.tensor(3.0)}).backward()
+    torch.testing.assert_close(weighting.log_scales.grad, torch.zeros(2), atol=1e-6, rtol=0)
+    optimiser = torch.optim.SGD(IMTLLossWeighting(["x"]).parameters(), lr=0.1)
+    learner = optimiser.param_groups[0]["params"][0]
+    for _ in range(500):
+        optimiser.zero_grad()
+        (torch.exp(learner) * 5.0 - learner).sum().backward()
+        optimiser.step()
+    assert float(learner.detach()) == pytest.approx(-math.log(5.0), abs=1e-4)
+
+
+def test_imtl_l_scales_are_float32_and_get_no_weight_decay():
+    weighting = IMTLLossWeighting(["a", "b"])
+    assert weighting.log_scales.dtype == torch.float32
+    groups = parameter_groups(nn.Linear(2, 2), weighting, lr=0.1, weight_decay=1e-4)
+    group = next(g for g in groups if g["name"] == "weighting")
+    assert group["weight_decay"] == 0 and group["params"] == [weighting.log_scales]
+
+
+# -- in a training run -----------------------------------------------------------------------------
+
+
+def smoke(city, *overrides):
+    base = [f"data.root={city}", "data.synthetic=false", "eval.cluster_method=null"]
+    return load_config("smoke", [*base, *overrides])
+
+
+@pytest.mark.parametrize("kind", ["equal", "gls", "rlw", "imtl-l"])
+def test_each_kind_trains_logs_its_weights_and_resumes_exactly(kind, city, tmp_path):
+    config = smoke(city, f"weighting.kind={kind}", "optim.steps=6", "eval.every=3")
+    train(config, tmp_path / "whole", progress=False)
+
+    def crash(step):
+        if step == 4:
+            raise KeyboardInterrupt  # the last checkpoint is step 3
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "split", progress=False, on_step=crash)
+    train(config, tmp_path / "split", resume=True, progress=False)
+    whole = (tmp_path / "whole" / "metrics.jsonl").read_text()
+    assert (tmp_path / "split" / "metrics.jsonl").read_text() == whole
+    records = [json.loads(line) for line in whole.splitlines() if '"lr"' in line]
+    weights = [[r[f"weight/{t}"] for t in ("semantic", "instance", "depth")] for r in records]
+    if kind == "equal":
+        assert all(w == [1.0, 1.0, 1.0] for w in weights)
+    elif kind == "rlw":
+        assert all(sum(w) == pytest.approx(1.0) for w in weights)
+        assert len({tuple(w) for w in weights}) == len(weights)  # new weights every step
+    elif kind == "gls":
+        for r, w in zip(records, weights, strict=True):
+            losses = [r[f"loss/{t}"] for t in ("semantic", "instance", "depth")]
+            total = math.prod(losses) ** (1 / 3)
+            assert r["loss/total"] == pytest.approx(total, rel=1e-5)
+            assert w == pytest.approx([total / (3 * x) for x in losses], rel=1e-5)
+    else:
+        assert weights[0] != [1.0, 1.0, 1.0]  # exp(s) moved after the first step
+
+
+def test_an_unknown_kind_is_a_config_error(city):
+    with pytest.raises(ConfigError, match=r"weighting\.kind: 'dwa'"):
+        smoke(city, "weighting.kind=dwa")
