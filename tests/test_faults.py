@@ -208,7 +208,10 @@ def test_kill_9_then_resume_gives_the_uninterrupted_run(case, city, reference, t
     else:
         # The dead process's lock is no obstacle; the run goes on from its last checkpoint.
         train(load_config("smoke", overrides(city, *extra)), out, resume=True, progress=False)
-    assert_same_run(reference[base], out)
+    try:
+        assert_same_run(reference[base], out)
+    except AssertionError as err:  # name the moment, to replay it
+        raise AssertionError(f"{spec} (UMTL_FAULT_SEED={SEED}): {err}") from err
 
 
 # -- the run directory ----------------------------------------------------------------------------
