@@ -1,4 +1,4 @@
-"""GLS, RLW and IMTL-L (SPEC §8) against hand computations on tiny inputs, their state, and a
+"""GLS, RLW, IMTL-L and DWA (SPEC §8) against hand computations on tiny inputs, their state, and a
 training run of each (resumed exactly)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from torch import nn
 from uncertainty_mtl.config import ConfigError, load_config
 from uncertainty_mtl.engine import train
 from uncertainty_mtl.weighting import (
+    DynamicWeightAverage,
     GeometricWeighting,
     IMTLLossWeighting,
     RandomWeighting,
@@ -138,14 +139,15 @@ def smoke(city, *overrides):
     return load_config("smoke", [*base, *overrides])
 
 
-@pytest.mark.parametrize("kind", ["equal", "gls", "rlw", "imtl-l"])
+@pytest.mark.parametrize("kind", ["equal", "gls", "rlw", "imtl-l", "dwa"])
 def test_each_kind_trains_logs_its_weights_and_resumes_exactly(kind, city, tmp_path):
-    config = smoke(city, f"weighting.kind={kind}", "optim.steps=6", "eval.every=3")
+    # 16 frames, batch 4: 4 steps an epoch, so 14 steps reach DWA's third and fourth epochs
+    config = smoke(city, f"weighting.kind={kind}", "optim.steps=14", "eval.every=7")
     train(config, tmp_path / "whole", progress=False)
 
     def crash(step):
-        if step == 4:
-            raise KeyboardInterrupt  # the last checkpoint is step 3
+        if step == 7:
+            raise KeyboardInterrupt  # the last checkpoint is step 6, in the middle of epoch 1
 
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "split", progress=False, on_step=crash)
@@ -165,10 +167,127 @@ def test_each_kind_trains_logs_its_weights_and_resumes_exactly(kind, city, tmp_p
             total = math.prod(losses) ** (1 / 3)
             assert r["loss/total"] == pytest.approx(total, rel=1e-5)
             assert w == pytest.approx([total / (3 * x) for x in losses], rel=1e-5)
+    elif kind == "dwa":
+        tasks = ("semantic", "instance", "depth")
+        means = {
+            e: [
+                sum(r[f"loss/{t}"] for r in records if r["epoch"] == e)
+                / sum(r["epoch"] == e for r in records)
+                for t in tasks
+            ]
+            for e in (0, 1, 2)
+        }
+        for r, w in zip(records, weights, strict=True):
+            if r["epoch"] < 2:
+                assert w == [1.0, 1.0, 1.0]
+            else:
+                ratio = torch.tensor(means[r["epoch"] - 1]) / torch.tensor(means[r["epoch"] - 2])
+                expected = 3 * torch.softmax(ratio.double() / 2.0, dim=0)
+                assert w == pytest.approx(expected.tolist(), rel=1e-5)
+        assert {r["epoch"] for r in records} == {0, 1, 2, 3}
     else:
         assert weights[0] != [1.0, 1.0, 1.0]  # exp(s) moved after the first step
 
 
 def test_an_unknown_kind_is_a_config_error(city):
-    with pytest.raises(ConfigError, match=r"weighting\.kind: 'dwa'"):
-        smoke(city, "weighting.kind=dwa")
+    with pytest.raises(ConfigError, match=r"weighting\.kind: 'gradnorm'"):
+        smoke(city, "weighting.kind=gradnorm")
+
+
+# -- DWA ------------------------------------------------------------------------------------------
+
+
+def test_dwa_weights_follow_the_ratio_of_the_last_two_epoch_means():
+    weighting = DynamicWeightAverage(["a", "b"], temperature=2.0)
+
+    def epoch(*losses):
+        for a, b in losses:
+            weighting({"a": torch.tensor(a), "b": torch.tensor(b)})
+
+    weighting.on_epoch(0)
+    epoch((1.0, 4.0), (3.0, 4.0))  # means 2, 4
+    weighting.on_epoch(1)
+    assert weighting.effective_weights() == {"a": 1.0, "b": 1.0}  # the first two epochs
+    epoch((1.0, 2.0), (1.0, 6.0))  # means 1, 4
+    weighting.eval()
+    weighting({"a": torch.tensor(100.0), "b": torch.tensor(0.0)})  # not a training call
+    weighting.train()
+    weighting.on_epoch(2)
+    r = torch.tensor([1.0 / 2.0, 4.0 / 4.0])
+    w = 2 * torch.softmax(r / 2.0, dim=0)
+    assert list(weighting.effective_weights().values()) == pytest.approx(w.tolist())
+    total = weighting({"a": torch.tensor(2.0), "b": torch.tensor(3.0)})
+    assert float(total) == pytest.approx(float(w @ torch.tensor([2.0, 3.0])))
+
+
+def test_dwa_state_carries_the_epoch_so_far():
+    first = DynamicWeightAverage(["a", "b"])
+    for epoch_losses in ([(2.0, 2.0)], [(1.0, 3.0)]):
+        first.on_epoch(0)
+        for a, b in epoch_losses:
+            first({"a": torch.tensor(a), "b": torch.tensor(b)})
+    first({"a": torch.tensor(5.0), "b": torch.tensor(1.0)})  # mid-epoch
+    second = DynamicWeightAverage(["a", "b"])
+    second.load_state_dict(first.state_dict())
+    first.on_epoch(3)
+    second.on_epoch(3)
+    assert second.effective_weights() == first.effective_weights() != {"a": 1.0, "b": 1.0}
+
+
+class _WithLoss(nn.Module):
+    """Network and weighting in one module, wrapped in DDP as the engine wraps them."""
+
+    def __init__(self, weighting: DynamicWeightAverage) -> None:
+        super().__init__()
+        self.net = nn.Linear(1, 1)
+        self.weighting = weighting
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        zero = self.net(torch.ones(1, 1)).sum() * 0  # every parameter takes part
+        return self.weighting({"a": a + zero, "b": b + zero})
+
+
+def _dwa_losses(rank: int, epoch: int, step: int) -> tuple[float, float]:
+    """Losses that differ between the ranks (rank 0's alone give other weights)."""
+    return (1.0 + epoch + 3 * rank + step, 2.0 + 2 * rank * epoch)
+
+
+def _dwa_rank(rank: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from uncertainty_mtl.engine import shutdown_distributed
+
+    dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{out}/rv")
+    try:
+        weighting = DynamicWeightAverage(["a", "b"])
+        ddp = DistributedDataParallel(_WithLoss(weighting))
+        for epoch in range(4):
+            weighting.on_epoch(epoch)
+            for step in range(2):
+                a, b = _dwa_losses(rank, epoch, step)
+                ddp(torch.tensor(a), torch.tensor(b)).backward()
+        torch.save(weighting.effective_weights(), f"{out}/rank{rank}.pt")
+    finally:
+        shutdown_distributed()
+
+
+def test_dwa_under_ddp_uses_the_means_over_every_rank(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_dwa_rank, args=(str(tmp_path),), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+
+    def reference(world: list[int]) -> dict[str, float]:
+        weighting = DynamicWeightAverage(["a", "b"])
+        for epoch in range(4):
+            weighting.on_epoch(epoch)
+            for rank in world:
+                for step in range(2):
+                    a, b = _dwa_losses(rank, epoch, step)
+                    weighting({"a": torch.tensor(a), "b": torch.tensor(b)})
+        return weighting.effective_weights()
+
+    assert ranks[0] == ranks[1]
+    assert ranks[0] == pytest.approx(reference([0, 1]), rel=1e-6)
+    assert reference([0]) != pytest.approx(reference([0, 1]), rel=1e-3)  # the test can fail

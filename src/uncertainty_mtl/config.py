@@ -52,7 +52,7 @@ __all__ = [
 
 #: ``weighting.kind``: the learned uncertainty weighting, fixed weights, and the other loss
 #: weightings of the methods benchmark (SPEC §8).
-WEIGHTING_KINDS = ("uncertainty", "fixed", "equal", "gls", "rlw", "imtl-l")
+WEIGHTING_KINDS = ("uncertainty", "fixed", "equal", "gls", "rlw", "imtl-l", "dwa")
 
 
 @dataclass
@@ -95,7 +95,7 @@ class WeightingConfig:
     """How the task losses are combined (SPEC §1)."""
 
     kind: str = "uncertainty"  # "uncertainty" (learned), "fixed", or (SPEC §8) "equal", "gls",
-    # "rlw" (random weights, seeded by run.seed), "imtl-l" (learned loss scales)
+    # "rlw" (random weights, seeded by run.seed), "imtl-l" (learned loss scales), "dwa" (τ = 2)
     weights: dict[str, float] = field(default_factory=dict)  # fixed: task -> weight
     convention: str = "likelihood"  # or "paper" (Gaussian term for every regression task)
     regulariser: str = "log"  # or "positive" (log(1 + σ²))

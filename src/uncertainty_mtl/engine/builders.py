@@ -15,6 +15,7 @@ from uncertainty_mtl.config import TrainConfig
 from uncertainty_mtl.models.multitask import MultiTaskNet
 from uncertainty_mtl.tasks.registry import TASKS, scene_losses
 from uncertainty_mtl.weighting import (
+    DynamicWeightAverage,
     FixedWeighting,
     GeometricWeighting,
     IMTLLossWeighting,
@@ -65,6 +66,8 @@ def build_weighting(config: TrainConfig) -> Weighting:
         return RandomWeighting(tasks, seed=config.run.seed, check_finite=False)
     if w.kind == "imtl-l":
         return IMTLLossWeighting(tasks, check_finite=False)
+    if w.kind == "dwa":
+        return DynamicWeightAverage(tasks, check_finite=False)
     return UncertaintyWeighting(
         {t: w.likelihoods.get(t, TASKS[t].likelihood) for t in config.trained_tasks},
         init_log_var=w.init_log_var,

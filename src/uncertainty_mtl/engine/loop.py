@@ -376,6 +376,8 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = {k: v.to(proc.device, non_blocking=True) for k, v in targets.items()}
             epoch = self.step // self.steps_per_epoch
+            if self.step % self.steps_per_epoch == 0:
+                self.weighting.on_epoch(epoch)  # epoch statistics (e.g. DWA's loss ratios)
             total, losses, lr = self.train_step(images, targets)
             bar.update()
             logging = self.step % c.run.log_every == 0 or self.step == steps

@@ -2,7 +2,12 @@
 
 from uncertainty_mtl.weighting.base import NonFiniteLossError, Weighting
 from uncertainty_mtl.weighting.fixed import FixedWeighting
-from uncertainty_mtl.weighting.methods import GeometricWeighting, IMTLLossWeighting, RandomWeighting
+from uncertainty_mtl.weighting.methods import (
+    DynamicWeightAverage,
+    GeometricWeighting,
+    IMTLLossWeighting,
+    RandomWeighting,
+)
 from uncertainty_mtl.weighting.optim import parameter_groups
 from uncertainty_mtl.weighting.uncertainty import (
     CONVENTIONS,
@@ -15,6 +20,7 @@ __all__ = [
     "CONVENTIONS",
     "LIKELIHOODS",
     "REGULARISERS",
+    "DynamicWeightAverage",
     "FixedWeighting",
     "GeometricWeighting",
     "IMTLLossWeighting",

@@ -66,6 +66,12 @@ class Weighting(nn.Module, ABC):
     def effective_weights(self) -> dict[str, float]:
         """The factor on each task loss ``L_t`` in the total, ``{task: float}``."""
 
+    def on_epoch(self, epoch: int) -> None:
+        """Called by a training loop before the first step of each epoch (``epoch`` from 0), on
+        every process of a distributed run; for weightings built on epoch statistics. A resumed
+        run does not call it again for the epoch it resumes in: the state carries the epoch's
+        statistics so far."""
+
     def log_variances(self) -> dict[str, float]:
         """Learned ``s_t = log σ_t²`` per task; empty for weightings that learn nothing."""
         return {}

@@ -1,5 +1,6 @@
-"""Other loss weightings of the methods benchmark (SPEC §8) that need nothing but the losses:
-the geometric mean (GLS), random weights (RLW) and IMTL's learned loss scales (IMTL-L).
+"""Other loss weightings of the methods benchmark (SPEC §8): the geometric mean (GLS), random
+weights (RLW), IMTL's learned loss scales (IMTL-L), and dynamic weight average (DWA, which needs
+the training loop's ``on_epoch`` call).
 
 Each is a :class:`~uncertainty_mtl.weighting.base.Weighting`: ``weighting({task: loss}) -> total``,
 its state in ``state_dict``. ``equal`` is ``FixedWeighting`` with every weight 1.
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from uncertainty_mtl.weighting.base import Weighting, check_task_names
 
-__all__ = ["GeometricWeighting", "IMTLLossWeighting", "RandomWeighting"]
+__all__ = ["DynamicWeightAverage", "GeometricWeighting", "IMTLLossWeighting", "RandomWeighting"]
 
 
 class GeometricWeighting(Weighting):
@@ -135,3 +136,76 @@ class IMTLLossWeighting(Weighting):
     def effective_weights(self) -> dict[str, float]:
         """``exp(s_t)``."""
         return dict(zip(self.tasks, self.log_scales.detach().float().exp().tolist(), strict=True))
+
+
+class DynamicWeightAverage(Weighting):
+    """DWA, dynamic weight average (Liu, Johns & Davison, CVPR 2019): ``sum_t w_t·L_t`` with
+    ``w_t = T·softmax_t(r_t / τ)``, ``r_t = L̄_t(e−1) / L̄_t(e−2)`` from the epoch means of the
+    training losses, and ``w_t = 1`` in the first two epochs.
+
+    The training loop calls :meth:`on_epoch` before each epoch; the losses of the training calls
+    in between are summed (detached). The sums and the last two epoch means are in the state, so
+    a run resumed mid-epoch goes on with the same statistics. Under ``torch.distributed`` each
+    rank sums its own losses (they are not buffers, which DDP would overwrite with rank 0's) and
+    the epoch's sums are all-reduced: every rank uses the global means and the same weights.
+
+    Args:
+        tasks: the task names.
+        temperature: ``τ`` (2 in the paper).
+        check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
+    """
+
+    def __init__(
+        self, tasks: Iterable[str], *, temperature: float = 2.0, check_finite: bool = True
+    ) -> None:
+        super().__init__(check_finite=check_finite)
+        self.tasks = check_task_names(tasks, what="tasks")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        self.temperature = temperature
+        n = len(self.tasks)
+        # This epoch's sums of [L_1, ..., L_T, calls], on the losses' device (see above).
+        self.epoch_sums = torch.zeros(n + 1, dtype=torch.float32)
+        self.register_buffer("means", torch.zeros(2, n, dtype=torch.float32))  # e−2, e−1
+        self.register_buffer("epochs_done", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("weights", torch.ones(n, dtype=torch.float32))
+        self.means: Tensor
+        self.epochs_done: Tensor
+        self.weights: Tensor
+
+    def on_epoch(self, epoch: int) -> None:
+        """Closes the epoch whose losses were summed (if any) and sets the weights."""
+        del epoch
+        sums = self.epoch_sums.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)
+        if float(sums[-1]) == 0:
+            return
+        mean = (sums[:-1] / sums[-1]).to(self.means.device)
+        self.means.copy_(torch.stack([self.means[1], mean]))
+        self.epochs_done += 1
+        self.epoch_sums.zero_()
+        if int(self.epochs_done) >= 2:
+            ratio = self.means[1] / self.means[0]
+            self.weights.copy_(len(self.tasks) * torch.softmax(ratio / self.temperature, dim=0))
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        loss = self._stack_losses(losses, torch.float32)
+        if self.training:
+            if self.epoch_sums.device != loss.device:
+                self.epoch_sums = self.epoch_sums.to(loss.device)
+            one = torch.ones(1, device=loss.device)
+            self.epoch_sums += torch.cat([loss.detach().float(), one])
+        return (self.weights.to(loss.dtype) * loss).sum()
+
+    def effective_weights(self) -> dict[str, float]:
+        return dict(zip(self.tasks, self.weights.tolist(), strict=True))
+
+    def get_extra_state(self) -> Any:
+        return {"epoch_sums": self.epoch_sums.detach().cpu().clone()}  # a copy, never an alias
+
+    def set_extra_state(self, state: Any) -> None:
+        self.epoch_sums = state["epoch_sums"].to(self.weights.device, copy=True)
+
+    def extra_repr(self) -> str:
+        return f"tasks={list(self.tasks)}, temperature={self.temperature}"
