@@ -32,7 +32,7 @@ from uncertainty_mtl.data.cityscapes import CityscapesScenes
 from uncertainty_mtl.data.layout import write_png
 from uncertainty_mtl.data.synthetic import is_complete
 from uncertainty_mtl.engine import train
-from uncertainty_mtl.errors import ConfigError, DataError, UmtlError
+from uncertainty_mtl.errors import ConfigError, DataError, RunDirectoryError, UmtlError
 
 DRIVER = Path(__file__).parent / "faults" / "driver.py"
 SEED = int(os.environ.get("UMTL_FAULT_SEED", "0"))
@@ -761,3 +761,39 @@ def test_a_killed_cache_build_is_cleaned_up_by_the_next_one(city, tmp_path):
     frames = CityscapesScenes(city, "train", tasks=["semantic"], cache_dir=cache)
     assert not stale.exists() and alive.exists()
     assert len(frames) == 16 and (cache / "train" / "index.json").is_file()
+
+
+_HOLDER = """
+import os, sys, time
+from uncertainty_mtl._io import DirectoryLock
+
+DirectoryLock(sys.argv[1]).acquire()
+child = os.fork()  # like a data-loader worker: inherits the lock file, must not hold the lock
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_lock_of_a_killed_process_is_free_although_its_forked_workers_live(tmp_path):
+    from uncertainty_mtl._io import DirectoryLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    worker = int(holder.stdout.readline())
+    try:
+        with pytest.raises(RunDirectoryError, match=f"process {holder.pid} "):
+            DirectoryLock(tmp_path).acquire()
+        holder.kill()
+        holder.wait()
+        assert _alive(worker)  # the forked child still has the lock file open
+        DirectoryLock(tmp_path).acquire().release()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)

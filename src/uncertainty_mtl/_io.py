@@ -159,9 +159,11 @@ def claim_directory(
 
 
 class DirectoryLock:
-    """An exclusive lock on a directory (``fcntl.flock`` on ``directory/umtl.lock``), held from
-    :meth:`acquire` until :meth:`release` or the process ends: a killed holder leaves no stale
-    lock behind.
+    """An exclusive lock on a directory (a POSIX record lock, ``fcntl.lockf``, on
+    ``directory/umtl.lock``), held from :meth:`acquire` until :meth:`release` or the process
+    ends: a killed holder leaves no stale lock behind. Unlike ``flock``, a POSIX lock belongs to
+    the process, not to the open file: the data-loader workers a training process forks inherit
+    the file but not the lock, so they cannot keep it after their parent was killed.
 
     Raises (on :meth:`acquire`):
         RunDirectoryError: another process holds it; the message names that process.
@@ -182,8 +184,11 @@ class DirectoryLock:
                 raise _disk_error(self.path, err) from err
             raise
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise
             holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
             raise RunDirectoryError(
@@ -197,5 +202,5 @@ class DirectoryLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
+            os.close(self._fd)  # closing drops the lock
             self._fd = None
