@@ -187,8 +187,8 @@ class DirectoryLock:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno not in (errno.EACCES, errno.EAGAIN):
-                os.close(fd)
-                raise
+                os.close(fd)  # e.g. ENOLCK: a file system without locks
+                raise RunDirectoryError(f"{self.path}: cannot lock ({err.strerror})") from err
             holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
             raise RunDirectoryError(
