@@ -259,13 +259,9 @@ def test_a_second_process_on_the_same_directory_is_refused(city, tmp_path, capsy
 
 
 @pytest.fixture(scope="module")
-def finished(city, tmp_path_factory):
-    """A finished fault run (8 steps), copied by the cases that damage it."""
-    threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("finished") / "run"
-    train(load_config("smoke", overrides(city)), out, progress=False)
-    torch.set_num_threads(threads)
-    return out
+def finished(reference):
+    """A finished fault run (8 steps; the plain reference), copied by the cases that damage it."""
+    return reference["plain"]
 
 
 def test_resume_of_a_directory_that_is_no_run_is_refused(city, tmp_path, capsys):

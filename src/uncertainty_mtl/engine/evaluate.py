@@ -204,12 +204,14 @@ def final_evaluation(
     split: str | None = None,
     progress: bool = True,
     cluster_method: str | None = None,
+    frames: CityscapesScenes | None = None,
 ) -> dict[str, Any]:
     """The content of ``results.json``: the kept checkpoint's metrics on ``split`` (default:
-    the report split) and what they were measured on."""
+    the report split; its data set ``frames`` when already built) and what they were measured
+    on."""
     split = split or config.eval.report_split
     method = cluster_method or config.eval.cluster_method
-    loader, frames = eval_loader(config, split, proc)
+    loader, count = eval_loader(config, split, proc, frames)
     metrics = evaluate(
         model,
         loader,
@@ -227,7 +229,7 @@ def final_evaluation(
         "split": split,
         "checkpoint": kept,
         "step": step,
-        "frames": frames,
+        "frames": count,
         "resolution": list(image.shape[-2:]),
         "input_resolution": input_size or list(image.shape[-2:]),
         "cluster_method": method if {"semantic", "instance"} <= set(model.tasks) else None,

@@ -141,7 +141,7 @@ class Trainer:
         if select:
             frames = checked_split(config, select, "eval.select_split")
             self.select_loader = eval_loader(config, select, proc, frames)[0]
-        checked_split(config, config.eval.report_split, "eval.report_split")
+        self.report_frames = checked_split(config, config.eval.report_split, "eval.report_split")
 
         torch.manual_seed(config.run.seed)
         model = build_model(config).to(proc.device)
@@ -437,6 +437,7 @@ class Trainer:
             input_size=self.input_size,
             step=self.best.step if kept == "best" else self.step,
             progress=self.progress,
+            frames=self.report_frames,
         )
         results["training"] = {
             "steps": self.config.optim.steps,

@@ -73,6 +73,7 @@ def evaluate_checkpoint(
     data_root: str | os.PathLike[str] | None = None,
     cluster_method: str | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Evaluates a run's checkpoint on a split; writes nothing (see :func:`evaluate_run`).
 
@@ -84,8 +85,9 @@ def evaluate_checkpoint(
             for a network trained on Tiny Cityscapes: its input is resized to the training size
             and its outputs upsampled to the ground truth's.
         cluster_method: instance clustering for AP (default: the config's).
+        device: torch device (default: the run's ``run.device``).
     """
-    results, _ = _evaluate(run_dir, split, checkpoint, data_root, cluster_method, progress)
+    results, _ = _evaluate(run_dir, split, checkpoint, data_root, cluster_method, progress, device)
     return results
 
 

@@ -46,9 +46,8 @@ class GeometricWeighting(Weighting):
         present = loss > 0
         count = present.sum()
         safe = torch.where(present, loss, torch.ones_like(loss))
-        mean_log = torch.where(present, safe.log(), torch.zeros_like(loss)).sum() / count.clamp(
-            min=1
-        )
+        logs = torch.where(present, safe.log(), torch.zeros_like(loss))
+        mean_log = logs.sum() / count.clamp(min=1)
         total = torch.where(count > 0, mean_log.exp(), loss.sum() * 0)
         # Kept on the device; read (one synchronisation) only when logged.
         self._last = torch.where(present, total.detach() / (count * safe), 0.0).detach()

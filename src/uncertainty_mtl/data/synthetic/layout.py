@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from uncertainty_mtl.data.labels import label_id_of
+from uncertainty_mtl.data.labels import TRAIN_ID_NAMES, label_id_of
 from uncertainty_mtl.errors import ConfigError
 
 SPLIT_SIZES = {"train": 2975, "val": 500, "test": 500}
@@ -40,29 +40,8 @@ CITIES = {
     "test": ("vantry", "westerby", "yarcombe", "zennor", "aldwick", "bramcote"),
 }
 
-L = {
-    name: label_id_of(name)
-    for name in (
-        "ego vehicle",
-        "road",
-        "sidewalk",
-        "building",
-        "wall",
-        "fence",
-        "pole",
-        "traffic light",
-        "traffic sign",
-        "vegetation",
-        "terrain",
-        "sky",
-        "person",
-        "rider",
-        "car",
-        "truck",
-        "bus",
-        "bicycle",
-    )
-}
+#: Label ids of the classes the city draws (every train class, and the ego vehicle's bonnet).
+L = {name: label_id_of(name) for name in ("ego vehicle", *TRAIN_ID_NAMES)}
 INSTANCE_CLASSES = ("person", "rider", "car", "truck", "bus", "bicycle")
 
 
