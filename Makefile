@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/umtl reproduce table1 --preset cpu --out runs/reproduce-cpu
 
-## Every experiment of the paper on the CPU preset, 3 seeds; runs shared with `make run`.
+## Every experiment of the paper, and the methods benchmark, on the CPU preset, 3 seeds; runs
+## shared with `make run`.
 reproduce: $(STAMP)
 	$(BIN)/umtl reproduce table1 --preset cpu --seeds 3 --out runs/reproduce-cpu
 	$(BIN)/umtl reproduce figure2 --preset cpu --seeds 3 --out runs/reproduce-cpu
 	$(BIN)/umtl reproduce appendix-b --preset cpu --out runs/reproduce-cpu
 	$(BIN)/umtl reproduce units --preset cpu --seeds 3 --out runs/reproduce-cpu
 	$(BIN)/umtl reproduce ablations --preset cpu --seeds 3 --out runs/reproduce-cpu
+	$(BIN)/umtl reproduce methods --preset cpu --seeds 3 --out runs/reproduce-cpu
 
 ## The two-task study of the reproduction report on scikit-learn's digits, 3 seeds.
 two-task: $(STAMP)

@@ -17,6 +17,27 @@ def city(tmp_path_factory):
 
 
 @pytest.fixture
+def interrupted(tmp_path):
+    """``interrupted(config, after)`` trains ``config`` whole into ``tmp_path/whole`` and into
+    ``tmp_path/split`` until a Ctrl-C after step ``after``; returns the whole run's result and
+    both directories (the test resumes ``split`` itself)."""
+    from uncertainty_mtl.engine import train
+
+    def run(config, after):
+        whole = train(config, tmp_path / "whole", progress=False)
+
+        def crash(step):
+            if step == after:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train(config, tmp_path / "split", progress=False, on_step=crash)
+        return whole, tmp_path / "whole", tmp_path / "split"
+
+    return run
+
+
+@pytest.fixture
 def poison_depth_loss(monkeypatch):
     """``poison_depth_loss(n)``: the n-th scene-loss call of the training loop returns a NaN
     depth loss (the others are the real losses)."""

@@ -49,6 +49,88 @@ def test_votes_not_pixels_decide_so_adjacent_instances_stay_apart():
     assert left != right and left > 0 and right > 0
 
 
+def two_cars(gap: float, noise: float, seed: int = 0):
+    """Two cars side by side at 64×128 whose votes land ``gap`` px apart (each car's pixels
+    vote for their own centre), with Gaussian noise on the votes."""
+    ids = np.full((64, 128), 7)
+    ids[20:36, 30:50] = 26000
+    ids[20:36, 50:70] = 26001
+    semantic = np.where(ids >= 26000, 13, 0)
+    ys, xs = np.mgrid[0:64, 0:128].astype(np.float64)
+    centre_x = np.where(ids == 26000, 50 - gap / 2, 50 + gap / 2)
+    offsets = np.stack([centre_x - xs, 28.0 - ys]) * (ids >= 26000)
+    rng = np.random.default_rng(seed)
+    offsets = offsets + rng.normal(0, noise, offsets.shape) * (ids >= 26000)
+    return ids, semantic, offsets
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+@pytest.mark.parametrize("gap", [3.5, 4.0])
+@pytest.mark.parametrize("method", ["grid", "dbscan"])
+def test_cars_whose_centres_are_a_few_pixels_apart_stay_apart(method, gap, noise):
+    """The grid method of before merged these (its peaks were suppressed over 5×5 px); at
+    64×128, ``eps`` is 1.5 px."""
+    ids, semantic, offsets = two_cars(gap, noise)
+    result = cluster_instances(semantic, offsets, method=method)
+    assert sorted(map(sorted, recovered(ids, result).values())) == [[26000], [26001]]
+
+
+def test_grid_counts_votes_not_cells_towards_a_core_point():
+    """``min_samples`` is a number of votes: 12 votes on one point make an instance at
+    ``min_samples=10``, 8 votes do not (a cell's votes weigh as many points)."""
+    ids = np.zeros((64, 128), dtype=np.int64)
+    ids[10, 10:22] = 1  # 12 pixels voting for one point
+    ids[40, 10:18] = 2  # 8 pixels voting for another
+    semantic = np.where(ids > 0, 13, 0)
+    ys, xs = np.mgrid[0:64, 0:128].astype(np.float64)
+    target_x = np.where(ids == 1, 16.0, 14.0)
+    target_y = np.where(ids == 1, 10.0, 40.0)
+    offsets = np.stack([target_x - xs, target_y - ys]) * (ids > 0)
+    params = ClusterParams(min_samples=10, min_pixels=1)
+    for method in ("grid", "dbscan"):
+        result = cluster_instances(semantic, offsets, method=method, params=params)
+        assert recovered(ids, result) == {1: {1}}, method
+
+
+def test_grid_equals_dbscan_on_separated_vote_clouds():
+    """Clusters farther apart than a few ``eps``: grid and DBSCAN find the same partition
+    (the grid moves a vote by less than a cell's diagonal, 0.35·``eps``)."""
+    rng = np.random.default_rng(3)
+    ids = np.zeros((64, 128), dtype=np.int64)
+    ids[8:56, 8:120] = rng.integers(1, 7, (48, 112))
+    semantic = np.where(ids > 0, 13, 0)
+    centres = {k: (15 + 18 * k, 10 + 8 * (k % 3)) for k in range(1, 7)}
+    ys, xs = np.mgrid[0:64, 0:128].astype(np.float64)
+    cx = np.vectorize(lambda k: centres[k][0] if k else 0.0)(ids)
+    cy = np.vectorize(lambda k: centres[k][1] if k else 0.0)(ids)
+    offsets = (np.stack([cx - xs, cy - ys]) + rng.normal(0, 0.6, (2, 64, 128))) * (ids > 0)
+    grid = cluster_instances(semantic, offsets, method="grid").ids
+    dbscan = cluster_instances(semantic, offsets, method="dbscan").ids
+    pairs = set(zip(grid.ravel().tolist(), dbscan.ravel().tolist(), strict=True))
+    assert len(pairs) == len(set(grid.ravel().tolist())) == len(set(dbscan.ravel().tolist()))
+    assert len(pairs) == 7  # six instances and the background
+
+
+def test_optics_is_optics_with_its_xi_extraction(monkeypatch):
+    """``optics`` runs scikit-learn's OPTICS with the ξ extraction at ``ClusterParams.xi``,
+    not the DBSCAN extraction (which would be DBSCAN)."""
+    import sklearn.cluster
+
+    seen = []
+    real = sklearn.cluster.OPTICS
+
+    def recording(**kwargs):
+        seen.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(sklearn.cluster, "OPTICS", recording)
+    ids, semantic = scene()
+    offset, mask = instance_targets(ids)
+    offset = offset + np.random.default_rng(0).normal(0, 0.7, offset.shape) * mask
+    cluster_instances(semantic, offset, method="optics", params=ClusterParams(xi=0.2))
+    assert seen and all(k["cluster_method"] == "xi" and k["xi"] == 0.2 for k in seen)
+
+
 def test_small_clusters_are_dropped_and_confidence_is_the_mean_probability():
     ids, semantic = scene()
     offset, _ = instance_targets(ids)

@@ -154,3 +154,31 @@ def test_a_patch_leaves_its_base_untouched_and_the_last_override_wins():
     assert base["weighting"]["weights"] == weights  # a shared base serves every run of a study
     later = parse_overrides(["optim.lr=0.1", "optim={lr: 0.2}", "optim.lr=0.3"])
     assert apply_patch(base, later)["optim"]["lr"] == 0.3
+
+
+def test_optim_optimizer_builds_adam_with_the_log_variances_undecayed():
+    import torch
+
+    from uncertainty_mtl.engine.builders import build_model, build_optimiser, build_weighting
+
+    config = load_config("smoke", ["optim.optimizer=adam", "optim.lr=1e-3"])
+    model, weighting = build_model(config), build_weighting(config)
+    optimiser = build_optimiser(config, model, weighting)
+    assert type(optimiser) is torch.optim.Adam
+    (group,) = [
+        g for g in optimiser.param_groups if any(p is weighting.log_vars for p in g["params"])
+    ]
+    assert group["weight_decay"] == 0 and group["lr"] == 1e-3
+    assert type(build_optimiser(load_config("smoke"), model, weighting)) is torch.optim.SGD
+    with pytest.raises(ConfigError, match=r"optim\.optimizer: 'rmsprop' is not one of"):
+        load_config("smoke", ["optim.optimizer=rmsprop"])
+    # Adam has no Nesterov switch to contradict
+    load_config("smoke", ["optim.optimizer=adam", "optim.momentum=0"])
+
+
+def test_the_paper_preset_keeps_the_papers_aspp_rates_and_its_figure2_lr():
+    from uncertainty_mtl.experiments.scene import PRESETS
+
+    assert load_config("paper/tiny-cityscapes/three-task").model.aspp_rates == [12, 24, 36]
+    assert PRESETS["paper"].figure2_patch == {"optim.lr": 0.01}
+    assert PRESETS["cpu"].figure2_patch == {}  # Figure 2 shares Table 1's runs there

@@ -57,16 +57,9 @@ def test_a_run_writes_the_documented_directory(city, tmp_path):
     assert groups[1]["weight_decay"] == 0.0 and groups[0]["weight_decay"] == 1e-4
 
 
-def test_resume_gives_the_weights_and_metrics_of_an_uninterrupted_run(city, tmp_path):
+def test_resume_gives_the_weights_and_metrics_of_an_uninterrupted_run(city, tmp_path, interrupted):
     config = smoke(city, "optim.steps=8", "run.checkpoint_every=3", "eval.every=4")
-    whole = train(config, tmp_path / "whole", progress=False)
-
-    def crash(step):
-        if step == 5:
-            raise KeyboardInterrupt  # killed after step 5; the last checkpoint is step 3
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "split", progress=False, on_step=crash)
+    whole, _, _ = interrupted(config, after=5)  # killed after step 5; last checkpoint: step 3
     assert (
         torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)["step"] == 3
     )

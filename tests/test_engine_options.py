@@ -90,21 +90,21 @@ def test_loader_workers_persist_and_do_not_change_a_single_number(city, tmp_path
     ]
 
 
-def test_resume_is_exact_with_dropout(city, tmp_path):
+def test_resume_is_exact_with_dropout(city, tmp_path, interrupted):
     config = smoke(city, "optim.steps=8", "run.checkpoint_every=3", "model.aspp_dropout=0.5")
-    train(config, tmp_path / "whole", progress=False)
-
-    def crash(step):
-        if step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "split", progress=False, on_step=crash)
-    train(config, tmp_path / "split", resume=True, progress=False)
+    interrupted(config, after=5)
+    before = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    result = train(config, tmp_path / "split", resume=True, progress=False)
     a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    # the training time counts both sessions (the first up to its checkpoint at step 3)
+    training = result["training"]
+    assert before["step"] == 3 and before["seconds"] > 0
+    assert training["seconds"] == pytest.approx(
+        before["seconds"] + training["seconds_this_session"]
+    )
 
 
 def test_deferred_finiteness_check_stops_before_any_save(

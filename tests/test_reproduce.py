@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 
 from uncertainty_mtl.cli import main
 from uncertainty_mtl.experiments import ablations as ablations_module
+from uncertainty_mtl.experiments import methods as methods_module
 from uncertainty_mtl.experiments import table1
 from uncertainty_mtl.experiments.runner import Runner
 from uncertainty_mtl.experiments.scene import SceneStudy
@@ -31,7 +33,7 @@ def smoke_out(tmp_path_factory):
         "2",
         "--quiet",
     ]
-    for command in ("table1", "figure2", "appendix-b", "units", "ablations"):
+    for command in ("table1", "figure2", "appendix-b", "units", "ablations", "methods"):
         assert main(["reproduce", command, *common]) == 0, command
     return out, common
 
@@ -62,7 +64,11 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
         "instance_mean_error_px": 3.50,
         "depth_mean_error_px": 0.522,
     }
-    assert len(t1["approx_optimal"]["candidates"]) == len(table1.GRID)
+    candidates = t1["approx_optimal"]["candidates"]
+    assert len(candidates) == len(table1.GRID) * len(table1.GRID_SCALES) == 24
+    # every weighting at every overall scale: the search may choose a larger step too
+    sums = sorted({round(sum(c["weights"].values()), 1) for c in candidates})
+    assert sums == [1.0, 3.0, 7.0]
     assert "| 3 task uncertainty weighting |" in (out / "table1.md").read_text()
     f2 = json.loads((out / "figure2.json").read_text())
     assert set(f2["panels"]) == {"semantic-depth", "instance-depth"}
@@ -71,17 +77,24 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
     assert set(b["final_log_variances"]) == {"-2", "0", "2", "5"}
     assert set(b["agreement_step"]) == {"semantic", "instance", "depth"}
     units = json.loads((out / "units.json").read_text())
-    assert [(r["weighting"], r["depth_units"]) for r in units["rows"]] == [
-        ("fixed", "px"),
-        ("fixed", "1/100 px"),
-        ("learned", "px"),
-        ("learned", "1/100 px"),
-        ("learned, s₀ at the optimum", "1/100 px"),
+    plain = [("fixed", "px"), ("fixed", "1/100 px"), ("learned", "px"), ("learned", "1/100 px")]
+    assert [(r["training"], r["weighting"], r["depth_units"]) for r in units["rows"]] == [
+        *[("sgd", *row) for row in plain],
+        ("sgd", "learned, s₀ at the optimum", "1/100 px"),
+        *[("adam", *row) for row in plain],
+        *[("sgd-4x", *row) for row in plain],
     ]
-    start = units["rows"][-1]["initial_log_var_depth"][0]
+    assert [r["steps"] for r in units["rows"]] == [4] * 9 + [16] * 4
+    start = units["rows"][4]["initial_log_var_depth"][0]
     assert start == pytest.approx(units["rows"][2]["log_var_depth"] + 2 * math.log(100), abs=0.01)
+    adam = next(r for r in units["rows"] if r["training"] == "adam" and r["weighting"] == "fixed")
+    assert adam["semantic_weight"] == units["chosen_semantic_weight"]["adam"]
     ablations = json.loads((out / "ablations.json").read_text())
-    assert list(ablations["rows"]) == [*ablations_module.VARIANTS, "fixed-at-learned"]
+    assert list(ablations["rows"]) == [
+        *ablations_module.VARIANTS,
+        "fixed-at-learned",
+        "fixed-at-learned-mean",
+    ]
     learned = ablations["rows"]["uw-three"]["final"]
     control = ablations["rows"]["fixed-at-learned"]
     assert control["fixed_weights"] == [
@@ -90,7 +103,48 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
             for t in ("semantic", "instance", "depth")
         }
     ]
-    for png in ("figure2.png", "appendix_b.png"):
+    # the second control: the learned run's weights averaged over its logged steps
+    study = Runner(SceneStudy("smoke", overrides=(f"data.root={out / 'city'}",)), out)
+    records = [
+        json.loads(line)
+        for line in (study.run_dir(ablations_module.variant_run("uw-three", 0)) / "metrics.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    logged = [r for r in records if "weight/depth" in r]
+    assert logged
+    assert ablations["rows"]["fixed-at-learned-mean"]["fixed_weights"] == [
+        {
+            t: pytest.approx(sum(r[f"weight/{t}"] for r in logged) / len(logged), rel=5e-3)
+            for t in ("semantic", "instance", "depth")
+        }
+    ]
+    methods = json.loads((out / "methods.json").read_text())
+    assert list(methods["rows"]) == list(methods_module.METHODS)
+    assert methods["rows"]["equal"]["cost_vs_equal"] == 1.0
+    # the uncertainty weighting and the tuned baseline are Table 1's runs, not new ones
+    assert methods["rows"]["uncertainty"]["runs"] == t1["rows"]["uw-three"]["runs"]
+    assert methods["rows"]["approx-optimal"]["runs"] == t1["rows"]["approx-optimal"]["runs"]
+    for method, row in methods["rows"].items():
+        assert ("depth_x100" in row) == (method in methods_module.LOSS_WEIGHTINGS), method
+        assert row["peak_memory_mb"]["mean"] > 0 and row["peak_memory_kind"] == "process_rss"
+        seed0 = json.loads((Path(row["runs"][0]) / "results.json").read_text())["metrics"]
+        single = {
+            "miou": t1["rows"]["semantic-only"]["metrics"]["miou"]["mean"],
+            "inst": t1["rows"]["instance-only"]["metrics"]["instance_mean_error_px"]["mean"],
+            "depth": t1["rows"]["depth-only"]["metrics"]["depth_mean_error_px"]["mean"],
+        }
+        by_hand = (
+            (
+                -(seed0["miou"] - single["miou"]) / single["miou"]
+                + (seed0["instance_mean_error_px"] - single["inst"]) / single["inst"]
+                + (seed0["depth_mean_error_px"] - single["depth"]) / single["depth"]
+            )
+            * 100
+            / 3
+        )
+        assert row["delta_m"]["values"][0] == pytest.approx(by_hand, rel=1e-9), method
+    for png in ("figure2.png", "appendix_b.png", "methods.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -109,6 +163,9 @@ def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, 
     assert main(["reproduce", "figure2", *common]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
     rerun = json.loads((out / "table1.json").read_text())
+    # what the results cost, whichever invocation trained them: the same when nothing trains
+    assert t1["training_time_s"] > 0
+    assert rerun["training_time_s"] == pytest.approx(t1["training_time_s"])
     assert rerun["runs_trained"] == 0 and rerun["runs_used"] == len(
         t1["approx_optimal"]["candidates"]
     ) + len(table1.ROWS)
@@ -176,7 +233,7 @@ def test_only_trains_one_row_and_writes_no_table(smoke_out, tmp_path):
 
 
 @pytest.mark.slow
-def test_submitit_local_launcher_writes_the_same_table_as_local(smoke_out, tmp_path, capsys):
+def test_submitit_local_launcher_writes_the_same_numbers_as_local(smoke_out, tmp_path, capsys):
     out, _ = smoke_out
     other = tmp_path / "submitit"
     # The same city (its cache too) and one thread per run, as the local pool of 2 had.
@@ -193,16 +250,12 @@ def test_submitit_local_launcher_writes_the_same_table_as_local(smoke_out, tmp_p
         "1",
         "--quiet",
     ]
-    assert main(["reproduce", "table1", *args]) == 0
-    local = json.loads((out / "table1.json").read_text())
-    remote = json.loads((other / "table1.json").read_text())
-    assert remote["runs_trained"] == remote["runs_used"] > 0
-    assert remote["approx_optimal"]["chosen"] == local["approx_optimal"]["chosen"]
-    for key, row in local["rows"].items():
-        for metric, summary in row["metrics"].items():
-            assert remote["rows"][key]["metrics"][metric]["mean"] == pytest.approx(
-                summary["mean"], rel=1e-5, abs=1e-9
-            ), (key, metric)
+    assert main(["reproduce", "appendix-b", *args]) == 0
+    local = json.loads((out / "appendix_b.json").read_text())
+    remote = json.loads((other / "appendix_b.json").read_text())
+    assert remote["runs_trained"] == remote["runs_used"] == 4
+    for start, values in local["final_log_variances"].items():
+        assert remote["final_log_variances"][start] == pytest.approx(values, rel=1e-5), start
     # submitit kept each job's logs; the run directories are the runner's own.
     assert list((other / "submitit").glob("*_log.out"))
     # The same runs: the same resolved configs, so the same directory names.
@@ -294,6 +347,6 @@ def test_reproduce_with_launcher_slurm_submits_and_returns_without_a_table(
     assert main(args) == 0
     printed = capsys.readouterr().out
     # The grid and every row but the one chosen on the grid: one job array, then it returns.
-    assert "umtl: submitted 16 run(s)" in printed and "77_15" in printed
+    assert "umtl: submitted 32 run(s)" in printed and "77_31" in printed  # 24 + 8
     assert not (out / "table1.md").exists() and not (out / "table1.json").exists()
     assert not list(out.glob("runs/*/seed0/results.json"))

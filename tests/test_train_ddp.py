@@ -7,10 +7,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 
 
-def test_two_ranks_end_with_identical_weights_and_log_variances(tmp_path):
+@pytest.mark.parametrize("kind", ["uncertainty", "gradnorm"])
+def test_two_ranks_end_with_identical_weights_and_log_variances(tmp_path, kind):
+    """GradNorm differentiates each task's loss at the shared layer between DDP's forward and
+    backward, and averages its statistics over the ranks."""
     city = tmp_path / "city"
     generate_city(
         city,
@@ -32,6 +37,8 @@ def test_two_ranks_end_with_identical_weights_and_log_variances(tmp_path):
         "smoke",
         "--set",
         f"data.root={city}",
+        "--set",
+        f"weighting.kind={kind}",
         "--out",
         str(out),
         "--quiet",
@@ -44,6 +51,15 @@ def test_two_ranks_end_with_identical_weights_and_log_variances(tmp_path):
     assert ranks["world_size"] == 2 and ranks["identical_on_all_ranks"] is True
     (checksum_0, log_vars_0), (checksum_1, log_vars_1) = ranks["per_rank"]
     assert checksum_0 == checksum_1 and log_vars_0 == log_vars_1
-    assert all(abs(v) > 1e-4 for v in log_vars_0.values())  # they were trained, from 0
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "split" not in r] == [1, 2, 3, 4, 5, 6]  # rank 0 only
+    if kind == "uncertainty":
+        assert all(abs(v) > 1e-4 for v in log_vars_0.values())  # they were trained, from 0
+    else:
+        weights = [
+            [r[f"weight/{t}"] for t in ("semantic", "instance", "depth")]
+            for r in records
+            if "split" not in r
+        ]
+        assert all(sum(w) == pytest.approx(3.0, rel=1e-5) for w in weights)
+        assert len({tuple(w) for w in weights}) == len(weights)

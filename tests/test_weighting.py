@@ -17,9 +17,11 @@ from uncertainty_mtl.weighting.uncertainty import optimal_log_variance
 LIKELIHOODS = ("gaussian", "laplace", "softmax")
 
 
-def term_by_hand(likelihood: str, s: torch.Tensor, loss: torch.Tensor, regulariser: str):
-    """SPEC §1, one row per likelihood."""
-    penalty = 0.5 * s if regulariser == "log" else torch.log1p(torch.exp(s))
+def term_by_hand(
+    likelihood: str, s: torch.Tensor, loss: torch.Tensor, regulariser: str, d: int = 1
+):
+    """SPEC §1, one row per likelihood; ``d`` scalars summed per element."""
+    penalty = 0.5 * d * s if regulariser == "log" else torch.log1p(torch.exp(s))
     if likelihood == "gaussian":
         return 0.5 * torch.exp(-s) * loss + penalty
     if likelihood == "laplace":
@@ -27,11 +29,11 @@ def term_by_hand(likelihood: str, s: torch.Tensor, loss: torch.Tensor, regularis
     return torch.exp(-s) * loss + penalty
 
 
-def minimiser_by_hand(likelihood: str, loss: float, regulariser: str) -> float:
+def minimiser_by_hand(likelihood: str, loss: float, regulariser: str, d: int = 1) -> float:
     if regulariser == "log":
         return {
-            "gaussian": math.log(loss),
-            "laplace": 2 * math.log(loss),
+            "gaussian": math.log(loss / d),
+            "laplace": 2 * math.log(loss / d),
             "softmax": math.log(2 * loss),
         }[likelihood]
     # d/ds of the term = 0 with x = exp(s), penalty' = x / (1 + x):
@@ -45,7 +47,10 @@ def minimiser_by_hand(likelihood: str, loss: float, regulariser: str) -> float:
     return 2 * math.log(y)
 
 
-def effective_likelihood(likelihood: str, convention: str) -> str:
+def effective_likelihood(likelihood: str, convention: str, regulariser: str = "log") -> str:
+    """The paper convention: the Gaussian term for regression; Liebel & Körner: for every task."""
+    if regulariser == "positive":
+        return "gaussian"
     return "gaussian" if convention == "paper" and likelihood != "softmax" else likelihood
 
 
@@ -83,7 +88,7 @@ def test_optimising_s_alone_reaches_the_closed_form_minimiser(convention, regula
     )
     for task, loss in losses.items():
         expected = minimiser_by_hand(
-            effective_likelihood(likelihoods[task], convention), loss, regulariser
+            effective_likelihood(likelihoods[task], convention, regulariser), loss, regulariser
         )
         assert found[task] == pytest.approx(expected, abs=1e-3), task
 
@@ -94,6 +99,98 @@ def test_optimal_log_variance_helper_matches_the_closed_form(likelihood):
         assert optimal_log_variance(likelihood, loss) == pytest.approx(
             minimiser_by_hand(likelihood, loss, "log"), rel=1e-12
         )
+    for d in (2, 3):
+        if likelihood == "softmax":
+            with pytest.raises(ValueError, match="must be 1"):
+                optimal_log_variance(likelihood, 0.5, d)
+        else:
+            assert optimal_log_variance(likelihood, 0.5, d) == pytest.approx(
+                minimiser_by_hand(likelihood, 0.5, "log", d), rel=1e-12
+            )
+
+
+def test_event_dims_move_the_minimiser_to_log_of_l_over_d():
+    """SPEC §1: a loss summing d scalars per element has the penalty (d/2)·s, so the minimiser
+    is log(L/d) (gaussian) and 2·log(L/d) (laplace), and the weight there d/(2L) and d/L."""
+    losses = {"g": 0.37, "l": 4.2, "c": 1.3}
+    likelihoods = {"g": "gaussian", "l": "laplace", "c": "softmax"}
+    dims = {"g": 3, "l": 2}
+    weighting = UncertaintyWeighting(likelihoods, event_dims=dims, init_log_var=1.5).double()
+    found = minimise_s(
+        weighting, {t: torch.tensor(v, dtype=torch.float64) for t, v in losses.items()}
+    )
+    assert found["g"] == pytest.approx(math.log(0.37 / 3), abs=1e-4)
+    assert found["l"] == pytest.approx(2 * math.log(4.2 / 2), abs=1e-4)
+    assert found["c"] == pytest.approx(math.log(2 * 1.3), abs=1e-4)
+    weights = weighting.effective_weights()
+    assert weights["g"] == pytest.approx(3 / (2 * 0.37), rel=1e-3)
+    assert weights["l"] == pytest.approx(2 / 4.2, rel=1e-3)
+    # the paper's formula as printed ignores d (0.5·s, Gaussian form) ...
+    paper = UncertaintyWeighting(likelihoods, event_dims=dims, convention="paper").double()
+    found = minimise_s(paper, {t: torch.tensor(v, dtype=torch.float64) for t, v in losses.items()})
+    assert found["l"] == pytest.approx(math.log(4.2), abs=1e-4)
+    # ... and so does Liebel & Körner's
+    positive = UncertaintyWeighting(likelihoods, event_dims=dims, regulariser="positive").double()
+    found = minimise_s(
+        positive, {t: torch.tensor(v, dtype=torch.float64) for t, v in losses.items()}
+    )
+    assert found["l"] == pytest.approx(minimiser_by_hand("gaussian", 4.2, "positive"), abs=1e-4)
+
+
+def test_event_dims_enter_the_total_as_d_halves_of_s():
+    weighting = UncertaintyWeighting(
+        {"i": "laplace", "c": "softmax"}, event_dims={"i": 2}, init_log_var={"i": 0.7, "c": -0.2}
+    ).double()
+    losses = {
+        "i": torch.tensor(1.9, dtype=torch.float64),
+        "c": torch.tensor(0.4, dtype=torch.float64),
+    }
+    s_i, s_c = weighting.log_vars.detach()  # 0.7 and -0.2 rounded to float32 at creation
+    expected = term_by_hand("laplace", s_i, losses["i"], "log", d=2) + term_by_hand(
+        "softmax", s_c, losses["c"], "log"
+    )
+    torch.testing.assert_close(weighting(losses), expected, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(weighting(losses), weighting.log_vars)
+    # d/ds_i [exp(-s/2)·L + s] = -0.5·exp(-s/2)·L + 1
+    assert grad[0].item() == pytest.approx(-0.5 * math.exp(-s_i.item() / 2) * 1.9 + 1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("dims", "match"),
+    [
+        ({"c": 2}, "must be 1"),
+        ({"x": 2}, "unknown task"),
+        ({"i": 0}, "integer >= 1"),
+        ({"i": 1.5}, "integer >= 1"),
+        ({"i": True}, "integer >= 1"),
+    ],
+)
+def test_bad_event_dims_are_refused_naming_the_task(dims, match):
+    with pytest.raises(ValueError, match=match):
+        UncertaintyWeighting({"i": "laplace", "c": "softmax"}, event_dims=dims)
+
+
+def test_the_positive_regulariser_is_liebel_and_koerner_for_every_likelihood():
+    """0.5·exp(-s)·L + log(1 + exp(s)) for an L1 task and a cross-entropy task too (SPEC §1)."""
+    weighting = UncertaintyWeighting(
+        {"l": "laplace", "c": "softmax"},
+        regulariser="positive",
+        event_dims={"l": 2},
+        init_log_var={"l": 0.3, "c": -1.1},
+    ).double()
+    losses = {
+        "l": torch.tensor(2.5, dtype=torch.float64),
+        "c": torch.tensor(0.8, dtype=torch.float64),
+    }
+    s_l, s_c = weighting.log_vars.tolist()  # 0.3 and -1.1 rounded to float32
+    expected = sum(
+        0.5 * math.exp(-s) * float(losses[t]) + math.log1p(math.exp(s))
+        for t, s in (("l", s_l), ("c", s_c))
+    )
+    assert weighting(losses).item() == pytest.approx(expected, rel=1e-12)
+    assert weighting.effective_weights() == pytest.approx(
+        {"l": 0.5 * math.exp(-s_l), "c": 0.5 * math.exp(-s_c)}, rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("regulariser", ["log", "positive"])
@@ -112,7 +209,9 @@ def test_total_and_gradients_match_hand_written_formula(convention, regulariser)
 
     def hand_total(*args):
         return sum(
-            term_by_hand(effective_likelihood(likelihoods[t], convention), s, loss, regulariser)
+            term_by_hand(
+                effective_likelihood(likelihoods[t], convention, regulariser), s, loss, regulariser
+            )
             for t, loss, s in zip(names, args[:3], args[3:], strict=True)
         )
 

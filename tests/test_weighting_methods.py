@@ -1,5 +1,5 @@
-"""GLS, RLW, IMTL-L and DWA (SPEC §8) against hand computations on tiny inputs, their state, and a
-training run of each (resumed exactly)."""
+"""GLS, RLW, IMTL-L, DWA and GradNorm (SPEC §8) against hand computations on tiny inputs, their
+state, and a training run of each (resumed exactly)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from uncertainty_mtl.engine import train
 from uncertainty_mtl.weighting import (
     DynamicWeightAverage,
     GeometricWeighting,
+    GradNorm,
     IMTLLossWeighting,
     RandomWeighting,
     parameter_groups,
@@ -139,18 +140,11 @@ def smoke(city, *overrides):
     return load_config("smoke", [*base, *overrides])
 
 
-@pytest.mark.parametrize("kind", ["equal", "gls", "rlw", "imtl-l", "dwa"])
-def test_each_kind_trains_logs_its_weights_and_resumes_exactly(kind, city, tmp_path):
+@pytest.mark.parametrize("kind", ["equal", "gls", "rlw", "imtl-l", "dwa", "gradnorm"])
+def test_each_kind_trains_logs_its_weights_and_resumes_exactly(kind, city, tmp_path, interrupted):
     # 16 frames, batch 4: 4 steps an epoch, so 14 steps reach DWA's third and fourth epochs
     config = smoke(city, f"weighting.kind={kind}", "optim.steps=14", "eval.every=7")
-    train(config, tmp_path / "whole", progress=False)
-
-    def crash(step):
-        if step == 7:
-            raise KeyboardInterrupt  # the last checkpoint is step 6, in the middle of epoch 1
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "split", progress=False, on_step=crash)
+    interrupted(config, after=7)  # the last checkpoint is step 6, in the middle of epoch 1
     train(config, tmp_path / "split", resume=True, progress=False)
     whole = (tmp_path / "whole" / "metrics.jsonl").read_text()
     assert (tmp_path / "split" / "metrics.jsonl").read_text() == whole
@@ -185,13 +179,94 @@ def test_each_kind_trains_logs_its_weights_and_resumes_exactly(kind, city, tmp_p
                 expected = 3 * torch.softmax(ratio.double() / 2.0, dim=0)
                 assert w == pytest.approx(expected.tolist(), rel=1e-5)
         assert {r["epoch"] for r in records} == {0, 1, 2, 3}
+    elif kind == "gradnorm":
+        assert all(sum(w) == pytest.approx(3.0, rel=1e-5) for w in weights)
+        assert len({tuple(w) for w in weights}) == len(weights)  # a step every step
     else:
         assert weights[0] != [1.0, 1.0, 1.0]  # exp(s) moved after the first step
 
 
 def test_an_unknown_kind_is_a_config_error(city):
-    with pytest.raises(ConfigError, match=r"weighting\.kind: 'gradnorm'"):
-        smoke(city, "weighting.kind=gradnorm")
+    with pytest.raises(ConfigError, match=r"weighting\.kind: 'nash'"):
+        smoke(city, "weighting.kind=nash")
+
+
+def test_method_parameters_are_keys_of_their_kind_only(city):
+    from uncertainty_mtl.engine.builders import build_weighting
+
+    dwa = build_weighting(smoke(city, "weighting.kind=dwa", "weighting.dwa.temperature=5"))
+    assert isinstance(dwa, DynamicWeightAverage) and dwa.temperature == 5.0
+    config = smoke(city, "weighting.kind=gradnorm", "weighting.gradnorm.alpha=0.5")
+    gradnorm = build_weighting(config)
+    assert isinstance(gradnorm, GradNorm)
+    assert (gradnorm.alpha, gradnorm.lr) == (0.5, config.optim.lr)
+    with pytest.raises(ConfigError, match=r"weighting\.dwa is for kind 'dwa' only"):
+        smoke(city, "weighting.dwa.temperature=5")
+    with pytest.raises(ConfigError, match=r"weighting\.dwa\.temperature must be"):
+        smoke(city, "weighting.kind=dwa", "weighting.dwa.temperature=0")
+    with pytest.raises(ConfigError, match=r"weighting\.gradnorm\.alpha must be"):
+        smoke(city, "weighting.kind=gradnorm", "weighting.gradnorm.alpha=-1")
+    with pytest.raises(ConfigError, match=r"weighting\.gradnorm: unknown key\(s\) \['beta'\]"):
+        smoke(city, "weighting.kind=gradnorm", "weighting.gradnorm.beta=1")
+
+
+# -- GradNorm -------------------------------------------------------------------------------------
+
+
+def test_gradnorm_steps_its_weights_as_computed_by_hand():
+    """Shared W = (w0, w1); L_a = (3·w0)², L_b = 5·w1: n_a = 18·w0, n_b = 5 (SPEC §8)."""
+    shared = nn.Parameter(torch.tensor([1.0, 2.0]))
+    weighting = GradNorm(["a", "b"], alpha=1.5, lr=0.01)
+    assert list(weighting.parameters()) == []  # the network's optimiser never sees them
+
+    def step(w0: float) -> None:
+        with torch.no_grad():
+            shared[0] = w0
+        losses = {"a": (3 * shared[0]) ** 2, "b": 5 * shared[1]}
+        total = weighting(losses)
+        weighting.task_gradients(losses, [shared])
+        total.backward()  # the graph is still alive
+        weighting.after_step()
+
+    def by_hand(weights, norms, losses, initial):
+        ratios = [x / x0 for x, x0 in zip(losses, initial, strict=True)]
+        rates = [r / (sum(ratios) / 2) for r in ratios]
+        g = [w * n for w, n in zip(weights, norms, strict=True)]
+        targets = [sum(g) / 2 * r**1.5 for r in rates]
+        stepped = [
+            w - 0.01 * math.copysign(1.0, gi - ti) * n
+            for w, n, gi, ti in zip(weights, norms, g, targets, strict=True)
+        ]
+        return [2 * w / sum(stepped) for w in stepped]
+
+    step(1.0)  # L = (9, 10), n = (18, 5); equal rates, so the larger gradient is pulled down
+    first = by_hand([1.0, 1.0], [18.0, 5.0], [9.0, 10.0], [9.0, 10.0])
+    assert first == pytest.approx([0.82 * 2 / 1.87, 1.05 * 2 / 1.87])
+    assert list(weighting.effective_weights().values()) == pytest.approx(first, rel=1e-6)
+    assert weighting.initial_losses.tolist() == [9.0, 10.0]
+    step(0.5)  # L_a fell to 2.25 (a fast task: its weight must fall), n = (9, 5)
+    second = by_hand(first, [9.0, 5.0], [2.25, 10.0], [9.0, 10.0])
+    assert list(weighting.effective_weights().values()) == pytest.approx(second, rel=1e-6)
+    assert sum(second) == pytest.approx(2.0) and second[0] < first[0]
+    # the total is sum w_t·L_t with the weights of the call
+    losses = {"a": torch.tensor(2.0), "b": torch.tensor(3.0)}
+    assert float(weighting(losses)) == pytest.approx(2 * second[0] + 3 * second[1], rel=1e-6)
+
+
+def test_gradnorm_state_round_trip_and_bad_arguments():
+    shared = nn.Parameter(torch.tensor([1.0, 2.0]))
+    weighting = GradNorm(["a", "b"], lr=0.1)
+    losses = {"a": shared[0] ** 2, "b": 3 * shared[1]}
+    weighting.task_gradients(losses, [shared])
+    weighting.after_step()
+    other = GradNorm(["a", "b"], lr=0.1)
+    other.load_state_dict(weighting.state_dict())
+    assert other.effective_weights() == weighting.effective_weights() != {"a": 1.0, "b": 1.0}
+    assert other.initial_losses.tolist() == [1.0, 6.0]
+    with pytest.raises(ValueError, match="alpha must be"):
+        GradNorm(["a"], alpha=float("nan"))
+    with pytest.raises(ValueError, match="last shared layer"):
+        weighting.task_gradients(losses, [])
 
 
 # -- DWA ------------------------------------------------------------------------------------------

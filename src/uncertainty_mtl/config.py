@@ -28,10 +28,14 @@ import yaml
 from uncertainty_mtl.errors import ConfigError
 
 __all__ = [
+    "OPTIMIZERS",
     "WEIGHTING_KINDS",
+    "CagradConfig",
     "ConfigError",
     "DataConfig",
+    "DwaConfig",
     "EvalConfig",
+    "GradNormConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
@@ -52,7 +56,24 @@ __all__ = [
 
 #: ``weighting.kind``: the learned uncertainty weighting, fixed weights, and the other loss
 #: weightings of the methods benchmark (SPEC §8).
-WEIGHTING_KINDS = ("uncertainty", "fixed", "equal", "gls", "rlw", "imtl-l", "dwa")
+#: Loss weightings, then the gradient aggregators of torchjd (``weighting.aggregators``).
+WEIGHTING_KINDS = (
+    "uncertainty",
+    "fixed",
+    "equal",
+    "gls",
+    "rlw",
+    "imtl-l",
+    "dwa",
+    "gradnorm",
+    "mgda",
+    "pcgrad",
+    "cagrad",
+    "nash-mtl",
+    "imtl-g",
+    "aligned-mtl",
+    "upgrad",
+)
 
 
 @dataclass
@@ -90,25 +111,57 @@ class DataConfig:
     train_split: str = "train"
 
 
+#: ``optim.optimizer``: the paper's SGD, or Adam (what most users would pick).
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class DwaConfig:
+    """``weighting.kind: dwa``."""
+
+    temperature: float = 2.0  # τ of softmax(r / τ)
+
+
+@dataclass
+class GradNormConfig:
+    """``weighting.kind: gradnorm`` (its weights' own step uses ``weighting.lr``)."""
+
+    alpha: float = 1.5  # α, the pull towards equal training rates
+
+
+@dataclass
+class CagradConfig:
+    """``weighting.kind: cagrad``."""
+
+    c: float = 0.4  # the radius of CAGrad's ball around the mean gradient (its paper's 0.4)
+
+
 @dataclass
 class WeightingConfig:
-    """How the task losses are combined (SPEC §1)."""
+    """How the task losses are combined (SPEC §1, §8)."""
 
     kind: str = "uncertainty"  # "uncertainty" (learned), "fixed", or (SPEC §8) "equal", "gls",
-    # "rlw" (random weights, seeded by run.seed), "imtl-l" (learned loss scales), "dwa" (τ = 2)
+    # "rlw" (random weights, seeded by run.seed), "imtl-l" (learned loss scales), "dwa",
+    # "gradnorm", or a gradient aggregator: "mgda", "pcgrad", "cagrad", "nash-mtl", "imtl-g",
+    # "aligned-mtl", "upgrad" (torchjd; one process)
     weights: dict[str, float] = field(default_factory=dict)  # fixed: task -> weight
     convention: str = "likelihood"  # or "paper" (Gaussian term for every regression task)
     regulariser: str = "log"  # or "positive" (log(1 + σ²))
     likelihoods: dict[str, str] = field(default_factory=dict)  # per-task override, e.g.
     # {semantic: tempered_softmax}; default: softmax, laplace, laplace
     init_log_var: float | dict[str, float] = 0.0  # initial s: for every task, or task -> s
-    lr: float | None = None  # learning rate of the log-variances (default: optim.lr)
+    lr: float | None = None  # learning rate of the log-variances, IMTL-L's scales and
+    # GradNorm's weights (default: optim.lr)
+    dwa: DwaConfig = field(default_factory=DwaConfig)
+    gradnorm: GradNormConfig = field(default_factory=GradNormConfig)
+    cagrad: CagradConfig = field(default_factory=CagradConfig)
 
 
 @dataclass
 class OptimConfig:
     """SGD with Nesterov momentum and polynomial decay (paper, Appendix A)."""
 
+    optimizer: str = "sgd"  # or "adam" (torch.optim.Adam; momentum and nesterov unused)
     lr: float = 2.5e-3
     momentum: float = 0.9
     nesterov: bool = True
@@ -173,6 +226,7 @@ class TrainConfig:
             "weighting.kind": (self.weighting.kind, WEIGHTING_KINDS),
             "weighting.convention": (self.weighting.convention, ("likelihood", "paper")),
             "weighting.regulariser": (self.weighting.regulariser, ("log", "positive")),
+            "optim.optimizer": (self.optim.optimizer, OPTIMIZERS),
             "eval.cluster_method": (self.eval.cluster_method or "grid", METHODS),
         }
         for key, (value, allowed) in choices.items():
@@ -194,6 +248,7 @@ class TrainConfig:
                 raise ConfigError("weighting.weights must be >= 0 with at least one > 0")
         elif self.weighting.weights:
             raise ConfigError("weighting.weights is for kind 'fixed' only")
+        self._validate_method_keys()
         per_task = {t: TASKS[t].likelihoods for t in SCENE_TASKS}
         for task, likelihood in self.weighting.likelihoods.items():
             if task not in self.tasks or likelihood not in per_task[task]:
@@ -237,6 +292,27 @@ class TrainConfig:
             raise ConfigError("model.sync_bn needs run.device cuda (SyncBatchNorm refuses CPU)")
         self._validate_ranges()
 
+    def _validate_method_keys(self) -> None:
+        """Each method's own keys: set only for its kind, and in range."""
+        w = self.weighting
+        sections: dict[str, tuple[Any, Any, str, float, bool]] = {
+            # kind: (section, its defaults, the checked key, its bound, bound included)
+            "dwa": (w.dwa, DwaConfig(), "temperature", 0.0, False),
+            "gradnorm": (w.gradnorm, GradNormConfig(), "alpha", 0.0, True),
+            "cagrad": (w.cagrad, CagradConfig(), "c", 0.0, True),
+        }
+        for kind, (section, default, key, bound, included) in sections.items():
+            if section != default and w.kind != kind:
+                raise ConfigError(
+                    f"weighting.{kind} is for kind {kind!r} only (weighting.kind is {w.kind!r})"
+                )
+            value = getattr(section, key)
+            if not (math.isfinite(value) and (value >= bound if included else value > bound)):
+                raise ConfigError(
+                    f"weighting.{kind}.{key} must be a finite number {'>=' if included else '>'} "
+                    f"{bound:g}, got {value}"
+                )
+
     def _validate_ranges(self) -> None:
         """Numbers that would fail (or silently misbehave) only later, mid-run."""
         import torch
@@ -253,7 +329,7 @@ class TrainConfig:
             raise ConfigError(f"optim.poly_power must be >= 0, got {o.poly_power}")
         if not 0 <= o.momentum < 1:
             raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
-        if o.nesterov and o.momentum == 0:
+        if o.optimizer == "sgd" and o.nesterov and o.momentum == 0:
             raise ConfigError("optim.nesterov needs optim.momentum > 0 (or optim.nesterov: false)")
         if o.weight_decay < 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")

@@ -18,12 +18,14 @@ from uncertainty_mtl.weighting import (
     DynamicWeightAverage,
     FixedWeighting,
     GeometricWeighting,
+    GradNorm,
     IMTLLossWeighting,
     RandomWeighting,
     UncertaintyWeighting,
     Weighting,
     parameter_groups,
 )
+from uncertainty_mtl.weighting.aggregators import AGGREGATORS, GradientAggregation
 
 __all__ = [
     "NetWithLoss",
@@ -67,10 +69,16 @@ def build_weighting(config: TrainConfig) -> Weighting:
     if w.kind == "imtl-l":
         return IMTLLossWeighting(tasks, check_finite=False)
     if w.kind == "dwa":
-        return DynamicWeightAverage(tasks, check_finite=False)
+        return DynamicWeightAverage(tasks, temperature=w.dwa.temperature, check_finite=False)
+    if w.kind in AGGREGATORS:
+        return GradientAggregation(tasks, w.kind, cagrad_c=w.cagrad.c, check_finite=False)
+    if w.kind == "gradnorm":
+        lr = w.lr if w.lr is not None else config.optim.lr
+        return GradNorm(tasks, alpha=w.gradnorm.alpha, lr=lr, check_finite=False)
     return UncertaintyWeighting(
-        {t: w.likelihoods.get(t, TASKS[t].likelihood) for t in config.trained_tasks},
+        {t: w.likelihoods.get(t, TASKS[t].likelihood) for t in tasks},
         init_log_var=w.init_log_var,
+        event_dims={t: TASKS[t].event_dims for t in tasks},
         convention=w.convention,
         regulariser=w.regulariser,
         check_finite=False,
@@ -80,12 +88,14 @@ def build_weighting(config: TrainConfig) -> Weighting:
 def build_optimiser(
     config: TrainConfig, model: nn.Module, weighting: Weighting
 ) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (paper, Appendix A); the weighting's parameters in their own
-    group without weight decay."""
+    """SGD with Nesterov momentum (paper, Appendix A), or Adam (``optim.optimizer``); the
+    weighting's parameters in their own group without weight decay."""
     o = config.optim
     groups = parameter_groups(
         model, weighting, lr=o.lr, weight_decay=o.weight_decay, weighting_lr=config.weighting.lr
     )
+    if o.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=o.lr)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 
@@ -140,8 +150,11 @@ class NetWithLoss(nn.Module):
 
     def forward(
         self, images: Tensor, targets: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        outputs = self.model(images)
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """The weighted total, the task losses, and the shared features where the weighting
+        needs them (a gradient aggregator: ``None`` otherwise)."""
+        features = self.model.features(images)
+        outputs = self.model.heads(features, images.shape[-2:])
         if self.depth_scale != 1.0 and "inverse_depth" in targets:
             targets = {**targets, "inverse_depth": targets["inverse_depth"] * self.depth_scale}
         if self.tempered:
@@ -149,7 +162,7 @@ class NetWithLoss(nn.Module):
             scale = self.weighting.logit_scale("semantic")
             outputs = {**outputs, "semantic": outputs["semantic"] * scale}
         losses = scene_losses(outputs, targets, self.model.tasks)
-        return self.weighting(losses), losses
+        return self.weighting(losses), losses, features if self.weighting.needs_features else None
 
 
 @contextmanager

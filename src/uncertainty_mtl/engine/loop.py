@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from uncertainty_mtl.config import ConfigError, TrainConfig, config_to_dict
 from uncertainty_mtl.data.prepare import ensure_scene_data, scene_frames
 from uncertainty_mtl.engine.builders import (
     NetWithLoss,
+    amp_dtype,
     autocast,
     build_model,
     build_optimiser,
@@ -74,7 +76,9 @@ from uncertainty_mtl.engine.evaluate import (
 from uncertainty_mtl.engine.rundir import open_run_directory
 from uncertainty_mtl.engine.sampling import EpochBatches, SeededFrames
 from uncertainty_mtl.errors import RunDirectoryError, TrainingError
+from uncertainty_mtl.models.multitask import MultiTaskNet
 from uncertainty_mtl.tasks.registry import task_errors
+from uncertainty_mtl.weighting import Weighting
 
 __all__ = ["TrainingError", "train"]
 
@@ -148,6 +152,8 @@ class Trainer:
         if config.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.weighting = build_weighting(config).to(proc.device)
+        if self.weighting.needs_features:
+            _check_aggregation(config, proc)
         if config.model.sync_bn and proc.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
         self.model = model
@@ -158,7 +164,7 @@ class Trainer:
             )
         # Compiled, the module is called; ``joint`` keeps the parameters and the state dicts.
         self.joint = joint
-        self.step_module: Callable[..., tuple[Tensor, dict[str, Tensor]]] = (
+        self.step_module: Callable[..., tuple[Tensor, dict[str, Tensor], Tensor | None]] = (
             compile_module(joint) if config.run.compile else joint
         )
         self.optimiser = build_optimiser(config, model, self.weighting)
@@ -167,6 +173,8 @@ class Trainer:
         self.step = 0
         self.best = _Best()
         self.saved_step: int | None = None
+        self.seconds_before = 0.0  # training seconds of earlier sessions (up to their checkpoint)
+        self._session_start: float | None = None
         self.finite_check_every = finite_check_every(proc.device, config.run.log_every)
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=proc.device)
         self._unchecked_from = 1
@@ -183,6 +191,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step, self.best = state["step"], _Best(**state["best"])
+        self.seconds_before = float(state.get("seconds", 0.0))  # absent before it was recorded
         self.saved_step = self.step
         self._unchecked_from = self.step + 1
 
@@ -268,12 +277,17 @@ class Trainer:
                     "scheduler": self.scheduler.state_dict(),
                     "scaler": self.scaler.state_dict(),
                     "step": self.step,
+                    "seconds": self.seconds_before + self._session_seconds(),
                     "rng": rng_state(),
                     "best": dataclasses.asdict(self.best),
                     "input_size": self.input_size,
                     "config": self.resolved,
                 },
             )
+
+    def _session_seconds(self) -> float:
+        start = self._session_start
+        return 0.0 if start is None else time.perf_counter() - start
 
     def validate(self) -> None:
         assert self.select_loader is not None
@@ -343,13 +357,9 @@ class Trainer:
         self, images: Tensor, targets: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor], float]:
         with autocast(self.config, self.proc.device):
-            total, losses = self.step_module(images, targets)
+            total, losses, features = self.step_module(images, targets)
         self._nonfinite |= ~torch.isfinite(total.detach())
-        self.optimiser.zero_grad(set_to_none=True)
-        scaled: Tensor = self.scaler.scale(total)
-        scaled.backward()  # type: ignore[no-untyped-call]
-        self.scaler.step(self.optimiser)
-        self.scaler.update()
+        update(self.model, self.weighting, self.optimiser, self.scaler, total, losses, features)
         lr = float(self.optimiser.param_groups[0]["lr"])  # the rate this step used
         self.scheduler.step()
         self.step += 1
@@ -362,7 +372,8 @@ class Trainer:
         c, proc = self.config, self.proc
         steps = c.optim.steps
         self.joint.train()
-        start = time.perf_counter()
+        reset_peak_memory(proc.device)
+        start = self._session_start = time.perf_counter()
         bar = tqdm(
             total=steps,
             initial=self.step,
@@ -442,10 +453,14 @@ class Trainer:
         results["training"] = {
             "steps": self.config.optim.steps,
             "seconds_this_session": train_seconds,
+            # every session's, each up to its last checkpoint (work a killed session redid later
+            # is counted once)
+            "seconds": self.seconds_before + train_seconds,
             "selection_split": self.config.eval.select_split,
             "selection_criterion": CHECKPOINT_CRITERION,
             "best_step": self.best.step,
             "weighting_at_kept_checkpoint": self.weighting.log_dict(),
+            **peak_memory(proc.device),
         }
         if distributed:
             results["distributed"] = distributed
@@ -453,6 +468,86 @@ class Trainer:
             write_json(self.out / "results.json", results)
             self.writer.close()
         return results
+
+
+def update(
+    model: MultiTaskNet,
+    weighting: Weighting,
+    optimiser: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    total: Tensor,
+    losses: dict[str, Tensor],
+    features: Tensor | None,
+) -> None:
+    """One optimiser update from a forward pass's outputs (``NetWithLoss``), with the hooks a
+    weighting may need: GradNorm's task gradients at the last shared layer before the backward
+    pass and its own step after the optimiser's; a gradient aggregator's backward from the
+    shared ``features`` instead of ``total.backward()``."""
+    if weighting.needs_task_gradients:  # one backward per task, down to W only
+        scale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
+        shared = list(model.last_shared_layer().parameters())
+        weighting.task_gradients(losses, shared, scale=scale)
+    optimiser.zero_grad(set_to_none=True)
+    if features is not None:  # a gradient aggregator combines the per-task gradients
+        shared = [p for p in model.shared_parameters() if p.requires_grad]
+        weighting.backward_from_features(losses, features, shared)
+    else:
+        scaled: Tensor = scaler.scale(total)
+        scaled.backward()  # type: ignore[no-untyped-call]
+    scaler.step(optimiser)
+    scaler.update()
+    weighting.after_step()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Starts :func:`peak_memory`'s count now: the CUDA allocator's peak, or on Linux the
+    process's peak resident set (``/proc/self/clear_refs``), so that a process that trains runs
+    one after another (an executor's worker) reports each run's own peak."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """``peak_memory_mb`` since :func:`reset_peak_memory`, and ``peak_memory_kind``: on a GPU the
+    CUDA allocator's peak (``cuda_allocated``); on the CPU the process's peak resident set
+    (``process_rss``: it includes the interpreter and the touched pages of memory-mapped data,
+    not the data-loader workers), read from ``/proc`` on Linux, else the process's lifetime peak
+    (``process_rss_lifetime``), or ``None`` where neither exists."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        return {"peak_memory_mb": peak, "peak_memory_kind": "cuda_allocated"}
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                kib = float(line.split()[1])
+                return {"peak_memory_mb": kib / 2**10, "peak_memory_kind": "process_rss"}
+    try:
+        import resource
+    except ImportError:  # Windows
+        return {"peak_memory_mb": None, "peak_memory_kind": None}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 2**20 if sys.platform == "darwin" else 2**10  # bytes on macOS, KiB elsewhere
+    return {"peak_memory_mb": rss / scale, "peak_memory_kind": "process_rss_lifetime"}
+
+
+def _check_aggregation(config: TrainConfig, proc: Process) -> None:
+    """Gradient aggregators combine the Jacobian of one process's batch: under DDP each rank
+    would aggregate its own and the ranks' updates would be averaged (another method), and a
+    float16 gradient scaler would scale the rows an aggregator compares. Both are refused."""
+    kind = config.weighting.kind
+    if proc.world > 1:
+        raise ConfigError(
+            f"weighting.kind {kind!r}: gradient aggregators train on one process "
+            f"(this run has {proc.world}); run it without torchrun"
+        )
+    if config.optim.amp and amp_dtype(proc.device) == torch.float16:
+        raise ConfigError(
+            f"weighting.kind {kind!r}: gradient aggregators need optim.amp false on a GPU "
+            "without bfloat16 (a float16 gradient scaler would scale the task gradients)"
+        )
 
 
 def train(

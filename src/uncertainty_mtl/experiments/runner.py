@@ -91,6 +91,15 @@ def _read_result(path: Path) -> dict[str, Any]:
     return result
 
 
+def _training_seconds(result: dict[str, Any]) -> float:
+    """A run's training seconds from its result (studies whose results lack them count 0)."""
+    training = result.get("training")
+    if not isinstance(training, dict):
+        return 0.0
+    seconds = training.get("seconds", training.get("seconds_this_session"))
+    return float(seconds) if isinstance(seconds, int | float) else 0.0
+
+
 @dataclass
 class Runner(Generic[S]):
     """Finds and trains the runs of one study invocation.
@@ -109,6 +118,7 @@ class Runner(Generic[S]):
     _started: float = field(default_factory=time.perf_counter)
     _used: set[Run] = field(default_factory=set)
     _trained: set[Run] = field(default_factory=set)
+    _training_seconds: dict[Run, float] = field(default_factory=dict)
     _configs: dict[Run, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -139,26 +149,31 @@ class Runner(Generic[S]):
                 done[run] = _read_result(self.run_dir(run) / self.study.result_file)
             else:
                 todo.append(run)
-        if not todo:
-            return done
-        self.study.prepare()
-        jobs = {}
-        for run in todo:
-            job = self.study.job(self.config(run), self.run_dir(run))
-            jobs[job.name] = (run, job)
-        for name, result in self.executor.execute(
-            [job for _, job in jobs.values()], progress=self.progress, desc=f"{self.out.name} runs"
-        ):
-            run = jobs[name][0]
-            done[run] = result
-            self._trained.add(run)
+        if todo:
+            self.study.prepare()
+            jobs = {}
+            for run in todo:
+                job = self.study.job(self.config(run), self.run_dir(run))
+                jobs[job.name] = (run, job)
+            for name, result in self.executor.execute(
+                [job for _, job in jobs.values()],
+                progress=self.progress,
+                desc=f"{self.out.name} runs",
+            ):
+                run = jobs[name][0]
+                done[run] = result
+                self._trained.add(run)
+        for run, result in done.items():
+            self._training_seconds[run] = _training_seconds(result)
         return done
 
     def timing(self) -> dict[str, Any]:
-        """This invocation's wall time, and how many of the runs it used it trained (the others
-        were found finished on disk)."""
+        """This invocation's wall time, how many of the runs it used it trained (the others were
+        found finished on disk), and the training seconds of every run it used, summed (what
+        the results cost, whichever invocation trained them)."""
         return {
             "wall_time_s": time.perf_counter() - self._started,
             "runs_trained": len(self._trained),
             "runs_used": len(self._used),
+            "training_time_s": sum(self._training_seconds.values()),
         }

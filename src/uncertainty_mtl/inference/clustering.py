@@ -3,19 +3,28 @@ the votes of each predicted class are clustered; each pixel takes the cluster of
 
 Methods (all parameters in pixels of the prediction's resolution):
 
-* ``"optics"``: scikit-learn's OPTICS, the paper's choice, with the DBSCAN-like extraction at
-  ``eps`` (its default ξ extraction split and merged instances almost at random in our trials);
-  ``min_samples`` votes make a core point.
-* ``"dbscan"``: scikit-learn's DBSCAN with the same ``eps`` and ``min_samples``.
+* ``"grid"`` (default): DBSCAN on a grid. The votes are binned into square cells of side
+  ``eps/4``; each occupied cell becomes one point at the mean of its votes, weighted by their
+  number, and scikit-learn's DBSCAN clusters these points (``eps``, ``min_samples`` counted in
+  votes through the weights); a vote takes its cell's cluster. The number of occupied cells is at
+  most the number of votes and at most ``16·H·W/eps²`` (independent of the resolution, since
+  ``eps`` scales with the width), and a cell's diagonal is 0.35·``eps``, so the clusters are
+  DBSCAN's up to where a vote lies within its cell.
+* ``"dbscan"``: scikit-learn's DBSCAN on the votes themselves, with ``eps`` and ``min_samples``.
+* ``"optics"``: scikit-learn's OPTICS with its own reachability extraction, ξ: ``min_samples``
+  votes per core point, reachability computed up to ``4·eps``, clusters delimited by a
+  steepness ``xi = 0.3`` and holding at least ``min_cluster_size = 4·min_samples`` votes. These
+  two were chosen on the synthetic city's validation split at 128×256 (``bench_clustering.py
+  --xi-sweep 20``: ξ in 0.02–0.5 × 1, 2, 4, 8·``min_samples``, by the project's selection
+  criterion over noisy and trained votes; see BENCHMARKS.md); smaller ones split an instance's
+  vote cloud into many. On exact votes (all on one point) the reachability is 0 and ξ cannot
+  delimit anything: OPTICS needs noisy votes. This is the paper's choice.
 * ``"hdbscan"``: scikit-learn's HDBSCAN (``min_cluster_size`` = ``min_samples``).
 
-These three cost more than linearly in the votes (and DBSCAN's memory grows with the votes
+The last three cost more than linearly in the votes (and DBSCAN's memory grows with the votes
 within ``eps`` of each other, which at full resolution exhausts 24 GB): more than ``max_votes``
 votes of a class are clustered from a random subset, and every other vote joins the cluster of
 its nearest clustered vote.
-* ``"grid"``: votes are counted on the pixel grid, the counts smoothed by a box of side
-  ``2·radius + 1``; local maxima holding at least ``min_samples`` votes are instance centres and
-  each vote joins the nearest centre within ``3·radius``. Linear in the number of pixels.
 
 Clusters of fewer than ``min_pixels`` pixels are dropped. Each instance's confidence is the mean
 predicted probability of its class over its pixels.
@@ -29,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from uncertainty_mtl.data.labels import INSTANCE_TRAIN_IDS, id_to_train_id
@@ -44,10 +52,12 @@ class ClusterParams:
     """Parameters in pixels; ``None`` scales a default with the image width, ``s = W / 128``:
     lengths with ``s``, counts of votes or pixels with the area, ``s²``."""
 
-    eps: float | None = None  # neighbourhood radius of votes (optics, dbscan); grid: radius
-    min_samples: int | None = None  # votes that make a core point / a peak; default 4·s²
+    eps: float | None = None  # neighbourhood radius of votes (grid, dbscan, optics' 4·eps)
+    min_samples: int | None = None  # votes that make a core point; default 4·s²
     min_pixels: int | None = None  # drop smaller instances; default 4·s² (at least 3)
     max_votes: int = 5000  # optics/hdbscan/dbscan: cluster at most this many votes per class
+    xi: float = 0.3  # optics: the ξ of its cluster extraction (chosen on the val split)
+    min_cluster_size: int | None = None  # optics: votes in a cluster; default 4·min_samples
 
     def resolve(self, width: int) -> tuple[float, int, int]:
         """``(eps, min_samples, min_pixels)`` for an image ``width`` pixels wide."""
@@ -89,6 +99,8 @@ def _cluster_points(
     min_samples: int,
     max_votes: int,
     rng: np.random.Generator,
+    xi: float = 0.3,
+    min_cluster_size: int | None = None,
 ) -> NDArray[np.int64]:
     """Cluster label per point, -1 for noise."""
     from sklearn.cluster import DBSCAN, HDBSCAN, OPTICS
@@ -99,14 +111,28 @@ def _cluster_points(
     if len(points) > max_votes:
         subset = rng.choice(len(points), max_votes, replace=False)
     fit = points if subset is None else points[subset]
-    if subset is not None:  # a sparser cloud: a core point needs proportionally fewer votes
-        min_samples = max(2, round(min_samples * len(subset) / len(points)))
+    min_cluster_size = min_cluster_size or 4 * min_samples
+    if subset is not None:  # a sparser cloud: a core point needs proportionally fewer votes,
+        # but never fewer than 4 (or the given number), and a cluster never fewer than 4 core
+        # points' worth: the distance to the 1st or 2nd neighbour is too noisy a density for
+        # OPTICS's reachability, whose ξ extraction then splits an instance into many
+        share = len(subset) / len(points)
+        min_samples = max(min(4, min_samples), round(min_samples * share))
+        min_cluster_size = max(4 * min_samples, round(min_cluster_size * share))
+    if method == "optics" and len(fit) < min_cluster_size:
+        return np.full(len(points), -1)  # too few votes for one cluster
     if method == "dbscan":
         labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(fit)
     elif method == "optics":
-        labels = OPTICS(
-            min_samples=min_samples, cluster_method="dbscan", eps=eps, max_eps=4 * eps
-        ).fit_predict(fit)
+        # Votes on one point (exact offsets) have a reachability of 0, which ξ divides by.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            labels = OPTICS(
+                min_samples=min_samples,
+                cluster_method="xi",
+                xi=xi,
+                min_cluster_size=min_cluster_size,
+                max_eps=4 * eps,
+            ).fit_predict(fit)
     else:
         # One instance of a class is one cluster, which HDBSCAN refuses by default.
         labels = HDBSCAN(
@@ -126,40 +152,27 @@ def _cluster_points(
     return out
 
 
-def _grid_cluster(
-    points: NDArray[np.float64], shape: tuple[int, int], radius: float, min_samples: int
-) -> NDArray[np.int64]:
-    """Peaks of the smoothed vote counts on the pixel grid; each vote to its nearest peak."""
-    h, w = shape
-    r = max(1, round(radius))
-    col = np.clip(np.rint(points[:, 0]), 0, w - 1).astype(np.int64)
-    row = np.clip(np.rint(points[:, 1]), 0, h - 1).astype(np.int64)
-    # Only the window holding this class's votes (plus the pooling margin) is counted.
-    top, left = max(0, int(row.min()) - r), max(0, int(col.min()) - r)
-    bottom, right = min(h, int(row.max()) + r + 1), min(w, int(col.max()) + r + 1)
-    bh, bw = bottom - top, right - left
-    flat = (row - top) * bw + (col - left)
-    counts = torch.from_numpy(np.bincount(flat, minlength=bh * bw).reshape(1, 1, bh, bw))
-    k = 2 * r + 1
-    # Box sums and maxima over k×k windows, separably (rows, then columns): O(HW·k), not O(HW·k²).
-    density = F.avg_pool2d(counts.double(), (1, k), stride=1, padding=(0, r)) * k
-    density = F.avg_pool2d(density, (k, 1), stride=1, padding=(r, 0)) * k
-    # Break ties (plateaus) by position, by less than one vote, so that each window holds at
-    # most one maximum.
-    tie = torch.arange(bh * bw, dtype=torch.float64).view(1, 1, bh, bw) / (4 * bh * bw)
-    density = density.round() + tie
-    window_max = F.max_pool2d(density, (1, k), stride=1, padding=(0, r))
-    window_max = F.max_pool2d(window_max, (k, 1), stride=1, padding=(r, 0))
-    peaks = (density == window_max) & (density >= min_samples)
-    py, px = np.nonzero(peaks[0, 0].numpy())
-    if len(py) == 0:
-        return np.full(len(points), -1)
-    py, px = py + top, px + left
-    from sklearn.neighbors import NearestNeighbors
+#: Cells per ``eps`` of the grid method: a vote is less than a cell's diagonal, ``eps·√2/4``
+#: (0.35·eps), from the mean that stands for it.
+_CELLS_PER_EPS = 4
 
-    centres = np.stack([px, py], axis=1).astype(np.float64)
-    distance, nearest = NearestNeighbors(n_neighbors=1).fit(centres).kneighbors(points)
-    return np.where(distance[:, 0] <= 3 * radius, nearest[:, 0], -1)
+
+def _grid_cluster(points: NDArray[np.float64], eps: float, min_samples: int) -> NDArray[np.int64]:
+    """DBSCAN of the occupied cells of a grid of side ``eps/4``, each at the mean of its votes
+    and weighted by their number; each vote takes its cell's label."""
+    from sklearn.cluster import DBSCAN
+
+    cell = eps / _CELLS_PER_EPS
+    index = np.floor(points / cell).astype(np.int64)
+    index -= index.min(axis=0)
+    codes = index[:, 1] * (int(index[:, 0].max()) + 1) + index[:, 0]
+    _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    means = np.stack(
+        [np.bincount(inverse, weights=points[:, k]) / counts for k in range(2)], axis=1
+    )
+    labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(means, sample_weight=counts)
+    return np.asarray(labels, dtype=np.int64)[inverse]
 
 
 def _numpy(value: Any) -> Any:
@@ -208,9 +221,18 @@ def cluster_instances(
             continue
         votes = np.stack([xs + offsets_np[0, ys, xs], ys + offsets_np[1, ys, xs]], axis=1)
         if method == "grid":
-            labels = _grid_cluster(votes, (h, w), eps, min_samples)
+            labels = _grid_cluster(votes, eps, min_samples)
         else:
-            labels = _cluster_points(votes, method, eps, min_samples, params.max_votes, rng)
+            labels = _cluster_points(
+                votes,
+                method,
+                eps,
+                min_samples,
+                params.max_votes,
+                rng,
+                params.xi,
+                params.min_cluster_size,
+            )
         for label in np.unique(labels[labels >= 0]):
             member = labels == label
             if member.sum() < min_pixels:

@@ -82,7 +82,7 @@ class Predictor:
     def predict(self, image: NDArray[np.uint8]) -> ScenePrediction:
         """Predictions for an RGB image ``[H, W, 3]`` uint8, at its size."""
         height, width = image.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None]
+        x = torch.tensor(image).to(self.device).permute(2, 0, 1)[None]  # a copy: may be read-only
         x = (x.float() / 255 - self._mean) / self._std
         if self.input_size is not None and list(x.shape[-2:]) != list(self.input_size):
             x = F.interpolate(

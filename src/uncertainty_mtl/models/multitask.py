@@ -68,6 +68,11 @@ class MultiTaskNet(nn.Module):
             }
         )
 
+    def last_shared_layer(self) -> nn.Module:
+        """The last layer with parameters that every task's decoder depends on: the ASPP's
+        1×1 projection (GradNorm balances the task gradients there)."""
+        return self.aspp.project[0]  # type: ignore[no-any-return]
+
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Args:
             images: ``[B, 3, H, W]``, ImageNet-normalised.
@@ -76,9 +81,21 @@ class MultiTaskNet(nn.Module):
             ``{"semantic": [B, 19, H, W] logits, "instance": [B, 2, H, W] offsets (x, y) in
             pixels, "depth": [B, 1, H, W] inverse depth in pixels}``, for the trained tasks.
         """
-        features = self.aspp(self.encoder(images))
-        size = images.shape[-2:]
+        return self.heads(self.features(images), images.shape[-2:])
+
+    def features(self, images: Tensor) -> Tensor:
+        """The shared representation every decoder reads: the ASPP's output."""
+        return self.aspp(self.encoder(images))  # type: ignore[no-any-return]
+
+    def heads(self, features: Tensor, size: Sequence[int]) -> dict[str, Tensor]:
+        """Each task's output from the shared ``features``, at ``size``."""
         return {
-            task: F.interpolate(decoder(features), size=size, mode="bilinear", align_corners=False)
+            task: F.interpolate(
+                decoder(features), size=tuple(size), mode="bilinear", align_corners=False
+            )
             for task, decoder in self.decoders.items()
         }
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters every task depends on (encoder and ASPP)."""
+        return [*self.encoder.parameters(), *self.aspp.parameters()]

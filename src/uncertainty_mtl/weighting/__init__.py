@@ -5,6 +5,7 @@ from uncertainty_mtl.weighting.fixed import FixedWeighting
 from uncertainty_mtl.weighting.methods import (
     DynamicWeightAverage,
     GeometricWeighting,
+    GradNorm,
     IMTLLossWeighting,
     RandomWeighting,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "DynamicWeightAverage",
     "FixedWeighting",
     "GeometricWeighting",
+    "GradNorm",
     "IMTLLossWeighting",
     "NonFiniteLossError",
     "RandomWeighting",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,12 @@ class Weighting(nn.Module, ABC):
     tasks: tuple[str, ...]
     #: Tasks a call may contain in addition to ``tasks``; their losses are ignored.
     ignored_tasks: tuple[str, ...] = ()
+    #: Whether a training step must call :meth:`task_gradients` between the forward and the
+    #: backward pass (weightings that learn from each task's gradient, e.g. GradNorm).
+    needs_task_gradients: bool = False
+    #: Whether a training step must call :meth:`backward_from_features` instead of
+    #: ``total.backward()`` (gradient aggregators, which combine per-task gradients).
+    needs_features: bool = False
 
     def __init__(self, *, check_finite: bool = True) -> None:
         super().__init__()
@@ -71,6 +77,27 @@ class Weighting(nn.Module, ABC):
         every process of a distributed run; for weightings built on epoch statistics. A resumed
         run does not call it again for the epoch it resumes in: the state carries the epoch's
         statistics so far."""
+
+    def task_gradients(
+        self, losses: Mapping[str, Tensor], shared: Sequence[Tensor], *, scale: float = 1.0
+    ) -> None:
+        """Called by a training step, for weightings with :attr:`needs_task_gradients`, after
+        the forward pass and before ``backward``: ``losses`` are the step's task losses (their
+        graphs alive), ``shared`` the parameters of the network's last shared layer, ``scale``
+        the factor a gradient scaler multiplies the losses by before differentiating (1 without
+        one). The weighting's own update waits for :meth:`after_step`."""
+
+    def backward_from_features(
+        self, losses: Mapping[str, Tensor], features: Tensor, shared: Sequence[Tensor]
+    ) -> None:
+        """For weightings with :attr:`needs_features`: accumulates the step's update into the
+        parameters' ``.grad`` from the task losses, the shared ``features`` they were computed
+        from and the ``shared`` parameters that computed those."""
+        raise NotImplementedError(f"{type(self).__name__} is updated by total.backward()")
+
+    def after_step(self) -> None:
+        """Called by a training step after the optimiser's step, on every process; for
+        weightings that update their own state with their own step (GradNorm)."""
 
     def log_variances(self) -> dict[str, float]:
         """Learned ``s_t = log σ_t²`` per task; empty for weightings that learn nothing."""

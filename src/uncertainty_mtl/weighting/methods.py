@@ -1,6 +1,7 @@
 """Other loss weightings of the methods benchmark (SPEC §8): the geometric mean (GLS), random
-weights (RLW), IMTL's learned loss scales (IMTL-L), and dynamic weight average (DWA, which needs
-the training loop's ``on_epoch`` call).
+weights (RLW), IMTL's learned loss scales (IMTL-L), dynamic weight average (DWA, which needs
+the training loop's ``on_epoch`` call) and GradNorm (which needs its ``task_gradients`` and
+``after_step`` calls).
 
 Each is a :class:`~uncertainty_mtl.weighting.base.Weighting`: ``weighting({task: loss}) -> total``,
 its state in ``state_dict``. ``equal`` is ``FixedWeighting`` with every weight 1.
@@ -9,7 +10,7 @@ its state in ``state_dict``. ``equal`` is ``FixedWeighting`` with every weight 1
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,7 +18,13 @@ from torch import Tensor, nn
 
 from uncertainty_mtl.weighting.base import Weighting, check_task_names
 
-__all__ = ["DynamicWeightAverage", "GeometricWeighting", "IMTLLossWeighting", "RandomWeighting"]
+__all__ = [
+    "DynamicWeightAverage",
+    "GeometricWeighting",
+    "GradNorm",
+    "IMTLLossWeighting",
+    "RandomWeighting",
+]
 
 
 class GeometricWeighting(Weighting):
@@ -208,3 +215,104 @@ class DynamicWeightAverage(Weighting):
 
     def extra_repr(self) -> str:
         return f"tasks={list(self.tasks)}, temperature={self.temperature}"
+
+
+def _all_reduce_mean(value: Tensor) -> Tensor:
+    """The mean of ``value`` over the ranks of ``torch.distributed`` (itself without it)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        value = value.clone()
+        torch.distributed.all_reduce(value)
+        value /= torch.distributed.get_world_size()
+    return value
+
+
+class GradNorm(Weighting):
+    """GradNorm (Chen et al., ICML 2018): ``sum_t w_t·L_t`` with weights learned so that each
+    task's gradient at the last shared layer ``W`` has a norm that follows its training rate.
+
+    At every training step, with ``n_t = ||∇_W L_t||`` (so that ``G_t = ||∇_W w_t·L_t|| =
+    w_t·n_t``), ``r_t = (L_t / L_t(0)) / mean_k(L_k / L_k(0))`` and the target ``mean(G)·r_t^α``
+    held constant, the weights take their own plain gradient step on
+    ``sum_t |G_t − mean(G)·r_t^α|``, whose gradient is ``sign(G_t − target_t)·n_t``, and are
+    renormalised to sum to ``T`` (and kept above 1e-6·T: ``G_t = w_t·n_t`` needs ``w_t > 0``).
+    The network's optimiser never sees the weights: they are a buffer, not a parameter.
+
+    The training step calls :meth:`task_gradients` between forward and backward (``T`` extra
+    backward passes, each through one task's head only, down to ``W``), and :meth:`after_step`
+    after the optimiser's step. ``L_t(0)`` is the first training step's loss (a task whose loss
+    was 0 there takes its first positive one). Under ``torch.distributed`` the norms and losses
+    are averaged over the ranks, so every rank takes the same step.
+
+    Args:
+        tasks: the task names.
+        alpha: ``α``, the strength of the pull towards equal training rates (1.5 in the paper).
+        lr: the learning rate of the weights' own step.
+        check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
+    """
+
+    needs_task_gradients = True
+
+    def __init__(
+        self,
+        tasks: Iterable[str],
+        *,
+        alpha: float = 1.5,
+        lr: float = 0.025,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(check_finite=check_finite)
+        self.tasks = check_task_names(tasks, what="tasks")
+        for name, value in (("alpha", alpha), ("lr", lr)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        self.alpha, self.lr = alpha, lr
+        n = len(self.tasks)
+        self.register_buffer("weights", torch.ones(n, dtype=torch.float32))
+        self.register_buffer("initial_losses", torch.zeros(n, dtype=torch.float32))
+        self.weights: Tensor
+        self.initial_losses: Tensor
+        self._step: Tensor | None = None  # the weights' gradient, between the two calls
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        loss = self._stack_losses(losses, torch.float32)
+        return (self.weights.to(loss.dtype) * loss).sum()
+
+    def task_gradients(
+        self, losses: Mapping[str, Tensor], shared: Sequence[Tensor], *, scale: float = 1.0
+    ) -> None:
+        loss = self._stack_losses(losses, torch.float32).detach()
+        shared = [p for p in shared if p.requires_grad]
+        if not shared:
+            raise ValueError("GradNorm needs the parameters of the last shared layer")
+        norms = []
+        for task in self.tasks:
+            grads = torch.autograd.grad(
+                losses[task] * scale, shared, retain_graph=True, allow_unused=True
+            )
+            squares = [g.float().pow(2).sum() for g in grads if g is not None]
+            norm = torch.stack(squares).sum().sqrt() if squares else loss.new_zeros(())
+            norms.append(norm / scale)
+        stats = _all_reduce_mean(torch.stack([torch.stack(norms), loss]))
+        n, loss = stats[0], stats[1]
+        initial = self.initial_losses.to(loss.device)
+        initial = torch.where(initial > 0, initial, loss)
+        self.initial_losses.copy_(initial)
+        ratio = torch.where(initial > 0, loss / initial.clamp(min=1e-30), torch.ones_like(loss))
+        rate = ratio / ratio.mean().clamp(min=1e-30)
+        weighted = self.weights.to(n.device) * n
+        target = weighted.mean() * rate.pow(self.alpha)
+        self._step = torch.sign(weighted - target) * n
+
+    def after_step(self) -> None:
+        if self._step is None:
+            return
+        n = len(self.tasks)
+        weights = (self.weights - self.lr * self._step.to(self.weights.device)).clamp(min=1e-6 * n)
+        self.weights.copy_(weights * (n / weights.sum()))
+        self._step = None
+
+    def effective_weights(self) -> dict[str, float]:
+        return dict(zip(self.tasks, self.weights.tolist(), strict=True))
+
+    def extra_repr(self) -> str:
+        return f"tasks={list(self.tasks)}, alpha={self.alpha}, lr={self.lr}"

@@ -1,23 +1,32 @@
 """Weighting by learned homoscedastic (task) uncertainty, Kendall, Gal & Cipolla (CVPR 2018).
 
-Each task ``t`` has a learned ``s_t = log σ_t²`` and adds a term chosen by its likelihood:
+Each task ``t`` has a learned ``s_t = log σ_t²`` and adds a term chosen by its likelihood. A loss
+that sums ``d`` scalars per element (``event_dims``; the instance loss ``|dx| + |dy|`` has
+``d = 2``) is ``d`` observations per element, each with the task's σ, so its penalty is
+``(d/2)·s``:
 
 ============  ==============================  ======================  ==================
 likelihood    term added to the total          minimiser, fixed ``L``  weight on ``L``
 ============  ==============================  ======================  ==================
-gaussian      ``0.5·exp(-s)·L + 0.5·s``        ``s* = log L``          ``0.5·exp(-s)``
-laplace       ``exp(-0.5·s)·L + 0.5·s``        ``s* = 2·log L``        ``exp(-0.5·s)``
+gaussian      ``0.5·exp(-s)·L + (d/2)·s``      ``s* = log(L/d)``       ``0.5·exp(-s)``
+laplace       ``exp(-0.5·s)·L + (d/2)·s``      ``s* = 2·log(L/d)``     ``exp(-0.5·s)``
 softmax       ``exp(-s)·L + 0.5·s``            ``s* = log(2L)``        ``exp(-s)``
 ============  ==============================  ======================  ==================
 
 ``gaussian`` is the negative log-likelihood of a Gaussian with variance ``σ²`` for a squared-error
 loss, ``laplace`` that of a Laplace distribution with scale ``σ`` for an absolute-error loss, and
-``softmax`` the paper's approximation (its eq. 10) for a cross-entropy loss. Constants are dropped.
+``softmax`` the paper's approximation (its eq. 10) for a cross-entropy loss (one event per pixel).
+Constants are dropped.
 
 ``tempered_softmax`` is the exact likelihood the approximation stands for, kept as an ablation: the
 task's loss must be the cross-entropy of ``logits · exp(-s)`` (take the factor from
 :meth:`UncertaintyWeighting.logit_scale`), and the term is that loss alone, with no penalty (the
 softmax is normalised, so nothing else keeps ``s`` in check).
+
+Two variants reproduce other work: ``convention="paper"`` is the paper's formula as printed, the
+Gaussian term with ``0.5·s`` for every regression task whatever its loss and ``d``;
+``regulariser="positive"`` is Liebel & Körner (2018) exactly, ``0.5·exp(-s)·L + log(1 + exp(s))``
+for every task whatever its likelihood (a ``tempered_softmax`` task keeps its own form).
 
 The total can be negative: ``0.5·s`` is negative as soon as ``σ² < 1``, which happens whenever a
 task is fitted well (``L`` small). It is a negative log-likelihood up to a constant, not a
@@ -70,12 +79,16 @@ class UncertaintyWeighting(Weighting):
             ``"softmax"`` (cross-entropy). Declared, never guessed from the loss.
         init_log_var: initial ``s``, one float for every task or a mapping task -> float (tasks
             it leaves out start at 0.0).
+        event_dims: task name -> ``d``, the scalars its loss sums per element (default 1 for
+            every task; the scene instance loss ``|dx| + |dy|`` has 2). The penalty is
+            ``(d/2)·s``. Only ``gaussian`` and ``laplace`` tasks may have ``d > 1``.
         convention: ``"likelihood"`` uses each task's own term; ``"paper"`` uses the Gaussian
-            term for every regression task, whatever its loss (what the paper's equations and
-            most public code do, also for L1 losses); ``softmax`` is the same in both.
-        regulariser: ``"log"`` adds ``0.5·s`` (= ``log σ``); ``"positive"`` adds
-            ``log(1 + exp(s))`` (= ``log(1 + σ²)``, Liebel & Körner 2018), which keeps the
-            total positive.
+            term with ``0.5·s`` for every regression task, whatever its loss and ``d`` (the
+            paper's formula as printed, and what most public code does, also for L1 losses);
+            ``softmax`` is the same in both.
+        regulariser: ``"log"`` adds ``(d/2)·s`` (= ``d·log σ``); ``"positive"`` is Liebel &
+            Körner (2018) exactly: ``0.5·exp(-s)·L + log(1 + exp(s))`` for every task whatever
+            its likelihood and ``d``, which keeps the total positive.
         check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
 
     Example:
@@ -88,6 +101,7 @@ class UncertaintyWeighting(Weighting):
         likelihoods: Mapping[str, str],
         *,
         init_log_var: float | Mapping[str, float] = 0.0,
+        event_dims: Mapping[str, int] | None = None,
         convention: str = "likelihood",
         regulariser: str = "log",
         check_finite: bool = True,
@@ -114,6 +128,7 @@ class UncertaintyWeighting(Weighting):
         self.likelihoods: dict[str, str] = dict(likelihoods)
         self.convention = convention
         self.regulariser = regulariser
+        self.event_dims = _event_dims(event_dims, self.likelihoods)
 
         inits = _per_task_init(init_log_var, self.tasks)
         # float32 whatever torch's default dtype: the state is the same in every program.
@@ -122,15 +137,13 @@ class UncertaintyWeighting(Weighting):
         )
         self.index = {t: i for i, t in enumerate(self.tasks)}
         forms = [_TERM_FORM[self.term_likelihood(t)] for t in self.tasks]
+        # The factor on the penalty: d/2 on s (log), 1 on softplus(s) (positive), 0 (tempered).
         self.register_buffer(
-            "_penalised",
-            torch.tensor(
-                [self.likelihoods[t] != "tempered_softmax" for t in self.tasks], dtype=torch.float64
-            ),
+            "_penalty",
+            torch.tensor([self.penalty_factor(t) for t in self.tasks], dtype=torch.float64),
             persistent=False,
         )
-        self._penalised: Tensor
-        self._any_tempered = "tempered_softmax" in self.likelihoods.values()
+        self._penalty: Tensor
         # a·exp(-b·s) is computed as exp(log a - b·s): two autograd nodes instead of four.
         # Buffers, so that the constants follow the module's device; float64, so that log a is
         # exact whatever precision the losses come in (they are cast to it in forward).
@@ -146,11 +159,28 @@ class UncertaintyWeighting(Weighting):
         self._neg_rate: Tensor
 
     def term_likelihood(self, task: str) -> str:
-        """The likelihood whose term ``task`` adds, after applying the convention."""
+        """The likelihood whose term ``task`` adds, after applying the convention and the
+        regulariser (both ``paper`` and ``positive`` use the Gaussian form)."""
         likelihood = self.likelihoods[task]
-        if self.convention == "paper" and likelihood not in ("softmax", "tempered_softmax"):
+        if likelihood == "tempered_softmax":
+            return likelihood
+        if self.regulariser == "positive":
+            return "gaussian"
+        if self.convention == "paper" and likelihood != "softmax":
             return "gaussian"
         return likelihood
+
+    def penalty_factor(self, task: str) -> float:
+        """The factor on the task's penalty: ``d/2`` on ``s`` (``log``; ``1/2`` under the
+        ``paper`` convention), ``1`` on ``log(1 + exp(s))`` (``positive``), ``0`` for a
+        ``tempered_softmax`` task."""
+        if self.likelihoods[task] == "tempered_softmax":
+            return 0.0
+        if self.regulariser == "positive":
+            return 1.0
+        if self.convention == "paper":
+            return 0.5
+        return 0.5 * self.event_dims[task]
 
     def logit_scale(self, task: str) -> Tensor:
         """``exp(-s)`` of a ``tempered_softmax`` task, to multiply its logits by (0-dim, with
@@ -170,9 +200,7 @@ class UncertaintyWeighting(Weighting):
         weight = torch.exp(
             torch.addcmul(self._log_scale.to(loss.dtype), s, self._neg_rate.to(loss.dtype))
         )
-        penalty = 0.5 * s if self.regulariser == "log" else F.softplus(s)
-        if self._any_tempered:
-            penalty = penalty * self._penalised.to(loss.dtype)
+        penalty = (s if self.regulariser == "log" else F.softplus(s)) * self._penalty.to(loss.dtype)
         return torch.addcmul(penalty, weight, loss).sum()
 
     @torch.no_grad()
@@ -190,9 +218,10 @@ class UncertaintyWeighting(Weighting):
         return dict(zip(self.tasks, self.log_vars.float().exp().tolist(), strict=True))
 
     def extra_repr(self) -> str:
+        dims = {t: d for t, d in self.event_dims.items() if d != 1}
         return (
-            f"likelihoods={self.likelihoods}, convention={self.convention!r}, "
-            f"regulariser={self.regulariser!r}"
+            f"likelihoods={self.likelihoods}, event_dims={dims}, "
+            f"convention={self.convention!r}, regulariser={self.regulariser!r}"
         )
 
     def get_extra_state(self) -> dict[str, list[str]]:
@@ -229,12 +258,12 @@ class UncertaintyWeighting(Weighting):
         )
 
 
-def optimal_log_variance(likelihood: str, loss: float) -> float:
+def optimal_log_variance(likelihood: str, loss: float, event_dims: int = 1) -> float:
     """The ``s`` minimising a task's term (``log`` regulariser) for a fixed loss ``L > 0``.
 
-    ``log L`` (gaussian), ``2·log L`` (laplace), ``log 2L`` (softmax). At this ``s`` the effective
-    weight is ``1/(2L)``, ``1/L`` and ``1/(2L)`` respectively: the gradient reaching the network
-    is that of ``log L`` up to a constant factor, whatever the loss's units.
+    ``log(L/d)`` (gaussian), ``2·log(L/d)`` (laplace), ``log 2L`` (softmax, ``d = 1``). At this
+    ``s`` the effective weight is ``d/(2L)``, ``d/L`` and ``1/(2L)`` respectively: the gradient
+    reaching the network is that of ``log L`` up to a constant factor, whatever the loss's units.
     """
     if likelihood not in ("gaussian", "laplace", "softmax"):
         raise ValueError(
@@ -243,9 +272,28 @@ def optimal_log_variance(likelihood: str, loss: float) -> float:
         )
     if not loss > 0:
         raise ValueError(f"the optimum exists for a positive loss only, got {loss}")
+    _event_dims({"task": event_dims}, {"task": likelihood})
     scale, rate = _TERM_FORM[likelihood]
-    # d/ds [scale·exp(-rate·s)·L + 0.5·s] = 0  <=>  s = log(2·scale·rate·L) / rate
-    return math.log(2.0 * scale * rate * loss) / rate
+    # d/ds [scale·exp(-rate·s)·L + (d/2)·s] = 0  <=>  s = log(2·scale·rate·L/d) / rate
+    return math.log(2.0 * scale * rate * loss / event_dims) / rate
+
+
+def _event_dims(dims: Mapping[str, int] | None, likelihoods: Mapping[str, str]) -> dict[str, int]:
+    dims = dict(dims or {})
+    unknown = [t for t in dims if t not in likelihoods]
+    if unknown:
+        raise ValueError(
+            f"event_dims names unknown task(s) {unknown}; tasks are {list(likelihoods)}"
+        )
+    for task, d in dims.items():
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"event_dims of task {task!r} must be an integer >= 1, got {d!r}")
+        if d != 1 and likelihoods[task] not in ("gaussian", "laplace"):
+            raise ValueError(
+                f"event_dims of task {task!r} must be 1: a {likelihoods[task]} task has one "
+                f"event per element (only gaussian and laplace tasks sum several), got {d}"
+            )
+    return {t: dims.get(t, 1) for t in likelihoods}
 
 
 def _per_task_init(init: float | Mapping[str, float], tasks: tuple[str, ...]) -> dict[str, float]:

@@ -1,0 +1,119 @@
+"""Gradient aggregators of the methods benchmark (SPEC §8), through torchjd.
+
+These combine the per-task gradients of the shared parameters into one update instead of
+weighing the losses: torchjd's ``mtl_backward`` differentiates each task's loss down to the
+shared features (the heads get their own task's gradient as usual) and stores the Jacobian of
+the shared parameters (one row per task) in their ``.jac`` fields; ``jac_to_grad`` reduces it
+with the aggregator into ``.grad``. Nothing here re-implements an aggregator.
+
+torchjd is an optional dependency: ``pip install "uncertainty-mtl[methods]"``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from uncertainty_mtl.weighting.base import Weighting, check_task_names
+
+__all__ = ["AGGREGATORS", "GradientAggregation"]
+
+
+def _aggregator(name: str, tasks: int, cagrad_c: float) -> Any:
+    try:
+        from torchjd import aggregation as A
+    except ImportError as err:  # pragma: no cover - exercised without the extra only
+        raise ImportError(
+            f"weighting.kind {name!r} needs torchjd: pip install 'uncertainty-mtl[methods]'"
+        ) from err
+    makers: dict[str, Callable[[], Any]] = {
+        "mgda": A.MGDA,
+        "pcgrad": A.PCGrad,
+        "cagrad": lambda: A.CAGrad(c=cagrad_c),
+        "nash-mtl": lambda: A.NashMTL(n_tasks=tasks),
+        "imtl-g": A.IMTLG,
+        "aligned-mtl": A.AlignedMTL,
+        "upgrad": A.UPGrad,
+    }
+    return makers[name]()
+
+
+#: ``weighting.kind`` -> the torchjd aggregator it uses.
+AGGREGATORS: dict[str, str] = {
+    "mgda": "MGDA (Sener & Koltun, NeurIPS 2018)",
+    "pcgrad": "PCGrad (Yu et al., NeurIPS 2020)",
+    "cagrad": "CAGrad (Liu et al., NeurIPS 2021)",
+    "nash-mtl": "Nash-MTL (Navon et al., ICML 2022)",
+    "imtl-g": "IMTL-G (Liu et al., ICLR 2021)",
+    "aligned-mtl": "Aligned-MTL (Senushkin et al., CVPR 2023)",
+    "upgrad": "UPGrad (Quinton & Rey, 2024)",
+}
+
+
+class GradientAggregation(Weighting):
+    """A torchjd aggregator in the place of a loss weighting.
+
+    ``weighting(losses)`` returns the plain sum of the losses (what is logged and checked for
+    finiteness); the update comes from :meth:`backward_from_features`, which a training step
+    calls instead of ``total.backward()`` (:attr:`needs_features`). The effective weights are
+    those of the
+    Jacobian's rows in the last update (torchjd gives each of these aggregators as a weighting
+    of the rows; 1 before the first update).
+
+    Args:
+        tasks: the task names.
+        kind: a key of :data:`AGGREGATORS`.
+        cagrad_c: CAGrad's ``c``, the radius of its ball around the mean gradient.
+        check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
+    """
+
+    needs_features = True
+
+    def __init__(
+        self,
+        tasks: Iterable[str],
+        kind: str,
+        *,
+        cagrad_c: float = 0.4,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(check_finite=check_finite)
+        self.tasks = check_task_names(tasks, what="tasks")
+        if kind not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator {kind!r}; expected one of {list(AGGREGATORS)}")
+        self.kind = kind
+        self.aggregator = _aggregator(kind, len(self.tasks), cagrad_c)
+        self._last = dict.fromkeys(self.tasks, 1.0)
+
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        return self._stack_losses(losses, torch.float32).sum()
+
+    def backward_from_features(
+        self, losses: Mapping[str, Tensor], features: Tensor, shared: Sequence[Tensor]
+    ) -> None:
+        """Accumulates the update into ``.grad``: the heads' own gradients, and the aggregated
+        Jacobian of the ``shared`` parameters (those that compute ``features``)."""
+        from torchjd.autojac import jac_to_grad, mtl_backward
+
+        self._stack_losses(losses, torch.float32)  # checks the tasks
+        shared = [p for p in shared if p.requires_grad]
+        mtl_backward([losses[t] for t in self.tasks], features=features, shared_params=shared)
+        with warnings.catch_warnings():
+            # cvxpy's remarks at every step: CAGrad's problem is not DPP (a speed note), and
+            # Nash-MTL's inner solver may stop inexact (it keeps its last weights then)
+            warnings.filterwarnings("ignore", message=".*not DPP", category=UserWarning)
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            weights = jac_to_grad(shared, self.aggregator)
+        if weights is not None:
+            values = weights.detach().reshape(-1).float().tolist()
+            self._last = dict(zip(self.tasks, values, strict=True))
+
+    def effective_weights(self) -> dict[str, float]:
+        return dict(self._last)
+
+    def extra_repr(self) -> str:
+        return f"tasks={list(self.tasks)}, kind={self.kind!r}"
