@@ -137,7 +137,7 @@ def test_a_scene_run_with_an_aggregator_trains_logs_and_resumes_exactly(
     assert records[-1]["weight/semantic"] != 1.0  # the aggregator's weights, not the default
 
 
-def test_aggregators_refuse_several_processes_and_float16_scaling(city):
+def test_aggregators_refuse_several_processes_compile_and_float16_scaling(city):
     from types import SimpleNamespace
 
     from uncertainty_mtl.engine.loop import _check_aggregation
@@ -146,6 +146,9 @@ def test_aggregators_refuse_several_processes_and_float16_scaling(city):
     _check_aggregation(config, SimpleNamespace(world=1, device=torch.device("cpu")))
     with pytest.raises(ConfigError, match="one process"):
         _check_aggregation(config, SimpleNamespace(world=2, device=torch.device("cpu")))
+    compiled = scene(city, "weighting.kind=pcgrad", "run.compile=true")
+    with pytest.raises(ConfigError, match=r"run\.compile false"):
+        _check_aggregation(compiled, SimpleNamespace(world=1, device=torch.device("cpu")))
     assert scene(city, "weighting.kind=cagrad", "weighting.cagrad.c=0.2").weighting.cagrad.c == 0.2
     with pytest.raises(ConfigError, match=r"weighting\.cagrad is for kind 'cagrad' only"):
         scene(city, "weighting.kind=pcgrad", "weighting.cagrad.c=0.2")

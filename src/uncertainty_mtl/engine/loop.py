@@ -535,9 +535,16 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
 
 def _check_aggregation(config: TrainConfig, proc: Process) -> None:
     """Gradient aggregators combine the Jacobian of one process's batch: under DDP each rank
-    would aggregate its own and the ranks' updates would be averaged (another method), and a
-    float16 gradient scaler would scale the rows an aggregator compares. Both are refused."""
+    would aggregate its own and the ranks' updates would be averaged (another method); a
+    float16 gradient scaler would scale the rows an aggregator compares; and torchjd
+    differentiates the task losses under ``vmap``, which a compiled backward refuses. All three
+    are refused before the run starts."""
     kind = config.weighting.kind
+    if config.run.compile:
+        raise ConfigError(
+            f"weighting.kind {kind!r}: gradient aggregators need run.compile false (torchjd "
+            "differentiates each task's loss under vmap, which a compiled backward refuses)"
+        )
     if proc.world > 1:
         raise ConfigError(
             f"weighting.kind {kind!r}: gradient aggregators train on one process "
