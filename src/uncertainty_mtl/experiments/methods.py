@@ -17,7 +17,7 @@ from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.experiments import table1
-from uncertainty_mtl.experiments.runner import Run, Runner
+from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, mean_metrics
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
@@ -62,7 +62,7 @@ def delta_m(metrics: Mapping[str, float], single: Mapping[str, Mapping[str, floa
 
 
 def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    seconds = [r["training"]["seconds"] / r["training"]["steps"] for r in results]
+    seconds = [training_seconds(r) / r["training"]["steps"] for r in results]
     memory = [r["training"].get("peak_memory_mb") for r in results]
     return {
         "seconds_per_step": summarise(seconds),

@@ -24,7 +24,7 @@ from uncertainty_mtl._io import claim_directory, read_json
 from uncertainty_mtl.errors import RunDirectoryError
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 
-__all__ = ["Run", "Runner", "Study"]
+__all__ = ["Run", "Runner", "Study", "training_seconds"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,7 +91,7 @@ def _read_result(path: Path) -> dict[str, Any]:
     return result
 
 
-def _training_seconds(result: dict[str, Any]) -> float:
+def training_seconds(result: Mapping[str, Any]) -> float:
     """A run's training seconds from its result (studies whose results lack them count 0)."""
     training = result.get("training")
     if not isinstance(training, dict):
@@ -164,7 +164,7 @@ class Runner(Generic[S]):
                 done[run] = result
                 self._trained.add(run)
         for run, result in done.items():
-            self._training_seconds[run] = _training_seconds(result)
+            self._training_seconds[run] = training_seconds(result)
         return done
 
     def timing(self) -> dict[str, Any]:
