@@ -152,3 +152,38 @@ def test_aggregators_refuse_several_processes_compile_and_float16_scaling(city):
     assert scene(city, "weighting.kind=cagrad", "weighting.cagrad.c=0.2").weighting.cagrad.c == 0.2
     with pytest.raises(ConfigError, match=r"weighting\.cagrad is for kind 'cagrad' only"):
         scene(city, "weighting.kind=pcgrad", "weighting.cagrad.c=0.2")
+
+
+def test_every_weighting_kind_of_the_config_builds_its_own_weighting(city):
+    """``config.WEIGHTING_KINDS`` and the builders agree: a kind the builder did not know would
+    otherwise train with the uncertainty weighting, its fallback."""
+    from uncertainty_mtl.config import WEIGHTING_KINDS
+    from uncertainty_mtl.engine.builders import build_weighting
+    from uncertainty_mtl.weighting import (
+        DynamicWeightAverage,
+        FixedWeighting,
+        GeometricWeighting,
+        GradNorm,
+        IMTLLossWeighting,
+        RandomWeighting,
+        UncertaintyWeighting,
+    )
+
+    expected = {
+        "uncertainty": UncertaintyWeighting,
+        "fixed": FixedWeighting,
+        "equal": FixedWeighting,
+        "gls": GeometricWeighting,
+        "rlw": RandomWeighting,
+        "imtl-l": IMTLLossWeighting,
+        "dwa": DynamicWeightAverage,
+        "gradnorm": GradNorm,
+        **dict.fromkeys(AGGREGATORS, GradientAggregation),
+    }
+    assert set(expected) == set(WEIGHTING_KINDS)
+    weights = "weighting.weights={semantic: 1, instance: 1, depth: 1}"
+    for kind in WEIGHTING_KINDS:
+        extra = [weights] if kind == "fixed" else []
+        weighting = build_weighting(scene(city, f"weighting.kind={kind}", *extra))
+        assert type(weighting) is expected[kind], kind
+        assert getattr(weighting, "kind", kind) == kind

@@ -22,6 +22,7 @@ __all__ = [
     "claim_directory",
     "is_disk_error",
     "read_json",
+    "read_jsonl",
     "remove_temporaries",
     "write_json",
     "write_text",
@@ -88,6 +89,12 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a finished run's JSON-lines log (``metrics.jsonl``), blank lines skipped."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def append_line(path: str | os.PathLike[str], line: str) -> None:

@@ -56,7 +56,8 @@ __all__ = [
 
 #: ``weighting.kind``: the learned uncertainty weighting, fixed weights, and the other loss
 #: weightings of the methods benchmark (SPEC §8).
-#: Loss weightings, then the gradient aggregators of torchjd (``weighting.aggregators``).
+#: Loss weightings, then torchjd's gradient aggregators (``uncertainty_mtl.weighting.aggregators``,
+#: whose ``AGGREGATORS`` a test keeps equal to the last seven).
 WEIGHTING_KINDS = (
     "uncertainty",
     "fixed",

@@ -37,6 +37,7 @@ __all__ = [
     "build_weighting",
     "deterministic",
     "grad_scaler",
+    "scales_gradients",
 ]
 
 
@@ -123,10 +124,15 @@ def autocast(config: TrainConfig, device: torch.device) -> AbstractContextManage
     return torch.autocast(device.type, dtype=amp_dtype(device))
 
 
+def scales_gradients(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the run scales its loss before backward: float16 autocast only (bfloat16 has
+    float32's range)."""
+    return config.optim.amp and amp_dtype(device) == torch.float16
+
+
 def grad_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler:
-    """A gradient scaler, enabled only for float16 autocast (bfloat16 has float32's range)."""
-    enabled = config.optim.amp and amp_dtype(device) == torch.float16
-    return torch.amp.GradScaler(device.type, enabled=enabled)
+    """A gradient scaler, enabled where :func:`scales_gradients`."""
+    return torch.amp.GradScaler(device.type, enabled=scales_gradients(config, device))
 
 
 class NetWithLoss(nn.Module):

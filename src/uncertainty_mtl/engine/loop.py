@@ -39,7 +39,6 @@ from uncertainty_mtl.config import ConfigError, TrainConfig, config_to_dict
 from uncertainty_mtl.data.prepare import ensure_scene_data, scene_frames
 from uncertainty_mtl.engine.builders import (
     NetWithLoss,
-    amp_dtype,
     autocast,
     build_model,
     build_optimiser,
@@ -47,6 +46,7 @@ from uncertainty_mtl.engine.builders import (
     build_weighting,
     deterministic,
     grad_scaler,
+    scales_gradients,
 )
 from uncertainty_mtl.engine.checkpoint import (
     load_checkpoint,
@@ -550,7 +550,7 @@ def _check_aggregation(config: TrainConfig, proc: Process) -> None:
             f"weighting.kind {kind!r}: gradient aggregators train on one process "
             f"(this run has {proc.world}); run it without torchrun"
         )
-    if config.optim.amp and amp_dtype(proc.device) == torch.float16:
+    if scales_gradients(config, proc.device):
         raise ConfigError(
             f"weighting.kind {kind!r}: gradient aggregators need optim.amp false on a GPU "
             "without bfloat16 (a float16 gradient scaler would scale the task gradients)"

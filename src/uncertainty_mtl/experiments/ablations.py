@@ -8,11 +8,10 @@ adaptation)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl._io import read_jsonl, write_json, write_text
 from uncertainty_mtl.errors import RunDirectoryError
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
@@ -59,17 +58,10 @@ def mean_weights(run_dir: Path) -> dict[str, float]:
     """The effective weights a learned run trained with, averaged over its logged steps (from
     its ``metrics.jsonl``), to 3 significant digits."""
     keys = [f"weight/{t}" for t in TASKS]
-    sums, count = dict.fromkeys(keys, 0.0), 0
-    with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            if all(k in record for k in keys):
-                count += 1
-                for k in keys:
-                    sums[k] += float(record[k])
-    if count == 0:
+    logged = [r for r in read_jsonl(run_dir / "metrics.jsonl") if all(k in r for k in keys)]
+    if not logged:
         raise RunDirectoryError(f"{run_dir / 'metrics.jsonl'}: no logged weights of {TASKS}")
-    return {t: float(f"{sums[f'weight/{t}'] / count:.3g}") for t in TASKS}
+    return {t: float(f"{sum(r[f'weight/{t}'] for r in logged) / len(logged):.3g}") for t in TASKS}
 
 
 def reproduce_ablations(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, Any]:

@@ -7,11 +7,10 @@ the spread of ``s`` over the initialisations stays below :data:`AGREEMENT` to th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl._io import read_jsonl, write_json, write_text
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.scene import SceneStudy, learned_run
 from uncertainty_mtl.reporting.plots import new_figure, save_figure
@@ -32,9 +31,7 @@ def init_run(init: float, seed: int = 0) -> Run:
 
 def _trajectory(run_dir: Path, init: float) -> dict[str, list[Any]]:
     """The logged ``s`` of each task, from step 0 (the initial value) on."""
-    with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    records = [r for r in records if "split" not in r]
+    records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "split" not in r]
     out: dict[str, list[Any]] = {"step": [0, *(r["step"] for r in records)]}
     for task in TASKS:
         out[task] = [init, *(r[f"log_var/{task}"] for r in records)]

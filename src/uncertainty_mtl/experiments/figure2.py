@@ -123,7 +123,7 @@ def _markdown(summary: dict[str, Any]) -> str:
         f"# Figure 2 ({summary['preset']} preset)",
         "",
         f"Reported split: {summary['report_split']}; mean ± std over "
-        f"{len(summary['seeds'])} seed(s); every run at lr {summary.get('lr', 'of the preset')}"
+        f"{len(summary['seeds'])} seed(s); every run at lr {summary['lr']:g}"
         " (the paper's sweeps: 0.01, its caption). Paper: Tiny Cityscapes val.",
         "",
     ]

@@ -19,6 +19,7 @@ from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.experiments import table1
 from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, mean_metrics
+from uncertainty_mtl.experiments.units import SCALE, in_units
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
@@ -29,8 +30,6 @@ __all__ = ["LOSS_WEIGHTINGS", "METHODS", "delta_m", "reproduce_methods"]
 #: Loss weightings (a weighted sum of the losses), then torchjd's gradient aggregators.
 LOSS_WEIGHTINGS = ("equal", "uncertainty", "gls", "rlw", "imtl-l", "dwa", "gradnorm")
 METHODS = (*LOSS_WEIGHTINGS, "approx-optimal", *AGGREGATORS)
-#: The depth labels' factor of the units test (as in ``units``).
-UNITS = 100.0
 
 
 def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None = None) -> Run:
@@ -41,11 +40,6 @@ def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None
     if method == "approx-optimal":
         return table1.row_run("approx-optimal", seed, chosen)
     return Run(f"method-{method}", {"tasks": list(TASKS), "weighting.kind": method}, seed)
-
-
-def in_units(run: Run) -> Run:
-    """``run`` with the depth labels ×100 (metrics stay in pixels)."""
-    return run.with_patch(f"{run.name}-depthx{UNITS:g}", **{"data.depth_scale": UNITS})
 
 
 def delta_m(metrics: Mapping[str, float], single: Mapping[str, Mapping[str, float]]) -> float:
@@ -115,7 +109,7 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
         "seeds": list(range(seeds)),
         "single_task": single_means,
         "rows": rows,
-        "units_factor": UNITS,
+        "units_factor": SCALE,
         **runner.timing(),
     }
     write_json(runner.out / "methods.json", summary)

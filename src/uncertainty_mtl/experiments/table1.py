@@ -10,6 +10,7 @@ weighting. The approximately optimal weights are the best of :data:`GRID` at eac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
@@ -105,12 +106,12 @@ def grid_runs() -> list[Run]:
 
 
 def approx_optimal(
-    runner: Runner[SceneStudy],
+    runner: Runner[SceneStudy], done: Mapping[Run, Mapping[str, Any]] | None = None
 ) -> tuple[tuple[float, float, float], dict[tuple[float, float, float], float]]:
-    """The approximately optimal fixed weights (trained if missing: the grid's selection runs)
-    and every candidate's score."""
+    """The approximately optimal fixed weights and every candidate's score, from the grid's
+    selection runs (``done`` when their results are at hand, else read or trained)."""
     grid = grid_runs()
-    done = runner.results(grid)
+    done = done if done is not None else runner.results(grid)
     candidates = {
         triple: done[run]["metrics"] for triple, run in zip(grid_candidates(), grid, strict=True)
     }
@@ -131,7 +132,7 @@ def reproduce_table1(
     chosen = None
     scores: dict[Any, float] = {}
     if grid:
-        chosen, scores = approx_optimal(runner)  # read back from disk
+        chosen, scores = approx_optimal(runner, done)
         done.update(runner.results([row_run("approx-optimal", s, chosen) for s in range(seeds)]))
     if only:
         return {"row": only, "runs": [str(runner.run_dir(r)) for r in done]}

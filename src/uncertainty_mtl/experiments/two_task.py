@@ -4,7 +4,6 @@ three figures (the report's Figures 2-4)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -13,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl._io import read_jsonl, write_json, write_text
 from uncertainty_mtl.data.mnist_like import ImageSplits
 from uncertainty_mtl.experiments.executors import Executor, LocalExecutor
 from uncertainty_mtl.experiments.runner import Runner
@@ -275,7 +274,7 @@ def plot_log_variances(path: Path, config: StudyConfig, runner: Runner[TwoTaskSt
         assert isinstance(weighting, UncertaintyWeighting)
         for seed in range(config.seeds):
             run_dir = runner.run_dir(learned_run(convention, seed))
-            records = _read_jsonl(run_dir / "metrics.jsonl")
+            records = read_jsonl(run_dir / "metrics.jsonl")
             steps = [r["step"] for r in records]
             for task in TASKS:
                 label = task if seed == 0 else None
@@ -305,11 +304,6 @@ def plot_log_variances(path: Path, config: StudyConfig, runner: Runner[TwoTaskSt
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     save_figure(fig, path)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def plot_grid(path: Path, summary: dict[str, Any]) -> None:

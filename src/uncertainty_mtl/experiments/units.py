@@ -23,7 +23,7 @@ from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learn
 from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.reporting.tables import markdown_table
 
-__all__ = ["GRID", "SCALE", "TRAININGS", "reproduce_units"]
+__all__ = ["GRID", "SCALE", "TRAININGS", "in_units", "reproduce_units"]
 
 PAIR = ("semantic", "depth")
 GRID = (0.975, 0.9, 0.7, 0.5)  # weight of semantic; depth gets 1 − w
@@ -48,6 +48,11 @@ def fixed(w: float, scale: float, *, seed: int = 0, selection: bool = False) -> 
         seed=seed,
         selection=selection,
     )
+    return in_units(run, scale)
+
+
+def in_units(run: Run, scale: float = SCALE) -> Run:
+    """``run`` with the depth labels × ``scale`` (metrics stay in pixels)."""
     if scale == 1.0:
         return run
     return run.with_patch(f"{run.name}-depthx{scale:g}", **_scaled(scale))

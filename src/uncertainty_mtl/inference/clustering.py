@@ -97,21 +97,19 @@ def _cluster_points(
     method: str,
     eps: float,
     min_samples: int,
-    max_votes: int,
+    params: ClusterParams,
     rng: np.random.Generator,
-    xi: float = 0.3,
-    min_cluster_size: int | None = None,
 ) -> NDArray[np.int64]:
-    """Cluster label per point, -1 for noise."""
+    """Cluster label per point, -1 for noise (``eps``, ``min_samples``: resolved ``params``)."""
     from sklearn.cluster import DBSCAN, HDBSCAN, OPTICS
 
     if len(points) < min_samples:
         return np.full(len(points), -1)
     subset = None
-    if len(points) > max_votes:
-        subset = rng.choice(len(points), max_votes, replace=False)
+    if len(points) > params.max_votes:
+        subset = rng.choice(len(points), params.max_votes, replace=False)
     fit = points if subset is None else points[subset]
-    min_cluster_size = min_cluster_size or 4 * min_samples
+    min_cluster_size = params.min_cluster_size or 4 * min_samples
     if subset is not None:  # a sparser cloud: a core point needs proportionally fewer votes,
         # but never fewer than 4 (or the given number), and a cluster never fewer than 4 core
         # points' worth: the distance to the 1st or 2nd neighbour is too noisy a density for
@@ -129,7 +127,7 @@ def _cluster_points(
             labels = OPTICS(
                 min_samples=min_samples,
                 cluster_method="xi",
-                xi=xi,
+                xi=params.xi,
                 min_cluster_size=min_cluster_size,
                 max_eps=4 * eps,
             ).fit_predict(fit)
@@ -223,16 +221,7 @@ def cluster_instances(
         if method == "grid":
             labels = _grid_cluster(votes, eps, min_samples)
         else:
-            labels = _cluster_points(
-                votes,
-                method,
-                eps,
-                min_samples,
-                params.max_votes,
-                rng,
-                params.xi,
-                params.min_cluster_size,
-            )
+            labels = _cluster_points(votes, method, eps, min_samples, params, rng)
         for label in np.unique(labels[labels >= 0]):
             member = labels == label
             if member.sum() < min_pixels:

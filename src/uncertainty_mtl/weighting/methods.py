@@ -27,6 +27,32 @@ __all__ = [
 ]
 
 
+def _check_number(
+    name: str, value: float, *, above: float | None = None, at_least: float | None = None
+) -> None:
+    """A ``ValueError`` naming ``name`` unless ``value`` is finite, ``> above`` and
+    ``>= at_least`` (where given)."""
+    if not (
+        math.isfinite(value)
+        and (above is None or value > above)
+        and (at_least is None or value >= at_least)
+    ):
+        bound = f" > {above:g}" if above is not None else ""
+        bound += f" >= {at_least:g}" if at_least is not None else ""
+        raise ValueError(f"{name} must be a finite number{bound}, got {value}")
+
+
+def _all_reduced(value: Tensor, *, mean: bool = False) -> Tensor:
+    """A copy of ``value`` summed (or averaged) over the ranks of ``torch.distributed``; the
+    copy alone without it."""
+    value = value.clone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(value)
+        if mean:
+            value /= torch.distributed.get_world_size()
+    return value
+
+
 class GeometricWeighting(Weighting):
     """GLS, the geometric loss strategy (Chennupati et al., CVPRW 2019): ``(prod_t L_t)^(1/T)``.
 
@@ -130,8 +156,7 @@ class IMTLLossWeighting(Weighting):
     ) -> None:
         super().__init__(check_finite=check_finite)
         self.tasks = check_task_names(tasks, what="tasks")
-        if not math.isfinite(init):
-            raise ValueError(f"init must be finite, got {init}")
+        _check_number("init", init)
         self.log_scales = nn.Parameter(torch.full((len(self.tasks),), init, dtype=torch.float32))
 
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
@@ -166,8 +191,7 @@ class DynamicWeightAverage(Weighting):
     ) -> None:
         super().__init__(check_finite=check_finite)
         self.tasks = check_task_names(tasks, what="tasks")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        _check_number("temperature", temperature, above=0.0)
         self.temperature = temperature
         n = len(self.tasks)
         # This epoch's sums of [L_1, ..., L_T, calls], on the losses' device (see above).
@@ -182,9 +206,7 @@ class DynamicWeightAverage(Weighting):
     def on_epoch(self, epoch: int) -> None:
         """Closes the epoch whose losses were summed (if any) and sets the weights."""
         del epoch
-        sums = self.epoch_sums.clone()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(sums)
+        sums = _all_reduced(self.epoch_sums)
         if float(sums[-1]) == 0:
             return
         mean = (sums[:-1] / sums[-1]).to(self.means.device)
@@ -215,15 +237,6 @@ class DynamicWeightAverage(Weighting):
 
     def extra_repr(self) -> str:
         return f"tasks={list(self.tasks)}, temperature={self.temperature}"
-
-
-def _all_reduce_mean(value: Tensor) -> Tensor:
-    """The mean of ``value`` over the ranks of ``torch.distributed`` (itself without it)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        value = value.clone()
-        torch.distributed.all_reduce(value)
-        value /= torch.distributed.get_world_size()
-    return value
 
 
 class GradNorm(Weighting):
@@ -262,9 +275,8 @@ class GradNorm(Weighting):
     ) -> None:
         super().__init__(check_finite=check_finite)
         self.tasks = check_task_names(tasks, what="tasks")
-        for name, value in (("alpha", alpha), ("lr", lr)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        _check_number("alpha", alpha, at_least=0.0)
+        _check_number("lr", lr, at_least=0.0)
         self.alpha, self.lr = alpha, lr
         n = len(self.tasks)
         self.register_buffer("weights", torch.ones(n, dtype=torch.float32))
@@ -292,7 +304,7 @@ class GradNorm(Weighting):
             squares = [g.float().pow(2).sum() for g in grads if g is not None]
             norm = torch.stack(squares).sum().sqrt() if squares else loss.new_zeros(())
             norms.append(norm / scale)
-        stats = _all_reduce_mean(torch.stack([torch.stack(norms), loss]))
+        stats = _all_reduced(torch.stack([torch.stack(norms), loss]), mean=True)
         n, loss = stats[0], stats[1]
         initial = self.initial_losses.to(loss.device)
         initial = torch.where(initial > 0, initial, loss)
