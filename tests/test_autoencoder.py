@@ -52,3 +52,25 @@ def test_only_requested_heads_are_built():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ConvAutoencoderClassifier(**kwargs)
+
+
+@pytest.mark.parametrize("size", [8, 28])
+def test_shared_trunk_is_the_encoder_and_its_last_layer_makes_the_code(size):
+    torch.manual_seed(0)
+    model = ConvAutoencoderClassifier(size)
+    images = torch.rand(3, 1, size, size)
+    code = model.features(images)
+    assert code.shape == (3, 16, 2, 2)
+    out, by_parts = model(images), model.outputs(code)
+    assert all(torch.equal(out[t], by_parts[t]) for t in out)
+    shared = {id(p) for p in model.shared_parameters()}
+    assert shared == {id(p) for p in model.encoder.parameters()}
+    last = model.last_shared_layer()
+    assert isinstance(last, torch.nn.Conv2d) and last.out_channels == 16
+    # every head's gradient reaches the last shared layer; no head's parameter is "shared"
+    for task in out:
+        model.zero_grad()
+        out = model(images)
+        out[task].sum().backward()
+        assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0, task
+    assert not shared & {id(p) for p in model.heads.parameters()}

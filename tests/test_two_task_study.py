@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,96 @@ def test_two_workers_give_the_same_numbers_as_one(tmp_path):
             assert parallel["rows"][row]["test"][metric]["mean"] == pytest.approx(
                 summary["mean"], rel=1e-4
             ), (row, metric)
+
+
+def test_method_runs_name_one_weighting_and_keep_the_old_runs_identity():
+    config = smoke()
+    base = {k: v for k, v in vars(config).items() if k not in ("seeds", "grid")}
+    with pytest.raises(ValueError, match="one of"):
+        runs.TwoTaskRun(**base, convention="likelihood", method="dwa")
+    with pytest.raises(ValueError, match="method must be one of"):
+        runs.TwoTaskRun(**base, method="fixed")
+    two_task_study = runs.TwoTaskStudy(config)
+    fixed = two_task_study.identity(two_task_study.resolve(runs.fixed_run(0.5)))
+    assert "method" not in fixed  # runs from before the methods are found again
+    dwa = two_task_study.identity(two_task_study.resolve(runs.method_run("dwa")))
+    assert dwa["method"] == "dwa" and dwa["weights"] is None
+
+
+def test_two_task_loop_calls_every_weighting_hook(tmp_path, monkeypatch):
+    """DWA gets one on_epoch call per epoch, GradNorm its task gradients and its own step, an
+    aggregator the shared code for its backward: each moves its weights off the start."""
+    from uncertainty_mtl.weighting import DynamicWeightAverage
+
+    config = smoke(epochs=3)
+    two_task_study = runs.TwoTaskStudy(config)
+    epochs: list[int] = []
+    original = DynamicWeightAverage.on_epoch
+
+    def spy(self, epoch):
+        epochs.append(epoch)
+        original(self, epoch)
+
+    monkeypatch.setattr(DynamicWeightAverage, "on_epoch", spy)
+    moved = {}
+    for method in ("dwa", "gradnorm", "mgda"):
+        result = runs.train_run(two_task_study.resolve(runs.method_run(method)), tmp_path / method)
+        assert result["method"] == method and result["training_seconds"] > 0
+        weights = result["effective_weights"]
+        moved[method] = max(abs(w - 1.0) for w in weights.values())
+    assert epochs == [0, 1, 2]
+    assert all(value > 1e-4 for value in moved.values()), moved
+
+
+def test_methods_on_the_two_task_study_share_its_rows_and_compute_delta_m(
+    tmp_path, monkeypatch, capsys
+):
+    from uncertainty_mtl.experiments import methods
+
+    monkeypatch.setattr(methods, "METHODS", ("equal", "uncertainty", "approx-optimal", "mgda"))
+    code = main(
+        [
+            "reproduce", "methods", "--dataset", "digits", "--preset", "smoke", "--seeds", "1",
+            "--out", str(tmp_path), "--workers", "1", "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "methods.json").read_text())
+    study_rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    rows = summary["rows"]
+    assert list(rows) == ["equal", "uncertainty", "approx-optimal", "mgda"]
+    assert rows["uncertainty"]["runs"][0].startswith(str(tmp_path / "runs" / "learned-likelihood"))
+    chosen = study_rows["approx_optimal"]["run_id"]
+    assert rows["approx-optimal"]["runs"][0].startswith(str(tmp_path / "runs" / chosen))
+    assert rows["equal"]["cost_vs_equal"] == 1.0 and rows["mgda"]["kind"] == "aggregator"
+    single_acc = study_rows["classification_only"]["test"]["accuracy"]["mean"]
+    single_l1 = study_rows["reconstruction_only"]["test"]["reconstruction_l1"]["mean"]
+    for method, row in rows.items():
+        test = json.loads((tmp_path / row["runs"][0] / "result.json").read_text())["final"]["test"]
+        by_hand = (
+            -(test["accuracy"] - single_acc) / single_acc
+            + (test["reconstruction_l1"] - single_l1) / single_l1
+        ) * 50
+        assert row["delta_m"]["values"][0] == pytest.approx(by_hand, rel=1e-9), method
+    # the training time is summed from the runs the table used, the single-task ones included
+    used = {run for row in rows.values() for run in row["runs"]}
+    used |= {str(d) for d in (tmp_path / "runs").glob("fixed-[01].00-*/seed0")}
+    seconds = [json.loads((Path(r) / "result.json").read_text())["training_seconds"] for r in used]
+    assert len(used) == 6 and summary["training_time_s"] == pytest.approx(sum(seconds))
+    assert (tmp_path / "methods.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| mgda |" in (tmp_path / "methods.md").read_text()
+    assert "| mgda |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "paper"], "--preset paper is the scene study's"),
+        (["--set", "optim.lr=1"], "--set is for the scene study"),
+    ],
+)
+def test_methods_on_digits_refuse_scene_options(tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    code = main(["reproduce", "methods", "--dataset", "digits", "--out", str(out), *extra])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not out.exists()

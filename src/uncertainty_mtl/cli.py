@@ -177,6 +177,16 @@ def _build_parser() -> argparse.ArgumentParser:
             metavar="ROOT",
             help="a Cityscapes-layout root (default: the synthetic city, generated on first use)",
         )
+        if name == "methods":
+            sub.add_argument(
+                "--dataset",
+                choices=["city", "digits", "fashion-mnist"],
+                default="city",
+                help="city: the 3-task scene protocol of Table 1 (default); digits, "
+                "fashion-mnist: the two-task study of the reproduction report (its preset; "
+                "--preset smoke shrinks it), output by default in runs/two-task-<dataset>",
+            )
+            sub.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
         if name != "appendix-b":
             sub.add_argument("--seeds", type=_positive_int, default=1)
         if name == "table1":
@@ -462,6 +472,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     try:
         if args.study == "fashion-mnist":
             return _reproduce_two_task(args)
+        if args.study == "methods" and args.dataset != "city":
+            return _reproduce_two_task_methods(args)
         return _reproduce_scene(args)
     except Submitted as submitted:
         print(f"umtl: {submitted}")
@@ -495,6 +507,38 @@ def _reproduce_two_task(args: argparse.Namespace) -> int:
     with open(os.path.join(out, "table.md"), encoding="utf-8") as f:
         print(f.read())
     print(f"wrote {out}/ in {summary['wall_time_s']:.0f} s")
+    return 0
+
+
+def _reproduce_two_task_methods(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from uncertainty_mtl.errors import ConfigError
+    from uncertainty_mtl.experiments import methods
+    from uncertainty_mtl.experiments import two_task_runs as runs
+
+    for flag, value in (("--data", args.data), ("--set", args.overrides)):
+        if value:
+            raise ConfigError(f"{flag} is for the scene study; --dataset {args.dataset} has none")
+    if args.preset == "paper":
+        raise ConfigError(
+            f"--preset paper is the scene study's; --dataset {args.dataset} takes cpu (its own "
+            "preset) or smoke"
+        )
+    config = replace(runs.PRESETS[args.dataset], seeds=args.seeds, data_dir=args.data_dir)
+    if args.preset == "smoke":
+        config = runs.smoke_config(config)
+    out = args.out or f"runs/two-task-{args.dataset}"
+    workers = args.workers or (os.cpu_count() or 1)
+    summary = methods.reproduce_two_task_methods(
+        config, out, executor=_executor(args, out, workers), progress=not args.quiet
+    )
+    with open(os.path.join(out, "methods.md"), encoding="utf-8") as f:
+        print(f.read())
+    print(
+        f"wrote {out}/ in {summary['wall_time_s']:.0f} s, training {summary['runs_trained']} of "
+        f"the {summary['runs_used']} runs the table uses (the others were finished on disk)"
+    )
     return 0
 
 

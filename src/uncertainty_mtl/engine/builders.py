@@ -4,14 +4,14 @@ mixed precision."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from uncertainty_mtl.config import TrainConfig
+from uncertainty_mtl.config import TrainConfig, WeightingConfig
 from uncertainty_mtl.models.multitask import MultiTaskNet
 from uncertainty_mtl.tasks.registry import TASKS, scene_losses
 from uncertainty_mtl.weighting import (
@@ -38,6 +38,7 @@ __all__ = [
     "deterministic",
     "grad_scaler",
     "scales_gradients",
+    "weighting_from",
 ]
 
 
@@ -58,31 +59,47 @@ def build_model(config: TrainConfig) -> MultiTaskNet:
 def build_weighting(config: TrainConfig) -> Weighting:
     """The configured weighting. Its own per-call finiteness check is off: the training loop
     checks the total (without a device synchronisation on every step, see ``engine.loop``)."""
-    w, tasks = config.weighting, config.trained_tasks
+    lr = config.weighting.lr if config.weighting.lr is not None else config.optim.lr
+    return weighting_from(
+        config.weighting, config.trained_tasks, seed=config.run.seed, lr=lr, check_finite=False
+    )
+
+
+def weighting_from(
+    w: WeightingConfig,
+    tasks: Sequence[str],
+    *,
+    seed: int,
+    lr: float,
+    check_finite: bool = True,
+) -> Weighting:
+    """The weighting ``w`` describes for ``tasks`` (any tasks of the registry): ``seed`` seeds
+    RLW's draws, ``lr`` is GradNorm's step on its weights; likelihoods and event dimensions of
+    the uncertainty weighting come from the registry unless ``w`` overrides them."""
+    tasks = list(tasks)
     if w.kind == "fixed":
-        return FixedWeighting({t: w.weights[t] for t in tasks}, check_finite=False)
+        return FixedWeighting({t: w.weights[t] for t in tasks}, check_finite=check_finite)
     if w.kind == "equal":
-        return FixedWeighting(dict.fromkeys(tasks, 1.0), check_finite=False)
+        return FixedWeighting(dict.fromkeys(tasks, 1.0), check_finite=check_finite)
     if w.kind == "gls":
-        return GeometricWeighting(tasks, check_finite=False)
+        return GeometricWeighting(tasks, check_finite=check_finite)
     if w.kind == "rlw":
-        return RandomWeighting(tasks, seed=config.run.seed, check_finite=False)
+        return RandomWeighting(tasks, seed=seed, check_finite=check_finite)
     if w.kind == "imtl-l":
-        return IMTLLossWeighting(tasks, check_finite=False)
+        return IMTLLossWeighting(tasks, check_finite=check_finite)
     if w.kind == "dwa":
-        return DynamicWeightAverage(tasks, temperature=w.dwa.temperature, check_finite=False)
+        return DynamicWeightAverage(tasks, temperature=w.dwa.temperature, check_finite=check_finite)
     if w.kind in AGGREGATORS:
-        return GradientAggregation(tasks, w.kind, cagrad_c=w.cagrad.c, check_finite=False)
+        return GradientAggregation(tasks, w.kind, cagrad_c=w.cagrad.c, check_finite=check_finite)
     if w.kind == "gradnorm":
-        lr = w.lr if w.lr is not None else config.optim.lr
-        return GradNorm(tasks, alpha=w.gradnorm.alpha, lr=lr, check_finite=False)
+        return GradNorm(tasks, alpha=w.gradnorm.alpha, lr=lr, check_finite=check_finite)
     return UncertaintyWeighting(
         {t: w.likelihoods.get(t, TASKS[t].likelihood) for t in tasks},
         init_log_var=w.init_log_var,
         event_dims={t: TASKS[t].event_dims for t in tasks},
         convention=w.convention,
         regulariser=w.regulariser,
-        check_finite=False,
+        check_finite=check_finite,
     )
 
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -76,7 +76,6 @@ from uncertainty_mtl.engine.evaluate import (
 from uncertainty_mtl.engine.rundir import open_run_directory
 from uncertainty_mtl.engine.sampling import EpochBatches, SeededFrames
 from uncertainty_mtl.errors import RunDirectoryError, TrainingError
-from uncertainty_mtl.models.multitask import MultiTaskNet
 from uncertainty_mtl.tasks.registry import task_errors
 from uncertainty_mtl.weighting import Weighting
 
@@ -470,8 +469,17 @@ class Trainer:
         return results
 
 
+class SharedTrunk(Protocol):
+    """What :func:`update` needs of a network: the parameters every task depends on, and the last
+    layer of them (``MultiTaskNet``, ``ConvAutoencoderClassifier``)."""
+
+    def last_shared_layer(self) -> nn.Module: ...
+
+    def shared_parameters(self) -> list[nn.Parameter]: ...
+
+
 def update(
-    model: MultiTaskNet,
+    model: SharedTrunk,
     weighting: Weighting,
     optimiser: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,

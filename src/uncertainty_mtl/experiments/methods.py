@@ -8,15 +8,22 @@ experiment's protocol (depth labels ×100).
 Per method: each task's metric and instance AP (mean ± std over seeds), Δm % against the
 single-task models (Maninis et al. 2019; lower is better), seconds per training step relative to
 ``equal``, peak memory, and for every loss weighting the same metrics with depth labels ×100.
+
+:func:`reproduce_two_task_methods` does the same on the two-task study of the reproduction report
+(classification + reconstruction on digits or Fashion-MNIST), beside that study's own rows.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.experiments import table1
+from uncertainty_mtl.experiments import table1, two_task, two_task_runs
+from uncertainty_mtl.experiments.executors import Executor
 from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, mean_metrics
 from uncertainty_mtl.experiments.units import SCALE, in_units
@@ -25,7 +32,13 @@ from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
 from uncertainty_mtl.weighting.aggregators import AGGREGATORS
 
-__all__ = ["LOSS_WEIGHTINGS", "METHODS", "delta_m", "reproduce_methods"]
+__all__ = [
+    "LOSS_WEIGHTINGS",
+    "METHODS",
+    "delta_m",
+    "reproduce_methods",
+    "reproduce_two_task_methods",
+]
 
 #: Loss weightings (a weighted sum of the losses), then torchjd's gradient aggregators.
 LOSS_WEIGHTINGS = ("equal", "uncertainty", "gls", "rlw", "imtl-l", "dwa", "gradnorm")
@@ -42,12 +55,16 @@ def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None
     return Run(f"method-{method}", {"tasks": list(TASKS), "weighting.kind": method}, seed)
 
 
-def delta_m(metrics: Mapping[str, float], single: Mapping[str, Mapping[str, float]]) -> float:
+def delta_m(
+    metrics: Mapping[str, float],
+    single: Mapping[str, Mapping[str, float]],
+    tasks: Sequence[str] = TASKS,
+) -> float:
     """Δm % = (1/T)·Σ_t (−1)^{l_t}·(M_t − M_t^single)/M_t^single·100, ``l_t = 1`` where higher
     is better: the mean relative loss against the single-task models (lower is better; 0 is as
     good as them on average)."""
     terms = []
-    for task in TASKS:
+    for task in tasks:
         spec = SPECS[task]
         value, base = float(metrics[spec.metric]), float(single[task][spec.metric])
         sign = -1.0 if spec.higher_is_better else 1.0
@@ -55,14 +72,52 @@ def delta_m(metrics: Mapping[str, float], single: Mapping[str, Mapping[str, floa
     return sum(terms) / len(terms)
 
 
-def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    seconds = [training_seconds(r) / r["training"]["steps"] for r in results]
-    memory = [r["training"].get("peak_memory_mb") for r in results]
+def _cost(
+    seconds_per_step: Sequence[float | None], memory: Sequence[float | None], kind: str | None
+) -> dict[str, Any]:
+    """Seconds per step and peak memory over seeds (``None`` where a run did not record them)."""
     return {
-        "seconds_per_step": summarise(seconds),
-        "peak_memory_mb": summarise([m for m in memory if m is not None]) if all(memory) else None,
-        "peak_memory_kind": results[0]["training"].get("peak_memory_kind"),
+        "seconds_per_step": None
+        if None in seconds_per_step
+        else summarise([float(x) for x in seconds_per_step if x is not None]),
+        "peak_memory_mb": None
+        if None in memory
+        else summarise([float(m) for m in memory if m is not None]),
+        "peak_memory_kind": kind,
     }
+
+
+def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return _cost(
+        [training_seconds(r) / r["training"]["steps"] for r in results],
+        [r["training"].get("peak_memory_mb") for r in results],
+        results[0]["training"].get("peak_memory_kind"),
+    )
+
+
+def _relative_costs(rows: Mapping[str, dict[str, Any]]) -> None:
+    """Each row's seconds per step over ``equal``'s (``None`` where either is missing)."""
+    equal = rows["equal"]["seconds_per_step"]
+    for row in rows.values():
+        mine = row["seconds_per_step"]
+        row["cost_vs_equal"] = (
+            None if mine is None or equal is None else mine["mean"] / equal["mean"]
+        )
+
+
+def _cost_cell(row: Mapping[str, Any]) -> str:
+    if row["cost_vs_equal"] is None:
+        return "–"
+    return f"{row['seconds_per_step']['mean']:.3f} ({row['cost_vs_equal']:.2f}×)"
+
+
+def _memory_note(kind: str | None) -> str:
+    if kind == "cuda_allocated":
+        return "peak memory is the CUDA allocator's"
+    return (
+        "peak memory is the training process's peak resident set during the run (it includes "
+        "the interpreter and the data, the same for every method)"
+    )
 
 
 def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, Any]:
@@ -99,9 +154,7 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
                 "delta_m": summarise([delta_m(r["metrics"], single) for r in units]),
             }
         rows[method] = row
-    equal = rows["equal"]["seconds_per_step"]["mean"]
-    for row in rows.values():
-        row["cost_vs_equal"] = row["seconds_per_step"]["mean"] / equal
+    _relative_costs(rows)
     summary: dict[str, Any] = {
         "experiment": "methods",
         "preset": runner.study.preset,
@@ -114,7 +167,92 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
     }
     write_json(runner.out / "methods.json", summary)
     write_text(runner.out / "methods.md", _markdown(summary))
-    _plot(runner.out / "methods.png", summary)
+    _plot(runner.out / "methods.png", summary, f"{summary['preset']} preset")
+    return summary
+
+
+def _two_task_run(method: str, seed: int, chosen: float | None) -> Run:
+    """A method's run on the two-task study; the uncertainty weighting and the approx.-optimal
+    weights are the study's own rows (the same runs)."""
+    if method == "uncertainty":
+        return two_task_runs.learned_run("likelihood", seed)
+    if method == "approx-optimal":
+        assert chosen is not None
+        return two_task_runs.fixed_run(chosen, seed)
+    return two_task_runs.method_run(method, seed)
+
+
+def reproduce_two_task_methods(
+    config: two_task_runs.StudyConfig,
+    out: str | os.PathLike[str],
+    *,
+    executor: Executor,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The methods on the two-task study (classification + reconstruction): first the study
+    itself (:func:`~uncertainty_mtl.experiments.two_task.run_study`, in ``out``: its single-task
+    rows, its approx.-optimal weight chosen on val and its learned row are the baselines), then
+    every other method for ``config.seeds`` seeds; writes ``methods.md``, ``methods.json`` and
+    ``methods.png`` into ``out``. Reported on the test split."""
+    start = time.perf_counter()
+    study = two_task.run_study(config, out, executor=executor, device=device, progress=progress)
+    runner = Runner(two_task_runs.TwoTaskStudy(config, device), Path(out), executor, progress)
+    tasks = two_task_runs.TASKS
+    seeds = range(config.seeds)
+    weights = study["approx_optimal"]["weights"]
+    chosen = None if weights is None else float(weights["classification"])
+    methods = [m for m in METHODS if m != "approx-optimal" or chosen is not None]
+    singles = {
+        "classification": [two_task_runs.fixed_run(1.0, s) for s in seeds],
+        "reconstruction": [two_task_runs.fixed_run(0.0, s) for s in seeds],
+    }
+    runs = {m: [_two_task_run(m, s, chosen) for s in seeds] for m in methods}
+    done = runner.results(
+        [*(r for rs in singles.values() for r in rs), *(r for rs in runs.values() for r in rs)]
+    )
+
+    def test_metrics(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        finals = [r["final"]["test"] for r in results]
+        return {k: summarise([f[k] for f in finals]) for k in finals[0]}
+
+    single_means = {t: test_metrics([done[r] for r in singles[t]]) for t in tasks}
+    single = {t: {SPECS[t].metric: single_means[t][SPECS[t].metric]["mean"]} for t in tasks}
+    rows: dict[str, Any] = {}
+    for method in methods:
+        results = [done[r] for r in runs[method]]
+        seconds = [
+            r["training_seconds"] / r["steps"] if "training_seconds" in r else None for r in results
+        ]
+        row: dict[str, Any] = {
+            "kind": "aggregator" if method in AGGREGATORS else "loss weighting",
+            "metrics": test_metrics(results),
+            "delta_m": summarise([delta_m(r["final"]["test"], single, tasks) for r in results]),
+            **_cost(
+                seconds,
+                [r.get("peak_memory_mb") for r in results],
+                results[0].get("peak_memory_kind"),
+            ),
+            "runs": [str(runner.run_dir(r)) for r in runs[method]],
+        }
+        if method == "approx-optimal":
+            row["weights"] = weights
+        rows[method] = row
+    _relative_costs(rows)
+    summary: dict[str, Any] = {
+        "experiment": "methods",
+        "dataset": config.dataset,
+        "report_split": "test",
+        "seeds": list(seeds),
+        "single_task": single_means,
+        "rows": rows,
+        **runner.timing(),
+        "wall_time_s": time.perf_counter() - start,  # the study's own rows included
+    }
+    out = runner.out
+    write_json(out / "methods.json", summary)
+    write_text(out / "methods.md", _two_task_markdown(summary))
+    _plot(out / "methods.png", summary, f"two tasks, {config.dataset}")
     return summary
 
 
@@ -143,7 +281,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
                 cell(m, "depth_mean_error_px", 3),
                 cell(m, "instance_ap", 1),
                 format_mean_std(row["delta_m"], 1),
-                f"{row['seconds_per_step']['mean']:.3f} ({row['cost_vs_equal']:.2f}×)",
+                _cost_cell(row),
                 "–" if memory is None else f"{memory['mean']:.0f}",
                 "–"
                 if units is None
@@ -156,13 +294,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
                 ),
             ]
         )
-    kind = next(iter(summary["rows"].values()))["peak_memory_kind"]
-    memory_note = (
-        "peak memory is the CUDA allocator's"
-        if kind == "cuda_allocated"
-        else "peak memory is the training process's peak resident set during the run (it "
-        "includes the interpreter and the memory-mapped data cache, the same for every method)"
-    )
+    memory_note = _memory_note(next(iter(summary["rows"].values()))["peak_memory_kind"])
     return "\n".join(
         [
             f"# Methods ({summary['preset']} preset): 3 tasks, one protocol",
@@ -179,11 +311,13 @@ def _markdown(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _plot(path: Any, summary: Mapping[str, Any]) -> None:
+def _plot(path: Any, summary: Mapping[str, Any], title: str) -> None:
     from uncertainty_mtl.reporting.plots import new_figure, save_figure
 
     fig, (ax,) = new_figure(1, width=6.5, height=4.5)
     for method, row in summary["rows"].items():
+        if row["cost_vs_equal"] is None:
+            continue
         colour = "tab:orange" if row["kind"] == "aggregator" else "tab:blue"
         if method == "uncertainty":
             colour = "tab:red"
@@ -193,5 +327,53 @@ def _plot(path: Any, summary: Mapping[str, Any]) -> None:
     ax.axhline(0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("seconds per step relative to equal")
     ax.set_ylabel("Δm [%] against single-task models (lower is better)")
-    ax.set_title(f"{summary['preset']} preset, {len(summary['seeds'])} seed(s)")
+    ax.set_title(f"{title}, {len(summary['seeds'])} seed(s)")
     save_figure(fig, path)
+
+
+def _two_task_markdown(summary: Mapping[str, Any]) -> str:
+    headers = [
+        "method",
+        "accuracy [%] ↑",
+        "reconstruction L1 ↓",
+        "Δm [%] ↓",
+        "s / step (× equal)",
+        "peak memory [MB]",
+    ]
+    lines = []
+    for method, row in summary["rows"].items():
+        m, memory = row["metrics"], row["peak_memory_mb"]
+        label = method
+        if method == "approx-optimal":
+            label += " ({:g}, {:g})".format(*row["weights"].values())
+        lines.append(
+            [
+                label,
+                format_mean_std(m["accuracy"], 1),
+                format_mean_std(m["reconstruction_l1"], 4),
+                format_mean_std(row["delta_m"], 1),
+                _cost_cell(row),
+                "–" if memory is None else f"{memory['mean']:.0f}",
+            ]
+        )
+    memory_note = _memory_note(next(iter(summary["rows"].values()))["peak_memory_kind"])
+    single = summary["single_task"]
+    return "\n".join(
+        [
+            f"# Methods on the two-task study ({summary['dataset']}): classification + "
+            "reconstruction",
+            "",
+            f"Test split; mean ± std over {len(summary['seeds'])} seed(s). Δm against the "
+            "single-task models (accuracy "
+            f"{single['classification']['accuracy']['mean']:.1f} %, reconstruction L1 "
+            f"{single['reconstruction']['reconstruction_l1']['mean']:.4f}; lower Δm is better). "
+            "The approx.-optimal weights are the study's grid point chosen on the validation "
+            "split (Adam is nearly blind to the weights' overall scale, so the grid is not "
+            "repeated at other sums), the uncertainty row is its learned row (likelihood "
+            "convention). Seconds per step exclude the curves' evaluations (runs trained side "
+            f"by side share the CPU: compare within one table); {memory_note}. There is no "
+            "units test here: the reconstruction target is an image in [0, 1].",
+            "",
+            markdown_table(headers, lines),
+        ]
+    )

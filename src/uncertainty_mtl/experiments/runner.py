@@ -92,11 +92,14 @@ def _read_result(path: Path) -> dict[str, Any]:
 
 
 def training_seconds(result: Mapping[str, Any]) -> float:
-    """A run's training seconds from its result (studies whose results lack them count 0)."""
+    """A run's training seconds from its result: a scene run's ``training.seconds``, a two-task
+    run's ``training_seconds`` (or, from before it was recorded, its ``wall_time_s``); 0 where a
+    result has none."""
     training = result.get("training")
-    if not isinstance(training, dict):
-        return 0.0
-    seconds = training.get("seconds", training.get("seconds_this_session"))
+    if isinstance(training, dict):
+        seconds = training.get("seconds", training.get("seconds_this_session"))
+    else:
+        seconds = result.get("training_seconds", result.get("wall_time_s"))
     return float(seconds) if isinstance(seconds, int | float) else 0.0
 
 

@@ -80,8 +80,10 @@ def run_study(
     done = runner.results(runs)
     results = {(run.name, run.seed): done[run] for run in runs}
     summary = summarise_study(config, splits, results)
+    timing = runner.timing()
     summary["wall_time_s"] = time.perf_counter() - start
-    summary["trained_runs"] = runner.timing()["runs_trained"]
+    summary["trained_runs"] = timing["runs_trained"]
+    summary["training_time_s"] = timing["training_time_s"]
     write_json(out / "results.json", summary)
     write_text(out / "table.md", table(summary))
     plot_log_variances(out / "fig_log_variances.png", config, runner)

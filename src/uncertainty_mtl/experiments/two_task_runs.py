@@ -33,11 +33,14 @@ import torch
 from torch import Tensor
 
 from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl.config import WEIGHTING_KINDS, WeightingConfig
 from uncertainty_mtl.data.mnist_like import (
     ImageSplits,
     load_digits_splits,
     load_fashion_mnist_splits,
 )
+from uncertainty_mtl.engine.builders import weighting_from
+from uncertainty_mtl.engine.loop import peak_memory, reset_peak_memory, update
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.executors import Job
 from uncertainty_mtl.experiments.runner import Run
@@ -57,12 +60,16 @@ __all__ = [
     "StudyConfig",
     "TwoTaskRun",
     "TwoTaskStudy",
+    "method_run",
     "smoke_config",
     "train_run",
 ]
 
 TASKS = ("classification", "reconstruction")
 LIKELIHOODS = {t: TASK_SPECS[t].likelihood for t in TASKS}
+#: The weighting kinds a ``method`` run may name (fixed weights and the learned uncertainty
+#: weighting are the study's own rows).
+METHOD_KINDS = tuple(k for k in WEIGHTING_KINDS if k not in ("fixed", "uncertainty"))
 
 #: Key (2019), Table 1: Fashion-MNIST, test split. The report's "learned" row used the Gaussian
 #: term for its L1 loss (its eq. 32), i.e. our paper-convention row.
@@ -158,7 +165,9 @@ class TwoTaskRun:
 
     Attributes:
         weights: fixed weights ``{task: w}`` (a task of weight 0 is not trained), or
-        convention: ``"likelihood"`` or ``"paper"`` for learned weights.
+        convention: ``"likelihood"`` or ``"paper"`` for learned weights, or
+        method: another ``weighting.kind`` of the methods benchmark (``equal``, ``dwa``, a
+            gradient aggregator, ...) with its default parameters.
         seed: initialisation and batch order.
         device: where it trains (not part of what the run is).
     """
@@ -176,14 +185,20 @@ class TwoTaskRun:
     max_eval: int | None
     weights: dict[str, float] | None = None
     convention: str | None = None
+    method: str | None = None
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if (self.weights is None) == (self.convention is None):
-            raise ValueError("a two-task run has either fixed weights or a learned convention")
+        given = [x is not None for x in (self.weights, self.convention, self.method)]
+        if sum(given) != 1:
+            raise ValueError(
+                "a two-task run has one of: fixed weights, a learned convention, a method"
+            )
         if self.convention not in (None, "likelihood", "paper"):
             raise ValueError(f"convention must be 'likelihood' or 'paper', got {self.convention}")
+        if self.method is not None and self.method not in METHOD_KINDS:
+            raise ValueError(f"method must be one of {list(METHOD_KINDS)}, got {self.method!r}")
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -191,6 +206,13 @@ class TwoTaskRun:
         return TASKS if weights is None else tuple(t for t in TASKS if weights[t] > 0)
 
     def make_weighting(self) -> Weighting:
+        if self.method is not None:
+            return weighting_from(
+                WeightingConfig(kind=self.method),
+                TASKS,
+                seed=self.seed,
+                lr=self.weighting_lr or self.lr,
+            )
         if self.weights is not None:
             return FixedWeighting(self.weights)
         assert self.convention is not None
@@ -207,6 +229,11 @@ def fixed_run(w: float, seed: int = 0) -> Run:
 
 def learned_run(convention: str, seed: int = 0) -> Run:
     return Run(f"learned-{convention}", {"convention": convention}, seed)
+
+
+def method_run(method: str, seed: int = 0) -> Run:
+    """A run of the methods benchmark: ``method`` (a ``weighting.kind``) on both tasks."""
+    return Run(f"method-{method}", {"method": method}, seed)
 
 
 def load_splits(config: StudyConfig | TwoTaskRun) -> ImageSplits:
@@ -250,6 +277,8 @@ class TwoTaskStudy:
         settings = asdict(config)
         for volatile in ("seed", "device", "data_dir"):
             settings.pop(volatile)
+        if settings["method"] is None:  # the runs from before the methods keep their identity
+            settings.pop("method")
         return settings
 
     def job(self, config: TwoTaskRun, run_dir: Path) -> Job:
@@ -346,15 +375,20 @@ def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict
     records: list[str] = []
     history = [evaluation(0)]
     step = 0
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # the update's hooks expect one
+    reset_peak_memory(device)
+    evaluating = 0.0  # seconds spent on the curves' evaluations, not on training
+    looping = time.perf_counter()
     bar = tqdm(total=total_steps, desc=str(run_dir), leave=False, disable=not progress)
     for epoch in range(run.epochs):
+        weighting.on_epoch(epoch)  # epoch statistics (DWA's loss ratios)
         for index in torch.split(torch.randperm(len(y_train), generator=order), run.batch_size):
             x, y = x_train[index], y_train[index]
-            losses = task_losses(model(x), x, y)
+            code = model.features(x)
+            losses = task_losses(model.outputs(code), x, y)
             total = weighting(losses)
-            optimiser.zero_grad(set_to_none=True)
-            total.backward()
-            optimiser.step()
+            features = code if weighting.needs_features else None
+            update(model, weighting, optimiser, scaler, total, losses, features)
             step += 1
             if step % run.log_every == 0:
                 record = {
@@ -368,21 +402,27 @@ def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict
                 records.append(json.dumps(record))
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.startswith("loss/")})
             if step % run.eval_every == 0 or step == total_steps:
+                tic = time.perf_counter()
                 history.append(evaluation(step))
+                evaluating += time.perf_counter() - tic
             bar.update()
     bar.close()
+    training_seconds = time.perf_counter() - looping - evaluating
     write_text(run_dir / "metrics.jsonl", "\n".join(records) + "\n")
     result = {
         "seed": run.seed,
         "tasks": list(run.tasks),
         "weights": run.weights,
         "convention": run.convention,
+        "method": run.method,
         "steps": total_steps,
         "final": {"val": evaluate(model, *evals["val"]), "test": evaluate(model, *evals["test"])},
         "log_variances": weighting.log_variances(),
         "effective_weights": weighting.effective_weights(),
         "history": history,
         "wall_time_s": time.perf_counter() - start,
+        "training_seconds": training_seconds,
+        **peak_memory(device),
     }
     write_json(run_dir / "result.json", result)
     return result

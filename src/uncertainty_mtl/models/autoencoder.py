@@ -116,7 +116,14 @@ class ConvAutoencoderClassifier(nn.Module):
             ``{"classification": [B, num_classes] logits, "reconstruction": [B, C, S, S]}``,
             with only the heads that were built.
         """
-        code = self.encoder((images - self.mean) / self.std)
+        return self.outputs(self.features(images))
+
+    def features(self, images: Tensor) -> Tensor:
+        """The shared code every head reads, ``[B, 16, 2, 2]``."""
+        return self.encoder((images - self.mean) / self.std)  # type: ignore[no-any-return]
+
+    def outputs(self, code: Tensor) -> dict[str, Tensor]:
+        """Each head's output from the shared ``code``."""
         out: dict[str, Tensor] = {}
         for task, head in self.heads.items():
             y = head(code)
@@ -125,3 +132,12 @@ class ConvAutoencoderClassifier(nn.Module):
                 y = y[..., crop : crop + self.image_size, crop : crop + self.image_size]
             out[task] = y
         return out
+
+    def last_shared_layer(self) -> nn.Module:
+        """The encoder's last convolution, which makes the code (GradNorm balances the task
+        gradients there)."""
+        return [m for m in self.encoder.modules() if isinstance(m, nn.Conv2d)][-1]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters every head depends on: the encoder's."""
+        return list(self.encoder.parameters())

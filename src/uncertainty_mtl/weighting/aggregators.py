@@ -107,6 +107,9 @@ class GradientAggregation(Weighting):
             # Nash-MTL's inner solver may stop inexact (it keeps its last weights then)
             warnings.filterwarnings("ignore", message=".*not DPP", category=UserWarning)
             warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            # and cvxpy's numpy warnings when Nash-MTL's problem meets a zero entry of G·α
+            # (a task whose gradient has vanished): its weights then stay as they were
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module="cvxpy")
             weights = jac_to_grad(shared, self.aggregator)
         if weights is not None:
             values = weights.detach().reshape(-1).float().tolist()
