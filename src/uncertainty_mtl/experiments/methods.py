@@ -212,11 +212,9 @@ def reproduce_two_task_methods(
         [*(r for rs in singles.values() for r in rs), *(r for rs in runs.values() for r in rs)]
     )
 
-    def test_metrics(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        finals = [r["final"]["test"] for r in results]
-        return {k: summarise([f[k] for f in finals]) for k in finals[0]}
-
-    single_means = {t: test_metrics([done[r] for r in singles[t]]) for t in tasks}
+    single_means = {
+        t: two_task.split_summaries([done[r] for r in singles[t]], "test") for t in tasks
+    }
     single = {t: {SPECS[t].metric: single_means[t][SPECS[t].metric]["mean"]} for t in tasks}
     rows: dict[str, Any] = {}
     for method in methods:
@@ -226,7 +224,7 @@ def reproduce_two_task_methods(
         ]
         row: dict[str, Any] = {
             "kind": "aggregator" if method in AGGREGATORS else "loss weighting",
-            "metrics": test_metrics(results),
+            "metrics": two_task.split_summaries(results, "test"),
             "delta_m": summarise([delta_m(r["final"]["test"], single, tasks) for r in results]),
             **_cost(
                 seconds,

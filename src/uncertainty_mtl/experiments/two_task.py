@@ -39,6 +39,7 @@ __all__ = [
     "plot_test_curves",
     "run_study",
     "select_weight",
+    "split_summaries",
     "summarise_study",
     "table",
 ]
@@ -92,11 +93,16 @@ def run_study(
     return summary
 
 
+def split_summaries(results: Sequence[Mapping[str, Any]], split: str) -> dict[str, Any]:
+    """Each final metric of ``split`` over the runs' results (mean, std, values)."""
+    finals = [r["final"][split] for r in results]
+    return {m: summarise([f[m] for f in finals]) for m in finals[0]}
+
+
 def _metric_summaries(
     results: Mapping[tuple[str, int], dict[str, Any]], run_id: str, seeds: int, split: str
 ) -> dict[str, Any]:
-    finals = [results[run_id, s]["final"][split] for s in range(seeds)]
-    return {m: summarise([f[m] for f in finals]) for m in finals[0]}
+    return split_summaries([results[run_id, s] for s in range(seeds)], split)
 
 
 def select_weight(grid: Sequence[dict[str, Any]]) -> tuple[float | None, dict[str, float]]:
