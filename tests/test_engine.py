@@ -116,7 +116,9 @@ def test_evaluate_writes_results_for_the_report_split_and_other_splits(city, tmp
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
 
 
-def test_train_cli_generates_the_synthetic_city_on_first_use(tmp_path, capsys):
+def test_train_cli_generates_the_synthetic_city_on_first_use_and_quiet_prints_no_bar(
+    tmp_path, capsys
+):
     root = tmp_path / "city"
     code = main(
         [
@@ -127,6 +129,8 @@ def test_train_cli_generates_the_synthetic_city_on_first_use(tmp_path, capsys):
             f"data.root={root}",
             "--set",
             "data.synth_split_sizes={train: 8, val: 4, test: 4}",
+            "--set",
+            f"data.cache_dir={tmp_path / 'cache'}",
             "--out",
             str(tmp_path / "run"),
             "--quiet",
@@ -134,7 +138,10 @@ def test_train_cli_generates_the_synthetic_city_on_first_use(tmp_path, capsys):
     )
     assert code == 0
     assert (root / "synth.json").is_file()
-    assert '"split": "test"' in capsys.readouterr().out
+    assert (tmp_path / "cache" / "train" / "index.json").is_file()  # the caches were built
+    captured = capsys.readouterr()
+    assert '"split": "test"' in captured.out
+    assert captured.err == ""  # --quiet: neither the city's nor the caches' progress bars
 
 
 def test_a_tiny_model_overfits_one_batch_on_all_three_tasks(city):

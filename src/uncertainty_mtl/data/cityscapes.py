@@ -325,8 +325,16 @@ class _ArrayCache:
     so an interrupted build leaves no half-written cache behind.
     """
 
-    def __init__(self, directory: Path, samples: Sequence[SceneFiles], fields: Sequence[str]):
+    def __init__(
+        self,
+        directory: Path,
+        samples: Sequence[SceneFiles],
+        fields: Sequence[str],
+        *,
+        progress: bool = True,
+    ) -> None:
         self.directory = directory
+        self.progress = progress
         self.fields = tuple(fields)
         expected = {
             "version": _CACHE_VERSION,
@@ -365,7 +373,13 @@ class _ArrayCache:
                     tmp / f"{field}.npy", mode="w+", dtype=_CACHE_DTYPES[field], shape=shape
                 )
             for i, sample in enumerate(
-                tqdm(samples, desc=f"caching {self.directory.name}", unit="frame", leave=False)
+                tqdm(
+                    samples,
+                    desc=f"caching {self.directory.name}",
+                    unit="frame",
+                    leave=False,
+                    disable=not self.progress,
+                )
             ):
                 for field, array in read_scene_arrays(sample, self.fields).items():
                     if field == "instance_ids":
@@ -417,6 +431,7 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
             the source files change); building the cache also checks every label value.
         check_values: without a cache, decode every label file once now, so that unknown label
             values are found at build time rather than mid-training.
+        progress: show a progress bar while the cache is built or the files are checked.
 
     Returns, per item:
         ``image`` float32 ``[3, H, W]`` (ImageNet-normalised) and ``targets`` with, per task,
@@ -435,6 +450,7 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
         transform: SceneTransform | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         check_values: bool = True,
+        progress: bool = True,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -449,14 +465,16 @@ class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
             cached = self._available_fields()
             samples = find_scene_files(self.root, split, fields=cached)
             # One cache per split or part ("train:fit" -> "train.fit", a portable name).
-            self._cache = _ArrayCache(Path(cache_dir) / split.replace(":", "."), samples, cached)
+            self._cache = _ArrayCache(
+                Path(cache_dir) / split.replace(":", "."), samples, cached, progress=progress
+            )
         else:
             for sample in tqdm(
                 self.samples,
                 desc=f"checking {split}",
                 unit="frame",
                 leave=False,
-                disable=len(self.samples) < 200,
+                disable=not progress or len(self.samples) < 200,
             ):
                 _check_sizes(sample, self.fields)
                 if check_values:

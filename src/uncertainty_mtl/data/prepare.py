@@ -53,10 +53,16 @@ def ensure_scene_data(data: SceneDataSettings, *, progress: bool = True) -> None
 
 
 def scene_frames(
-    data: SceneDataSettings, tasks: Sequence[str], split: str, *, train: bool
+    data: SceneDataSettings,
+    tasks: Sequence[str],
+    split: str,
+    *,
+    train: bool,
+    progress: bool = True,
 ) -> CityscapesScenes:
     """A split's frames; training frames get the configured augmentation, evaluation frames
-    keep the files' resolution (the network's input is resized by the evaluation)."""
+    keep the files' resolution (the network's input is resized by the evaluation).
+    ``progress``: a bar while the split's cache is built."""
     steps: list[Any] = []
     if train:
         if data.size:
@@ -73,4 +79,5 @@ def scene_frames(
         tasks=tasks,
         transform=T.Compose(steps) if steps else None,
         cache_dir=data.cache_dir,
+        progress=progress,
     )

@@ -91,7 +91,9 @@ _LABELLED = {
 }
 
 
-def checked_split(config: TrainConfig, split: str, key: str) -> CityscapesScenes:
+def checked_split(
+    config: TrainConfig, split: str, key: str, *, progress: bool = True
+) -> CityscapesScenes:
     """The frames of ``split`` (the value of the config key ``key``), checked before training:
     the split exists, its files read, and its evaluated frames have labelled pixels of every
     trained task (without them a metric is NaN; on the select split, no checkpoint could be
@@ -101,7 +103,9 @@ def checked_split(config: TrainConfig, split: str, key: str) -> CityscapesScenes
         DataError: naming the key and the split, and the file or the tasks without pixels.
     """
     try:
-        frames = scene_frames(config.data, config.trained_tasks, split, train=False)
+        frames = scene_frames(
+            config.data, config.trained_tasks, split, train=False, progress=progress
+        )
     except DataError as err:
         raise DataError(f"{key} {split!r}: {err}") from err
     indices = list(range(len(frames)))[: config.eval.max_frames]

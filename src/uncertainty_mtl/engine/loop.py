@@ -130,7 +130,10 @@ class Trainer:
                 f"processes ({proc.world})"
             )
         self.per_rank_batch = per_rank
-        self.frames = scene_frames(config.data, self.tasks, config.data.train_split, train=True)
+        shown = progress and proc.main
+        self.frames = scene_frames(
+            config.data, self.tasks, config.data.train_split, train=True, progress=shown
+        )
         self.steps_per_epoch = len(self.frames) // config.optim.batch_size
         if self.steps_per_epoch < 1:
             raise ConfigError(
@@ -142,9 +145,11 @@ class Trainer:
         select = config.eval.select_split
         self.select_loader = None
         if select:
-            frames = checked_split(config, select, "eval.select_split")
+            frames = checked_split(config, select, "eval.select_split", progress=shown)
             self.select_loader = eval_loader(config, select, proc, frames)[0]
-        self.report_frames = checked_split(config, config.eval.report_split, "eval.report_split")
+        self.report_frames = checked_split(
+            config, config.eval.report_split, "eval.report_split", progress=shown
+        )
 
         torch.manual_seed(config.run.seed)
         model = build_model(config).to(proc.device)

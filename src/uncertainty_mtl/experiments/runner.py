@@ -70,8 +70,9 @@ class Study(Protocol):
     def job(self, config: Any, run_dir: Path) -> Job:
         """The call that trains ``config`` into ``run_dir`` (resuming what it finds there)."""
 
-    def prepare(self) -> None:
-        """Work shared by every run (data generated once), before runs start side by side."""
+    def prepare(self, *, progress: bool = True) -> None:
+        """Work shared by every run (data generated once), before runs start side by side;
+        ``progress``: bars over that work."""
 
 
 S = TypeVar("S", bound=Study)
@@ -153,7 +154,7 @@ class Runner(Generic[S]):
             else:
                 todo.append(run)
         if todo:
-            self.study.prepare()
+            self.study.prepare(progress=self.progress)
             jobs = {}
             for run in todo:
                 job = self.study.job(self.config(run), self.run_dir(run))

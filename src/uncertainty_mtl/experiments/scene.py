@@ -216,16 +216,17 @@ class SceneStudy:
         name = f"{run_dir.parent.name}/{run_dir.name}"
         return Job(name, train_scene_run, (config, str(run_dir)))
 
-    def prepare(self) -> None:
+    def prepare(self, *, progress: bool = True) -> None:
         """Generates the synthetic city and its cache before runs start side by side."""
         from uncertainty_mtl.data.prepare import ensure_scene_data, scene_frames
 
         config = self.resolve(Run("prepare"))
-        ensure_scene_data(config.data)
+        ensure_scene_data(config.data, progress=progress)
         spec = self.spec
         splits = {config.data.train_split, spec.report_split, spec.choose_split, spec.choose_train}
         for split in sorted(s for s in splits if s):
-            scene_frames(config.data, config.tasks, split, train=False)  # builds the cache once
+            # builds the cache once
+            scene_frames(config.data, config.tasks, split, train=False, progress=progress)
 
 
 def mean_metrics(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

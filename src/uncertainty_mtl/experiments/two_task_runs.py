@@ -284,7 +284,7 @@ class TwoTaskStudy:
     def job(self, config: TwoTaskRun, run_dir: Path) -> Job:
         return Job(f"{run_dir.parent.name}/{run_dir.name}", train_run, (config, run_dir))
 
-    def prepare(self) -> None:
+    def prepare(self, *, progress: bool = True) -> None:
         load_splits(self.config)
 
 
