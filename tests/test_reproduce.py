@@ -288,7 +288,7 @@ def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
         f'cp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"',
     )
     study = SceneStudy("smoke", overrides=(f"data.root={tmp_path / 'city'}",))
-    monkeypatch.setattr(study, "prepare", lambda: None)  # no city needed to submit
+    monkeypatch.setattr(study, "prepare", lambda **_: None)  # no city needed to submit
     options = SlurmOptions(partition="gpu", gpus=2, cpus=6, time_min=30)
     runner = Runner(
         study, tmp_path / "out", SubmititExecutor(tmp_path / "jobs", slurm=options), False
