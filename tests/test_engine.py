@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -142,6 +143,12 @@ def test_train_cli_generates_the_synthetic_city_on_first_use_and_quiet_prints_no
     captured = capsys.readouterr()
     assert '"split": "test"' in captured.out
     assert captured.err == ""  # --quiet: neither the city's nor the caches' progress bars
+    shutil.rmtree(tmp_path / "cache")  # evaluating rebuilds the split's cache, quietly too
+    assert main(["evaluate", str(tmp_path / "run"), "--split", "val", "--quiet"]) == 0
+    assert (tmp_path / "cache" / "val" / "index.json").is_file()
+    captured = capsys.readouterr()
+    assert '"split": "val"' in captured.out
+    assert captured.err == ""
 
 
 def test_a_tiny_model_overfits_one_batch_on_all_three_tasks(city):

@@ -67,12 +67,20 @@ class _EvalFrames(Dataset[tuple[Tensor, dict[str, Tensor], str]]):
 
 
 def eval_loader(
-    config: TrainConfig, split: str, proc: Process, frames: CityscapesScenes | None = None
+    config: TrainConfig,
+    split: str,
+    proc: Process,
+    frames: CityscapesScenes | None = None,
+    *,
+    progress: bool = True,
 ) -> tuple[DataLoader[Any], int]:
     """This process's share of a split (all of it, or its first ``eval.max_frames``), and the
-    number of frames evaluated over all processes."""
+    number of frames evaluated over all processes (``progress``: a bar while the split's cache
+    is built)."""
     if frames is None:
-        frames = scene_frames(config.data, config.trained_tasks, split, train=False)
+        frames = scene_frames(
+            config.data, config.trained_tasks, split, train=False, progress=progress
+        )
     indices = list(range(len(frames)))[: config.eval.max_frames]
     loader = DataLoader(
         _EvalFrames(frames, indices[proc.rank :: proc.world]),
@@ -215,7 +223,7 @@ def final_evaluation(
     on."""
     split = split or config.eval.report_split
     method = cluster_method or config.eval.cluster_method
-    loader, count = eval_loader(config, split, proc, frames)
+    loader, count = eval_loader(config, split, proc, frames, progress=progress and proc.main)
     metrics = evaluate(
         model,
         loader,
