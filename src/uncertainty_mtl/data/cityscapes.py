@@ -334,7 +334,6 @@ class _ArrayCache:
         progress: bool = True,
     ) -> None:
         self.directory = directory
-        self.progress = progress
         self.fields = tuple(fields)
         expected = {
             "version": _CACHE_VERSION,
@@ -342,7 +341,7 @@ class _ArrayCache:
             "files": _fingerprint(samples, self.fields),
         }
         if not self._matches(expected):
-            self._build(samples, expected)
+            self._build(samples, expected, progress=progress)
         self._arrays: dict[str, NDArray[Any]] | None = None
 
     def _matches(self, expected: dict[str, Any]) -> bool:
@@ -353,7 +352,9 @@ class _ArrayCache:
             return False
         return all(index.get(k) == v for k, v in expected.items())
 
-    def _build(self, samples: Sequence[SceneFiles], expected: dict[str, Any]) -> None:
+    def _build(
+        self, samples: Sequence[SceneFiles], expected: dict[str, Any], *, progress: bool
+    ) -> None:
         shapes = {_check_sizes(s, self.fields) for s in samples}
         if len(shapes) > 1:
             raise SceneDataError(
@@ -378,7 +379,7 @@ class _ArrayCache:
                     desc=f"caching {self.directory.name}",
                     unit="frame",
                     leave=False,
-                    disable=not self.progress,
+                    disable=not progress,
                 )
             ):
                 for field, array in read_scene_arrays(sample, self.fields).items():
