@@ -299,8 +299,11 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             "",
             f"Reported split: {summary['report_split']}; mean ± std over "
             f"{len(summary['seeds'])} seed(s). Δm against the single-task models of Table 1 "
-            "(lower is better). Seconds per step from each run's training time (runs trained "
-            f"side by side share the CPU: compare within one table); {memory_note}. The last "
+            "(lower is better). Seconds per step: each run's training time over its steps, "
+            "which compares methods only where their runs trained under the same load (runs "
+            "trained in other invocations, beside other work or on another machine are not "
+            "comparable; `bench/bench_methods.py` measures the cost of a step alone); "
+            f"{memory_note}. The last "
             "column repeats each loss weighting with the depth labels ×100 (metrics in pixels); "
             "aggregators are not repeated.",
             "",
