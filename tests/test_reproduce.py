@@ -14,6 +14,7 @@ from uncertainty_mtl.cli import main
 from uncertainty_mtl.experiments import ablations as ablations_module
 from uncertainty_mtl.experiments import methods as methods_module
 from uncertainty_mtl.experiments import table1
+from uncertainty_mtl.experiments import units as units_module
 from uncertainty_mtl.experiments.runner import Runner
 from uncertainty_mtl.experiments.scene import SceneStudy
 from uncertainty_mtl.experiments.selection import choose
@@ -89,6 +90,11 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
     assert start == pytest.approx(units["rows"][2]["log_var_depth"] + 2 * math.log(100), abs=0.01)
     adam = next(r for r in units["rows"] if r["training"] == "adam" and r["weighting"] == "fixed")
     assert adam["semantic_weight"] == units["chosen_semantic_weight"]["adam"]
+    # units.md is a function of units.json: a re-render keeps the invocation's timing
+    units_md = (out / "units.md").read_text()
+    assert units_md == units_module._markdown(units, "val")
+    assert "| Adam, lr 1e-3, 4 steps | fixed (" in units_md
+    assert "| SGD, 4× steps, 16 steps | learned | 1/100 px |" in units_md
     ablations = json.loads((out / "ablations.json").read_text())
     assert list(ablations["rows"]) == [
         *ablations_module.VARIANTS,

@@ -160,6 +160,13 @@ def reproduce_units(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, 
         **runner.timing(),
     }
     write_json(runner.out / "units.json", summary)
+    write_text(runner.out / "units.md", _markdown(summary, runner.study.spec.choose_split))
+    return summary
+
+
+def _markdown(summary: dict[str, Any], choose_split: str) -> str:
+    """``units.md`` from ``units.json``'s content (``choose_split``: where weights were chosen)."""
+    best, scale = summary["chosen_semantic_weight"], summary["scale"]
     headers = [
         "training",
         "weighting",
@@ -187,28 +194,19 @@ def reproduce_units(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, 
             if "log_var_depth" in r
             else "–",
         ]
-        for r in rows
+        for r in summary["rows"]
     ]
-    write_text(
-        runner.out / "units.md",
-        "\n".join(
-            [
-                f"# Units ({runner.study.preset} preset): semantic + depth, depth in two units",
-                "",
-                f"Fixed weights chosen in pixels on the {runner.study.spec.choose_split} split "
-                "from "
-                f"{', '.join(f'{w:g}' for w in GRID)} (semantic; depth 1 − w): {best['sgd']:g} "
-                f"with SGD, {best['adam']:g} with Adam (chosen again with Adam; the 4× steps "
-                "rows use SGD's choice). The same weights "
-                f"with depth labels ×{SCALE:g}, and the learned weighting in both units. Metrics "
-                "in "
-                "pixels, reported split; a Laplace term's optimal s moves by 2·log 100 = 9.2 when "
-                "its "
-                "loss grows 100-fold. The last row starts depth's s at the pixel run's final s + "
-                "2·log 100 instead of 0.",
-                "",
-                markdown_table(headers, lines),
-            ]
-        ),
+    shift = 2 * math.log(scale)
+    intro = (
+        f"Fixed weights chosen in pixels on the {choose_split} split from "
+        f"{', '.join(f'{w:g}' for w in GRID)} (semantic; depth 1 − w): {best['sgd']:g} with SGD, "
+        f"{best['adam']:g} with Adam (chosen again with Adam; the 4× steps rows use SGD's "
+        f"choice). The same weights with depth labels ×{scale:g}, and the learned weighting in "
+        "both units. Metrics in pixels, reported split; mean ± std over "
+        f"{len(summary['seeds'])} seed(s). A Laplace term's optimal s moves by "
+        f"2·log {scale:g} = {shift:.1f} when its loss grows {scale:g}-fold. The row "
+        "“learned, s₀ …” starts depth's s at the pixel run's final s + "
+        f"2·log {scale:g} instead of 0."
     )
-    return summary
+    title = f"# Units ({summary['preset']} preset): semantic + depth, depth in two units"
+    return "\n".join([title, "", intro, "", markdown_table(headers, lines)])
