@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -210,6 +211,72 @@ def test_cache_gives_the_same_samples_and_is_rebuilt_when_a_file_changes(tmp_pat
     rebuilt = CityscapesScenes(root, "val", cache_dir=tmp_path / "cache")
     assert rebuilt[1][1]["semantic"][0, 0] == 2  # building
     assert rebuilt[0][1]["semantic"][0, 0] == 10  # sky
+
+
+def _rewrite_keeping_size_and_mtime(path, array):
+    """``path`` rewritten in place as a PNG of ``array``, padded after its end chunk (readers
+    stop there) to the old byte size, its old modification time set back."""
+    before = path.stat()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    assert len(data) <= before.st_size
+    with open(path, "r+b") as f:  # in place: the same inode
+        f.write(data + b"\0" * (before.st_size - len(data)))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_rebuilds_the_cache(tmp_path):
+    root = write_tree(tmp_path / "data", stems=("aachen_000000_000019", "bonn_000001_000002"))
+    cache = tmp_path / "cache"
+    assert CityscapesScenes(root, "val", cache_dir=cache)[1][1]["semantic"][0, 0] == 10  # sky
+    path = frame_paths(root, "val", "bonn_000001_000002", city="bonn")["label_ids"]
+    _rewrite_keeping_size_and_mtime(
+        path, np.full(LABEL_IDS.shape, 11, np.uint8)
+    )  # building everywhere
+    from_files = CityscapesScenes(root, "val")[1][1]["semantic"]
+    assert (from_files == 2).all()
+    from_cache = CityscapesScenes(root, "val", cache_dir=cache)[1][1]["semantic"]
+    torch.testing.assert_close(from_cache, from_files, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    {
+        "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        "garbage": lambda p: p.write_bytes(b"not an array"),
+        "missing": lambda p: p.unlink(),
+        "another shape": lambda p: np.save(p, np.zeros((1, 2, 3), np.uint8)),
+    }.items(),
+    ids=lambda item: item[0] if isinstance(item, tuple) else "",
+)
+def test_a_damaged_cache_array_is_rebuilt(tmp_path, damage):
+    root = write_tree(tmp_path / "data", stems=("aachen_000000_000019", "bonn_000001_000002"))
+    cache = tmp_path / "cache"
+    CityscapesScenes(root, "val", cache_dir=cache)
+    damage[1](cache / "val" / "label_ids.npy")
+    rebuilt = CityscapesScenes(root, "val", cache_dir=cache)
+    plain = CityscapesScenes(root, "val")
+    for i in range(2):
+        for key, value in plain[i][1].items():
+            torch.testing.assert_close(rebuilt[i][1][key], value, rtol=0, atol=0)
+    assert sorted(p.name for p in cache.iterdir()) == ["val"]
+
+
+def test_a_cache_damaged_under_a_running_job_is_one_error_naming_it(tmp_path):
+    root = write_tree(tmp_path / "data", stems=("aachen_000000_000019",))
+    cache = tmp_path / "cache"
+    data = CityscapesScenes(root, "val", cache_dir=cache)  # checked, not yet opened
+    array = cache / "val" / "label_ids.npy"
+    array.write_bytes(array.read_bytes()[:100])
+    with pytest.raises(SceneDataError, match=r"label_ids\.npy: the cache was damaged"):
+        data[0]
 
 
 @pytest.mark.parametrize("use_cache", [False, True])

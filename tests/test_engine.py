@@ -49,7 +49,7 @@ def test_a_run_writes_the_documented_directory(city, tmp_path):
         "depth_rms_error_px",
     } <= set(results["metrics"])
     assert results["frames"] == 8 and results["resolution"] == [32, 64]
-    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "weighting", "optimizer", "scheduler", "step", "rng", "config"} <= set(state)
     assert state["step"] == 6
     # weight decay is not on the log-variances
@@ -62,11 +62,11 @@ def test_resume_gives_the_weights_and_metrics_of_an_uninterrupted_run(city, tmp_
     config = smoke(city, "optim.steps=8", "run.checkpoint_every=3", "eval.every=4")
     whole, _, _ = interrupted(config, after=5)  # killed after step 5; last checkpoint: step 3
     assert (
-        torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)["step"] == 3
+        torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
     )
     resumed = train(config, tmp_path / "split", resume=True, progress=False)
-    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
     torch.testing.assert_close(
@@ -100,7 +100,7 @@ def test_a_non_finite_loss_names_the_task_and_step_and_keeps_the_last_checkpoint
         train(smoke(city, "run.checkpoint_every=1", "eval.select_split=null"), out, progress=False)
     message = str(info.value)
     assert "step 3" in message and "'depth'" in message and "(step 2)" in message
-    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
@@ -201,7 +201,7 @@ def test_amp_run_on_cpu_uses_bfloat16_and_keeps_log_variances_in_float32(city, t
     assert all(
         v == v for k, v in results["metrics"].items() if isinstance(v, float)
     )  # no NaN anywhere
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["weighting"]["log_vars"].dtype == torch.float32
     assert all(
         abs(v) > 0

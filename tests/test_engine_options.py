@@ -46,7 +46,7 @@ def test_channels_last_trains_the_same_model(city, tmp_path):
     # The option took effect: the weights were trained (and saved) in NHWC.
     layout = {}
     for name in ("plain", "nhwc"):
-        state = torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=False)
+        state = torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)
         convs = [v for v in state["model"].values() if v.dim() == 4 and v.shape[-1] > 1]
         layout[name] = {v.is_contiguous(memory_format=torch.channels_last) for v in convs}
     assert layout == {"plain": {False}, "nhwc": {True}}
@@ -65,7 +65,7 @@ def test_compiled_network_trains_the_same_model(city, tmp_path, monkeypatch):
     train(smoke(city, "optim.steps=3"), tmp_path / "eager", progress=False)
     train(smoke(city, "optim.steps=3", "run.compile=true"), tmp_path / "compiled", progress=False)
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
-    state = torch.load(tmp_path / "compiled" / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "compiled" / "checkpoints" / "last.pt", weights_only=True)
     assert not any("_orig_mod" in k for k in state["model"])  # plain keys, loadable anywhere
     assert len(compiled) == 1
 
@@ -93,10 +93,10 @@ def test_loader_workers_persist_and_do_not_change_a_single_number(city, tmp_path
 def test_resume_is_exact_with_dropout(city, tmp_path, interrupted):
     config = smoke(city, "optim.steps=8", "run.checkpoint_every=3", "model.aspp_dropout=0.5")
     interrupted(config, after=5)
-    before = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    before = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
     result = train(config, tmp_path / "split", resume=True, progress=False)
-    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
     # the training time counts both sessions (the first up to its checkpoint at step 3)
@@ -118,7 +118,7 @@ def test_deferred_finiteness_check_stops_before_any_save(
     with pytest.raises(TrainingError, match=r"a step in 3\.\.4: non-finite total loss") as info:
         train(config, tmp_path / "run", progress=False)
     assert "(step 2)" in str(info.value)
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 

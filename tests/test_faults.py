@@ -32,6 +32,7 @@ from uncertainty_mtl.data.cityscapes import CityscapesScenes
 from uncertainty_mtl.data.layout import write_png
 from uncertainty_mtl.data.synthetic import is_complete
 from uncertainty_mtl.engine import train
+from uncertainty_mtl.engine.rundir import MARKER as RUN_MARKER
 from uncertainty_mtl.errors import ConfigError, DataError, RunDirectoryError, UmtlError
 
 DRIVER = Path(__file__).parent / "faults" / "driver.py"
@@ -110,8 +111,8 @@ def killed_run(spec: dict) -> None:
 def assert_same_run(a: Path, b: Path) -> None:
     """Tensor by tensor: the last checkpoint (model, weighting, optimiser, scheduler, RNG), every
     record of metrics.jsonl, and the final metrics."""
-    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=False)
-    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=False)
+    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
+    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)
     assert sa["step"] == sb["step"] == STEPS
 
     def same(x, y, where):
@@ -324,6 +325,77 @@ def test_a_damaged_run_directory_is_named(case, city, finished, tmp_path, capsys
         args = [*train_args(city, out), "--resume"]
     assert main(args) == 2
     one_line_error(capsys, str(damaged))
+
+
+class _MakesADirectory:
+    """Unpickled, creates the directory ``path``: what a shared checkpoint could do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.path),))
+
+
+def _poisoned(checkpoint: Path, marker: Path) -> None:
+    """``checkpoint`` rewritten with one value that runs code when unpickled."""
+    state = torch.load(checkpoint, weights_only=True)
+    state["step_note"] = _MakesADirectory(marker)
+    torch.save(state, checkpoint)
+
+
+LOADERS = {
+    "evaluate": lambda out, city: ["evaluate", str(out), "--quiet"],
+    "predict": lambda out, city: [
+        "predict",
+        str(out),
+        str(_frame(city, "test", "leftImg8bit.png")),
+        "--out",
+        str(out.parent / "pred"),
+    ],
+    "resume": lambda out, city: [*train_args(city, out), "--resume"],
+}
+
+
+@pytest.mark.parametrize("command", list(LOADERS))
+def test_a_checkpoint_that_would_run_code_is_refused_unopened(
+    command, city, finished, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    marker = tmp_path / "created-by-the-checkpoint"
+    name = "last.pt" if command == "resume" else "best.pt"
+    checkpoint = out / "checkpoints" / name
+    _poisoned(checkpoint, marker)
+    # The file does what the test says when loaded the unsafe way (so this test can fail) ...
+    torch.load(checkpoint, weights_only=False)
+    assert marker.is_dir()
+    marker.rmdir()
+    if command == "resume":
+        (out / "results.json").unlink()
+    # ... and every command of ours refuses it, in one line naming it, before it runs anything.
+    assert main(LOADERS[command](out, city)) == 2
+    one_line_error(capsys, str(checkpoint), "refused", "mkdir")
+    assert not marker.exists()
+    assert not (tmp_path / "pred").exists()
+
+
+def test_a_checkpoint_from_before_plain_rng_states_still_resumes(city, finished, tmp_path):
+    """Checkpoints written before this version stored NumPy's state as an array; they resume."""
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    last = out / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    np.random.seed(7)
+    state["rng"]["numpy"] = np.random.get_state()  # the legacy tuple with its uint32 array
+    torch.save(state, last)
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(last)  # not plain: legacy
+    (out / "results.json").unlink()
+    assert main([*train_args(city, out), "--resume"]) == 0
+    assert (
+        json.loads((out / "results.json").read_text())["metrics"]
+        == json.loads((finished / "results.json").read_text())["metrics"]
+    )
 
 
 def _two_images(tmp_path: Path) -> tuple[Path, Path]:
@@ -626,7 +698,7 @@ def test_a_set_without_a_value_is_one_line(tmp_path, capsys):
 
 
 def _finite_checkpoint(path: Path) -> bool:
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)
     tensors = [*state["model"].values(), *state["weighting"].values()]
     return all(
         torch.isfinite(t).all()
@@ -674,7 +746,7 @@ def test_parameters_made_non_finite_by_a_step_with_a_finite_loss_stop_it(
     assert main(train_args(city, out, "run.checkpoint_every=1")) == 2
     line = one_line_error(capsys, "step 2", "parameters are not finite", "last.pt (step 1)")
     assert "nothing saved" in line
-    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 1 and _finite_checkpoint(out / "checkpoints" / "last.pt")
 
 
@@ -714,7 +786,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(city, tmpfs, caps
     one_line_error(capsys, "No space left on device")
     assert not list(out.rglob(".*.tmp"))
     last = out / "checkpoints" / "last.pt"
-    assert torch.load(last, weights_only=False)["step"] == 1 and _finite_checkpoint(last)
+    assert torch.load(last, weights_only=True)["step"] == 1 and _finite_checkpoint(last)
 
 
 def test_a_read_only_disk_is_one_line(city, tmpfs, capsys):
@@ -793,3 +865,155 @@ def test_the_lock_of_a_killed_process_is_free_although_its_forked_workers_live(t
         holder.stdout.close()
         if _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+# -- studies: one invocation at a time, and kill -9 anywhere (SPEC §10) ----------------------------
+
+#: launcher -> (smoke study, its extra arguments): Table 1 in a local pool of two processes, and
+#: Appendix B (4 runs, one submitit process each) under submitit-local, with runs long enough
+#: (240 steps, about 15 s) that the jobs of a killed study still train when it starts again.
+SUBMITIT_LOCAL = ["--launcher", "submitit-local", "--slurm-cpus", "1"]
+STUDIES = {
+    "local": ("table1", ["--workers", "2"]),
+    "submitit-local": (
+        "appendix-b",
+        [
+            *SUBMITIT_LOCAL,
+            *("--set", "optim.steps=240", "--set", "eval.every=80"),
+            *("--set", "run.checkpoint_every=40"),
+        ],
+    ),
+}
+#: What differs between two invocations that wrote the same tables.
+STUDY_TIMING = ("wall_time_s", "runs_trained", "training_time_s")
+
+
+def study_args(study: str, city: Path, out: Path, extra: list[str]) -> list[str]:
+    return [
+        "reproduce",
+        study,
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={city}",
+        "--set",
+        "data.synthetic=false",
+        "--quiet",
+        *extra,
+    ]
+
+
+def study_tables(out: Path, study: str) -> tuple[str, dict]:
+    """The study's markdown table, and its JSON less the invocation's timing, with ``out`` (in
+    the runs' paths) written ``OUT``."""
+    stem = study.replace("-", "_")
+    read = {s: (out / f"{stem}.{s}").read_text().replace(str(out), "OUT") for s in ("md", "json")}
+    summary = json.loads(read["json"])
+    for key in STUDY_TIMING:
+        summary.pop(key)
+    return read["md"], summary
+
+
+def finished_runs(out: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/results.json")}
+
+
+def wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"exit {proc.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
+def _held_by_another_process(run_dirs: set[Path]) -> bool:
+    from uncertainty_mtl._io import DirectoryLock
+    from uncertainty_mtl.errors import DirectoryLockedError
+
+    for run_dir in run_dirs:
+        try:
+            DirectoryLock(run_dir).acquire().release()
+        except DirectoryLockedError:
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def reference_studies(city, tmp_path_factory):
+    """Each study of :data:`STUDIES`, uninterrupted."""
+    outs = {}
+    for launcher, (study, extra) in STUDIES.items():
+        out = tmp_path_factory.mktemp("study") / launcher
+        assert main(study_args(study, city, out, extra)) == 0, launcher
+        outs[launcher] = out
+    return outs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", list(STUDIES))
+def test_a_study_killed_anywhere_and_started_again_writes_the_same_tables(
+    launcher, city, reference_studies, tmp_path
+):
+    study, extra = STUDIES[launcher]
+    reference = reference_studies[launcher]
+    total = len(finished_runs(reference))
+    out = tmp_path / "study"
+    args = study_args(study, city, out, extra)
+    rng = random.Random(f"{SEED}-{launcher}")
+    after, pause = rng.randint(1, total), rng.uniform(0.0, 0.3)
+    log = tmp_path / "killed.log"
+    proc = spawn(["-m", "uncertainty_mtl", *args], log)
+    started = lambda: len(list(out.glob(f"runs/*/seed*/{RUN_MARKER}")))  # noqa: E731
+    wait_for(lambda: started() >= after, proc, log)
+    time.sleep(pause)
+    proc.kill()  # the study's process only: a submitit job goes on, as a SLURM job would
+    assert proc.wait(timeout=60) == -signal.SIGKILL, log.read_text()
+    done = finished_runs(out)
+    moment = (
+        f"killed {pause:.2f} s after run {after} of {total} started, {len(done)} finished "
+        f"(UMTL_FAULT_SEED={SEED})"
+    )
+    assert not (out / f"{study.replace('-', '_')}.json").exists(), moment
+    if launcher == "submitit-local":  # the case is the one named: a job still trains a run
+        assert _held_by_another_process(set(out.glob("runs/*/seed*")) - {p.parent for p in done})
+
+    assert main(args) == 0, moment
+    assert study_tables(out, study) == study_tables(reference, study), moment
+    # No finished run was trained again, and nothing temporary is left.
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in done.items()), moment
+    summary = json.loads((out / f"{study.replace('-', '_')}.json").read_text())
+    assert summary["runs_used"] == total and summary["runs_trained"] <= total - len(done)
+    assert not list(out.rglob(".*.tmp")), moment
+
+
+def test_a_second_study_into_the_same_directory_is_refused_and_the_first_writes_its_tables(
+    city, reference_studies, tmp_path, capsys
+):
+    study, extra = STUDIES["local"]
+    out = tmp_path / "study"
+    args = study_args(study, city, out, extra)
+    log = tmp_path / "first.log"
+    first = spawn(["-m", "uncertainty_mtl", *args], log)
+    lock = out / "umtl.lock"
+    wait_for(
+        lambda: lock.is_file() and lock.read_text().startswith(f"process {first.pid} "),
+        first,
+        log,
+    )
+    assert main(args) == 2
+    one_line_error(capsys, str(out), f"process {first.pid} ", "writes a study into it")
+    assert first.wait(timeout=300) == 0, log.read_text()
+    assert study_tables(out, study) == study_tables(reference_studies["local"], study)
+    assert main(args) == 0  # the lock went with the first study
+    assert json.loads((out / "table1.json").read_text())["runs_trained"] == 0
+
+
+@pytest.mark.slow
+def test_a_submitit_run_that_fails_is_one_line_naming_it_and_its_log(city, tmp_path, capsys):
+    out = tmp_path / "study"
+    args = study_args("appendix-b", city, out, [*SUBMITIT_LOCAL, "--set", "optim.lr=1e12"])
+    assert main(args) == 2
+    line = one_line_error(capsys, "4 of 4 run(s) failed", "non-finite total loss", "_log.err")
+    assert "uw-three-init5-" in line and not list(out.glob("runs/*/seed0/results.json"))

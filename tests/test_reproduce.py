@@ -330,6 +330,10 @@ def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
     assert [j.split("_")[0] for j in info.value.job_ids] == ["4343"]
     assert info.value.waiting == ["4242_0"]
     assert "still queued or running as job(s) 4242_0" in str(info.value)
+    # The run whose job failed is named, with its job and state, and is the one submitted again.
+    assert len(info.value.failed) == 1 and info.value.failed[0].startswith("depth-only-")
+    assert info.value.failed[0].endswith("/seed0 (4242_1, FAILED)")
+    assert "1 run(s) whose job ended without a result: depth-only-" in str(info.value)
 
 
 def test_reproduce_with_launcher_slurm_submits_and_returns_without_a_table(

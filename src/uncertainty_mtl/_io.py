@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from uncertainty_mtl.errors import RunDirectoryError
+from uncertainty_mtl.errors import DirectoryLockedError, RunDirectoryError
 
 __all__ = [
     "DirectoryLock",
@@ -173,7 +173,8 @@ class DirectoryLock:
     the file but not the lock, so they cannot keep it after their parent was killed.
 
     Raises (on :meth:`acquire`):
-        RunDirectoryError: another process holds it; the message names that process.
+        DirectoryLockedError: another process holds it; the message names that process.
+        RunDirectoryError: the file system cannot lock or write it.
     """
 
     NAME = "umtl.lock"
@@ -198,7 +199,7 @@ class DirectoryLock:
                 raise RunDirectoryError(f"{self.path}: cannot lock ({err.strerror})") from err
             holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
-            raise RunDirectoryError(
+            raise DirectoryLockedError(
                 f"{self.path.parent}: {holder} {self.what} it; wait for it to finish or use "
                 "another directory"
             ) from None

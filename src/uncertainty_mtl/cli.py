@@ -428,34 +428,31 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
     workers = args.workers or (1 if args.preset == "paper" else os.cpu_count() or 1)
     out = args.out or f"runs/reproduce-{args.preset}"
     study = SceneStudy(args.preset, data=args.data, overrides=tuple(args.overrides))
-    reproduction = Runner(
-        study,
-        Path(out),
-        _executor(args, out, workers),
-        progress=not args.quiet,
-    )
-    seeds = getattr(args, "seeds", 1)
-    if args.study == "table1":
-        summary = table1.reproduce_table1(reproduction, seeds=seeds, only=args.only)
-        if args.only:
-            print(f"row {args.only}: {len(summary['runs'])} run(s) under {out}/runs")
-            return 0
-        name = "table1.md"
-    elif args.study == "figure2":
-        figure2.reproduce_figure2(reproduction, seeds=seeds)
-        name = "figure2.md"
-    elif args.study == "appendix-b":
-        appendix_b.reproduce_appendix_b(reproduction)
-        name = "appendix_b.md"
-    elif args.study == "units":
-        units.reproduce_units(reproduction, seeds=seeds)
-        name = "units.md"
-    elif args.study == "methods":
-        methods.reproduce_methods(reproduction, seeds=seeds)
-        name = "methods.md"
-    else:
-        ablations.reproduce_ablations(reproduction, seeds=seeds)
-        name = "ablations.md"
+    with Runner(
+        study, Path(out), _executor(args, out, workers), progress=not args.quiet
+    ) as reproduction:
+        seeds = getattr(args, "seeds", 1)
+        if args.study == "table1":
+            summary = table1.reproduce_table1(reproduction, seeds=seeds, only=args.only)
+            if args.only:
+                print(f"row {args.only}: {len(summary['runs'])} run(s) under {out}/runs")
+                return 0
+            name = "table1.md"
+        elif args.study == "figure2":
+            figure2.reproduce_figure2(reproduction, seeds=seeds)
+            name = "figure2.md"
+        elif args.study == "appendix-b":
+            appendix_b.reproduce_appendix_b(reproduction)
+            name = "appendix_b.md"
+        elif args.study == "units":
+            units.reproduce_units(reproduction, seeds=seeds)
+            name = "units.md"
+        elif args.study == "methods":
+            methods.reproduce_methods(reproduction, seeds=seeds)
+            name = "methods.md"
+        else:
+            ablations.reproduce_ablations(reproduction, seeds=seeds)
+            name = "ablations.md"
     with open(os.path.join(out, name), encoding="utf-8") as f:
         print(f.read())
     timing = reproduction.timing()

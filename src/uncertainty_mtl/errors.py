@@ -10,7 +10,14 @@ The kinds that are also :class:`ValueError` (config, data) stay catchable as suc
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "RunDirectoryError", "TrainingError", "UmtlError"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DirectoryLockedError",
+    "RunDirectoryError",
+    "TrainingError",
+    "UmtlError",
+]
 
 
 class UmtlError(Exception):
@@ -32,3 +39,7 @@ class TrainingError(UmtlError, RuntimeError):
 class RunDirectoryError(UmtlError):
     """An output directory cannot be used: not ours, locked by another process, not writable,
     or holding an unreadable checkpoint; the message names the path."""
+
+
+class DirectoryLockedError(RunDirectoryError):
+    """Another process holds the directory's lock (it trains a run or writes a study there)."""

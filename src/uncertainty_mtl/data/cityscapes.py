@@ -289,16 +289,24 @@ _CACHE_DTYPES = {
     "instance_ids": np.uint16,
     "disparity": np.uint16,
 }
-_CACHE_VERSION = 1
+#: 2: source files are fingerprinted by inode and ctime too (a file rewritten with its old size
+#: and modification time was taken for the old one).
+_CACHE_VERSION = 2
 
 
 def _fingerprint(samples: Sequence[SceneFiles], fields: Sequence[str]) -> list[list[Any]]:
+    """Per source file: its path, size, modification time, inode and status-change time.
+
+    A rewrite in place changes the ctime even when the size and the mtime are set back (setting
+    the mtime is itself a change of status), and a file replaced by another (a rename onto it)
+    has another inode: either rebuilds the cache. The ctime cannot be set from user space.
+    """
     rows = []
     for sample in samples:
         for field in fields:
             path = sample.image if field == "image" else sample.path(field)
             stat = path.stat()
-            rows.append([str(path), stat.st_size, stat.st_mtime_ns])
+            rows.append([str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns])
     return rows
 
 
@@ -320,9 +328,11 @@ def _remove_dead_builds(parent: Path, prefix: str) -> None:
 class _ArrayCache:
     """Decoded frames of one split as memory-mapped ``.npy`` files, one per field.
 
-    ``index.json`` records the source files' sizes and modification times; when any differs,
-    the cache is rebuilt. A build writes into a temporary directory that is renamed into place,
-    so an interrupted build leaves no half-written cache behind.
+    ``index.json`` records each source file's size, modification time, inode and ctime
+    (:func:`_fingerprint`); when any differs, the cache is rebuilt. So is a cache whose arrays
+    do not open with the shape and type the index promises (a truncated or damaged ``.npy``). A
+    build writes into a temporary directory that is renamed into place, so an interrupted build
+    leaves no half-written cache behind.
     """
 
     def __init__(
@@ -345,12 +355,30 @@ class _ArrayCache:
         self._arrays: dict[str, NDArray[Any]] | None = None
 
     def _matches(self, expected: dict[str, Any]) -> bool:
+        """Whether the cache on disk was built from these files and its arrays are whole."""
         try:
             with open(self.directory / "index.json", encoding="utf-8") as f:
                 index = json.load(f)
         except (OSError, json.JSONDecodeError):
             return False
-        return all(index.get(k) == v for k, v in expected.items())
+        if not isinstance(index, dict) or any(index.get(k) != v for k, v in expected.items()):
+            return False
+        shape = index.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 2):
+            return False
+        frames = len(expected["files"]) // max(1, len(self.fields))
+        return all(
+            self._array_is_whole(field, (frames, *shape) + ((3,) if field == "image" else ()))
+            for field in self.fields
+        )
+
+    def _array_is_whole(self, field: str, shape: tuple[int, ...]) -> bool:
+        """Whether ``<field>.npy`` opens (header and data) with ``shape`` and its cache type."""
+        try:
+            array = np.load(self.directory / f"{field}.npy", mmap_mode="r")
+        except (OSError, ValueError, EOFError):  # missing, truncated, or not an .npy file
+            return False
+        return bool(array.shape == shape and array.dtype == _CACHE_DTYPES[field])
 
     def _build(
         self, samples: Sequence[SceneFiles], expected: dict[str, Any], *, progress: bool
@@ -405,15 +433,25 @@ class _ArrayCache:
 
     def __getitem__(self, index: int) -> dict[str, NDArray[Any]]:
         if self._arrays is None:  # opened lazily, so that each worker process maps its own
-            self._arrays = {
-                f: np.load(self.directory / f"{f}.npy", mmap_mode="r") for f in self.fields
-            }
+            self._arrays = {f: self._open(f) for f in self.fields}
         out = {f: np.array(a[index]) for f, a in self._arrays.items()}
         if "instance_ids" in out:
             ids = out["instance_ids"].astype(np.int32)
             ids[ids == _LICENSE_PLATE_IN_UINT16] = -1
             out["instance_ids"] = ids
         return out
+
+    def _open(self, field: str) -> NDArray[Any]:
+        path = self.directory / f"{field}.npy"
+        try:
+            array: NDArray[Any] = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as err:
+            # Checked when the data set was built: it was damaged since, under a running job.
+            raise SceneDataError(
+                f"{path}: the cache was damaged after it was checked ({err}); run again to "
+                "rebuild it"
+            ) from err
+        return array
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_arrays": None}

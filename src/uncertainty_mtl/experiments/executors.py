@@ -23,7 +23,7 @@ from typing import Any
 
 from uncertainty_mtl._io import read_json, write_json
 from uncertainty_mtl._procs import die_with_parent
-from uncertainty_mtl.errors import ConfigError
+from uncertainty_mtl.errors import ConfigError, TrainingError
 
 __all__ = [
     "LAUNCHERS",
@@ -55,15 +55,27 @@ _ALIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZI
 
 class Submitted(Exception):
     """Runs were submitted to a cluster (or are still queued there); the study's outputs wait
-    for them."""
+    for them. ``failed``: the runs whose earlier job ended without a result (``name (job id,
+    state)``), submitted again."""
 
     def __init__(
-        self, job_ids: Sequence[str], folder: Path, *, waiting: Sequence[str] = ()
+        self,
+        job_ids: Sequence[str],
+        folder: Path,
+        *,
+        waiting: Sequence[str] = (),
+        failed: Sequence[str] = (),
     ) -> None:
         self.job_ids = list(job_ids)
         self.waiting = list(waiting)
+        self.failed = list(failed)
         self.folder = folder
         parts = []
+        if self.failed:
+            parts.append(
+                f"{len(self.failed)} run(s) whose job ended without a result: "
+                f"{', '.join(self.failed)}; only these and the runs never submitted go again"
+            )
         if self.job_ids:
             parts.append(
                 f"submitted {len(self.job_ids)} run(s) as job(s) {', '.join(self.job_ids)}"
@@ -208,31 +220,37 @@ class SubmititExecutor(Executor):
     def _ledger(self) -> Path:
         return self.folder / "submitted.json"
 
-    def _still_queued(self, jobs: Sequence[Job]) -> dict[str, str]:
-        """The jobs submitted by an earlier invocation that SLURM still has queued or running
-        (name -> job id): submitting them again would train one run twice at once."""
+    def _earlier_jobs(self, jobs: Sequence[Job]) -> tuple[dict[str, str], list[str]]:
+        """What became of the jobs an earlier invocation submitted for these runs (none of which
+        has its result yet): those SLURM still has queued or running (name -> job id), which
+        must not be submitted again (one run trained twice at once), and those that ended
+        (failed, cancelled, timed out, ...) as ``name (job id, state)``."""
         import submitit
 
         if not self._ledger().is_file():
-            return {}
+            return {}, []
         ledger: dict[str, str] = read_json(self._ledger())
-        alive = {}
+        alive, ended = {}, []
         for job in jobs:
             job_id = ledger.get(job.name)
             if job_id is None:
                 continue
-            state = submitit.SlurmJob(self.folder, job_id).state
-            if state.split()[0] in _ALIVE:
+            state = submitit.SlurmJob(self.folder, job_id).state.split()[0]
+            if state in _ALIVE:
                 alive[job.name] = job_id
-        return alive
+            else:
+                ended.append(f"{job.name} ({job_id}, {state})")
+        return alive, ended
 
     def execute(
         self, jobs: Sequence[Job], *, progress: bool = True, desc: str = "runs"
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         executor = self._executor()
         threads = self.slurm.cpus
+        alive: dict[str, str] = {}
+        failed: list[str] = []
         if self.cluster == "slurm":
-            alive = self._still_queued(jobs)
+            alive, failed = self._earlier_jobs(jobs)
             jobs = [job for job in jobs if job.name not in alive]
             if not jobs:
                 raise Submitted([], self.folder, waiting=sorted(alive.values()))
@@ -250,18 +268,45 @@ class SubmititExecutor(Executor):
             )
             write_json(self._ledger(), ledger)
             raise Submitted(
-                [handle.job_id for handle in submitted], self.folder, waiting=sorted(alive.values())
+                [handle.job_id for handle in submitted],
+                self.folder,
+                waiting=sorted(alive.values()),
+                failed=failed,
             )
+        from submitit.core.utils import UncompletedJobError
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress)
+        failures = []
         for job, handle in zip(jobs, submitted, strict=True):
-            # Every task of a multi-GPU job returns the result; rank 0's is the one.
-            results = handle.results()
+            try:
+                # Every task of a multi-GPU job returns the result; rank 0's is the one.
+                results = handle.results()
+            except UncompletedJobError as err:  # the others go on; their results are kept
+                failures.append(f"{job.name} ({_last_line(err)}; log {handle.paths.stderr})")
+                continue
             bar.set_postfix_str(job.name)
             bar.update()
             yield job.name, results[0]
         bar.close()
+        if failures:
+            others = "the others are finished, and " if len(failures) < len(jobs) else ""
+            raise TrainingError(
+                f"{len(failures)} of {len(jobs)} run(s) failed: {'; '.join(failures)}; "
+                f"{others}the same command trains only the failed ones again"
+            )
+
+
+def _last_line(err: BaseException) -> str:
+    """The last line of a job's error that is not submitit's pointer to its logs: the
+    exception the job raised, ``Type: message``."""
+    lines = [
+        line.strip()
+        for line in str(err).splitlines()
+        if line.strip()
+        and not line.strip().startswith(("---", "- /", "You can check", "or at paths"))
+    ]
+    return lines[-1] if lines else type(err).__name__
 
 
 def make_executor(

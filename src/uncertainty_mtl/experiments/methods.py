@@ -196,8 +196,20 @@ def reproduce_two_task_methods(
     every other method for ``config.seeds`` seeds; writes ``methods.md``, ``methods.json`` and
     ``methods.png`` into ``out``. Reported on the test split."""
     start = time.perf_counter()
-    study = two_task.run_study(config, out, executor=executor, device=device, progress=progress)
-    runner = Runner(two_task_runs.TwoTaskStudy(config, device), Path(out), executor, progress)
+    two_task_runs.load_splits(config)  # bad data fails here, before anything is written
+    with Runner(
+        two_task_runs.TwoTaskStudy(config, device), Path(out), executor, progress
+    ) as runner:  # locked before the study's runner takes the same lock again (SPEC §10)
+        study = two_task.run_study(config, out, executor=executor, device=device, progress=progress)
+        return _two_task_methods(config, study, runner, start)
+
+
+def _two_task_methods(
+    config: two_task_runs.StudyConfig,
+    study: dict[str, Any],
+    runner: Runner[two_task_runs.TwoTaskStudy],
+    start: float,
+) -> dict[str, Any]:
     tasks = two_task_runs.TASKS
     seeds = range(config.seeds)
     weights = study["approx_optimal"]["weights"]

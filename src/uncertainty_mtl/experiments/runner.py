@@ -8,6 +8,11 @@ below), ``<out>/runs/<name>-<hash>/seed<k>``, so every command that asks for the
 finds the same run: a finished run is read from disk and never retrained, an interrupted one
 resumes, and the rest go to an executor (``experiments.executors``) that trains them here or
 on a cluster.
+
+A study directory keeps a run's promises (SPEC §10): one invocation writes into it at a time (a
+:class:`~uncertainty_mtl._io.DirectoryLock` on ``<out>/umtl.lock``, held from the
+:class:`Runner`'s construction to its :meth:`~Runner.close`), and a study killed at any moment
+and started again trains no finished run twice and writes the same tables.
 """
 
 from __future__ import annotations
@@ -15,16 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from uncertainty_mtl._io import claim_directory, read_json
-from uncertainty_mtl.errors import RunDirectoryError
+from uncertainty_mtl._io import DirectoryLock, claim_directory, read_json
+from uncertainty_mtl.errors import DirectoryLockedError, RunDirectoryError
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 
-__all__ = ["Run", "Runner", "Study", "training_seconds"]
+__all__ = ["Run", "Runner", "Study", "train_when_free", "training_seconds"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +88,57 @@ S = TypeVar("S", bound=Study)
 MARKER = "umtl_study.json"
 
 
+#: The study locks this process holds: directory -> [lock, holders]. A process may open several
+#: runners on one directory (a study that builds on another's runs); a POSIX lock belongs to the
+#: process, so it is taken once and released when the last of them closes.
+_STUDY_LOCKS: dict[Path, list[Any]] = {}
+
+
+def _hold_study_lock(out: Path) -> Path:
+    key = out.resolve()
+    held = _STUDY_LOCKS.get(key)
+    if held is None:
+        _STUDY_LOCKS[key] = [DirectoryLock(out, "writes a study into").acquire(), 1]
+    else:
+        held[1] += 1
+    return key
+
+
+def _drop_study_lock(key: Path) -> None:
+    held = _STUDY_LOCKS.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] == 0:
+        held[0].release()
+        del _STUDY_LOCKS[key]
+
+
+#: Seconds between looks at a run that another process trains.
+_POLL_S = 1.0
+
+
+def train_when_free(
+    run_dir: Path, result_file: str, train: Callable[[bool], dict[str, Any]]
+) -> dict[str, Any]:
+    """A job's training of the run in ``run_dir`` that waits for another process training it.
+
+    A cluster job (or a ``submitit-local`` one) outlives the study that submitted it: a study
+    killed and started again can find one of its runs still training. The job waits for that
+    process to let go of the run, then returns its result if it finished, else resumes what it
+    left. ``train(resume)`` trains the run (raising :class:`DirectoryLockedError` while another
+    process holds it).
+    """
+    while True:
+        result = run_dir / result_file
+        if result.is_file():
+            return _read_result(result)
+        try:
+            return train((run_dir / "checkpoints" / "last.pt").is_file())
+        except DirectoryLockedError:
+            time.sleep(_POLL_S)
+
+
 def _read_result(path: Path) -> dict[str, Any]:
     try:
         result: dict[str, Any] = read_json(path)
@@ -108,11 +165,19 @@ def training_seconds(result: Mapping[str, Any]) -> float:
 class Runner(Generic[S]):
     """Finds and trains the runs of one study invocation.
 
+    Constructing one claims ``out`` (absent, empty, or a study of ours) and locks it for this
+    process until :meth:`close` (or the end of a ``with`` block, or of the process); another
+    process's study in ``out`` meanwhile is refused.
+
     Args:
         study: the domain.
         out: the directory of the study's outputs and of ``runs/``.
         executor: where runs train (default: a local pool of one process).
         progress: show a progress bar over runs.
+
+    Raises:
+        RunDirectoryError: ``out`` is not a study of ours, or another process writes a study
+            into it (:class:`DirectoryLockedError`).
     """
 
     study: S
@@ -127,6 +192,18 @@ class Runner(Generic[S]):
 
     def __post_init__(self) -> None:
         self.out = claim_directory(self.out, MARKER, "umtl study output", legacy=("runs",))
+        key = _hold_study_lock(self.out)
+        self._release = weakref.finalize(self, _drop_study_lock, key)
+
+    def close(self) -> None:
+        """Lets go of the study directory's lock (once; also when the runner is collected)."""
+        self._release()
+
+    def __enter__(self) -> Runner[S]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def config(self, run: Run) -> Any:
         """The run's resolved config (resolved once)."""

@@ -25,7 +25,7 @@ from uncertainty_mtl.config import (
 )
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.executors import Job
-from uncertainty_mtl.experiments.runner import Run
+from uncertainty_mtl.experiments.runner import Run, train_when_free
 from uncertainty_mtl.reporting.tables import format_mean_std, summarise_metrics
 from uncertainty_mtl.tasks.registry import SCENE_TASKS
 
@@ -141,12 +141,15 @@ def learned_run(
 
 def train_scene_run(config: TrainConfig, run_dir: str) -> dict[str, Any]:
     """A job: trains one run, resuming it if it was interrupted (decided when the job starts,
-    so that a queued or requeued cluster job finds what an earlier one left); returns its
-    ``results.json``."""
+    so that a queued or requeued cluster job finds what an earlier one left), after waiting
+    for a job of an earlier invocation that still trains it; returns its ``results.json``."""
     from uncertainty_mtl.engine import train
 
-    resume = (Path(run_dir) / "checkpoints" / "last.pt").is_file()
-    return train(config, run_dir, resume=resume, progress=False)
+    return train_when_free(
+        Path(run_dir),
+        SceneStudy.result_file,
+        lambda resume: train(config, run_dir, resume=resume, progress=False),
+    )
 
 
 @dataclass

@@ -69,10 +69,17 @@ def run_study(
     """
     start = time.perf_counter()
     splits = load_splits(config)  # bad data fails here, before anything is written
-    runner = Runner(
+    with Runner(
         TwoTaskStudy(config, device), Path(out), executor or LocalExecutor(workers), progress
-    )
-    out = runner.out  # claimed (SPEC §10): absent, empty or a study of ours
+    ) as runner:
+        return _run_study(config, splits, runner, start)
+
+
+def _run_study(
+    config: StudyConfig, splits: ImageSplits, runner: Runner[TwoTaskStudy], start: float
+) -> dict[str, Any]:
+    """:func:`run_study`'s work, in the directory ``runner`` holds."""
+    out = runner.out  # claimed and locked (SPEC §10): absent, empty or a study of ours
     write_text(out / "config.yaml", yaml.safe_dump(config_dict(config), sort_keys=False))
     runs = [
         *(fixed_run(w, seed) for seed in range(config.seeds) for w in config.fixed_weights),
