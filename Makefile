@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run reproduce two-task test lint typecheck pytest bench clean-venv
+.PHONY: run reproduce two-task test test-fast lint typecheck pytest bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+## While developing: the suite without the tests marked slow (whole studies, kill -9 cases).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
 
 ## Benchmarks print JSON; they are run on demand, never by the tests.
 bench: $(STAMP)

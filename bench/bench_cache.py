@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from uncertainty_mtl.data.cityscapes import CityscapesScenes, _fingerprint, find_scene_files
+from uncertainty_mtl.data.cache import fingerprint
+from uncertainty_mtl.data.cityscapes import CityscapesScenes, find_scene_files
 from uncertainty_mtl.data.layout import FRAME_FILES
 from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 
@@ -102,7 +103,7 @@ def main() -> None:
             "frames": len(samples),
             "files": len(paths),
             "size": [height, width],
-            "fingerprint_s": median_time(lambda: _fingerprint(samples, FIELDS)),
+            "fingerprint_s": median_time(lambda: fingerprint(samples, FIELDS)),
             "fingerprint_size_mtime_s": median_time(size_mtime),
             "digest_s": digest_s,
             "digest_mb_per_s": rate / 1e6,

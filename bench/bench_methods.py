@@ -26,10 +26,10 @@ from torch import nn
 from bench_train import random_batch  # the same random batch as the step benchmark
 from uncertainty_mtl.config import load_config
 from uncertainty_mtl.engine.builders import NetWithLoss, build_model, build_weighting, grad_scaler
-from uncertainty_mtl.engine.loop import update
-from uncertainty_mtl.experiments.methods import LOSS_WEIGHTINGS
+from uncertainty_mtl.engine.step import update
+from uncertainty_mtl.experiments.methods import AGGREGATORS, LOSS_WEIGHTINGS
 from uncertainty_mtl.weighting import FixedWeighting, parameter_groups
-from uncertainty_mtl.weighting.aggregators import AGGREGATORS, GradientAggregation
+from uncertainty_mtl.weighting.aggregators import GradientAggregation
 
 BATCH_CAP = {"paper/tiny-cityscapes/three-task": 2}
 

@@ -15,7 +15,10 @@ from torch import nn
 
 from uncertainty_mtl.config import ConfigError, load_config
 from uncertainty_mtl.engine import train
-from uncertainty_mtl.weighting.aggregators import AGGREGATORS, GradientAggregation
+from uncertainty_mtl.weighting.aggregators import GradientAggregation
+from uncertainty_mtl.weighting.registry import AGGREGATOR, benchmarked
+
+AGGREGATORS = benchmarked(AGGREGATOR)
 
 pytest.importorskip("torchjd")
 
@@ -43,13 +46,13 @@ def one_update(kind: str, point=(0.6, 0.3)):
 
 @pytest.mark.parametrize("kind", list(AGGREGATORS))
 def test_the_shared_update_is_the_aggregator_of_the_hand_written_jacobian(kind):
-    from uncertainty_mtl.weighting.aggregators import _aggregator
+    from uncertainty_mtl.weighting.aggregators import _makers
 
     weighting, d, heads, ga, gb = one_update(kind)
     assert ga @ gb < 0  # the two tasks conflict here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # cvxpy's remarks (CAGrad, Nash-MTL)
-        expected = _aggregator(kind, 2, 0.4)(torch.stack([ga, gb]))
+        expected = _makers(2, 0.4)[kind]()(torch.stack([ga, gb]))
     torch.testing.assert_close(d, expected, rtol=1e-5, atol=1e-6)
     # the heads get their own task's gradient, unaggregated
     assert float(heads["a"].grad) == pytest.approx(2 * 0.5)
@@ -140,7 +143,7 @@ def test_a_scene_run_with_an_aggregator_trains_logs_and_resumes_exactly(
 def test_aggregators_refuse_several_processes_compile_and_float16_scaling(city):
     from types import SimpleNamespace
 
-    from uncertainty_mtl.engine.loop import _check_aggregation
+    from uncertainty_mtl.engine.step import check_aggregation as _check_aggregation
 
     config = scene(city, "weighting.kind=pcgrad")
     _check_aggregation(config, SimpleNamespace(world=1, device=torch.device("cpu")))

@@ -29,11 +29,17 @@ def test_amp_picks_bfloat16_where_supported_and_float16_with_a_scaler_elsewhere(
     config = smoke(city, "optim.amp=true")
     assert builders.amp_dtype(torch.device("cpu")) == torch.bfloat16
     assert not builders.grad_scaler(config, torch.device("cpu")).is_enabled()
+    # The scaler a CUDA run would get (recorded, as no GPU is here): on only for float16.
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: (device, enabled))
+    cuda = torch.device("cuda")
+    plain = smoke(city)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert builders.amp_dtype(torch.device("cuda")) == torch.bfloat16
+    assert builders.amp_dtype(cuda) == torch.bfloat16
+    assert builders.grad_scaler(config, cuda) == ("cuda", False)  # bfloat16 needs no scaling
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert builders.amp_dtype(torch.device("cuda")) == torch.float16  # then scaled
-    assert builders.amp_dtype(torch.device("cpu")) == torch.bfloat16
+    assert builders.amp_dtype(cuda) == torch.float16
+    assert builders.grad_scaler(config, cuda) == ("cuda", True)  # float16: scaled
+    assert builders.grad_scaler(plain, cuda) == ("cuda", False)  # no AMP, no scaling
 
 
 def test_channels_last_trains_the_same_model(city, tmp_path):

@@ -39,6 +39,7 @@ def smoke_out(tmp_path_factory):
     return out, common
 
 
+@pytest.mark.slow  # the module's six smoke studies
 def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
     out, _ = smoke_out
     t1 = json.loads((out / "table1.json").read_text())
@@ -154,6 +155,7 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # the module's six smoke studies
 def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, capsys):
     out, common = smoke_out
     t1 = json.loads((out / "table1.json").read_text())
@@ -179,6 +181,7 @@ def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, 
     assert f2["panels"]["semantic-depth"]["points"][0]["weight"] == 1.0
 
 
+@pytest.mark.slow  # the module's six smoke studies
 def test_choices_never_look_at_the_reported_split(smoke_out):
     out, _ = smoke_out
     reproduction = Runner(SceneStudy("smoke", overrides=(f"data.root={out / 'city'}",)), out)
@@ -217,6 +220,7 @@ def test_bad_arguments(tmp_path, capsys):
     assert "unknown row 'row9'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the module's six smoke studies
 def test_only_trains_one_row_and_writes_no_table(smoke_out, tmp_path):
     out, _ = smoke_out
     args = [

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from uncertainty_mtl.tasks.registry import TASKS, scene_losses
+from uncertainty_mtl.tasks.registry import scene_losses
 
 
 def targets():
@@ -62,6 +62,25 @@ def test_empty_masks_give_zero_with_a_gradient():
         assert torch.isfinite(outputs[task].grad).all()
 
 
-def test_likelihoods():
-    likelihoods = {t: TASKS[t].likelihood for t in ("semantic", "instance", "depth")}
-    assert likelihoods == {"semantic": "softmax", "instance": "laplace", "depth": "laplace"}
+def test_a_scene_run_weighs_each_loss_by_the_paper_s_likelihood():
+    """The weighting a scene run builds (likelihoods and event dimensions from the task
+    registry) is stationary in s exactly at the minimisers of the paper's terms, by hand:
+    softmax (eq. 10) ``exp(-s)·L + s/2`` -> ``log 2L``; Laplace (L1 losses) ``exp(-s/2)·L +
+    (d/2)·s`` -> ``2·log(L/d)``, with d = 2 for the offsets' ``|dx| + |dy|`` and 1 for depth."""
+    from uncertainty_mtl.config import load_config
+    from uncertainty_mtl.engine.builders import build_weighting
+
+    weighting = build_weighting(load_config("smoke"))
+    losses = {"semantic": 3.0, "instance": 5.0, "depth": 7.0}
+    by_hand = {"semantic": math.log(6.0), "instance": 2 * math.log(2.5), "depth": 2 * math.log(7)}
+    with torch.no_grad():
+        weighting.log_vars.copy_(torch.tensor([by_hand[t] for t in weighting.tasks]))
+    total = weighting({t: torch.tensor(v) for t, v in losses.items()})
+    (grad,) = torch.autograd.grad(total, weighting.log_vars)
+    torch.testing.assert_close(grad, torch.zeros(3), rtol=0, atol=1e-6)
+    # Elsewhere it is not: a Gaussian depth term's optimum log(L) is not stationary here.
+    with torch.no_grad():
+        weighting.log_vars[weighting.index["depth"]] = math.log(7.0)
+    total = weighting({t: torch.tensor(v) for t, v in losses.items()})
+    (grad,) = torch.autograd.grad(total, weighting.log_vars)
+    assert abs(float(grad[weighting.index["depth"]])) > 0.1

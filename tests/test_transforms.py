@@ -118,26 +118,36 @@ def test_crop_with_padding():
 
 def test_random_pipeline_keeps_every_vote_on_its_instance_centroid():
     """Scale, crop and flip in sequence: every instance pixel still votes for the centroid of the
-    instance it shows, transformed like its pixels."""
+    instance it shows, transformed like its pixels: all of an instance's pixels vote for one
+    point, and for an instance the crop left whole, that point is the mean of its pixels (to the
+    nearest-neighbour sampling's 1 px)."""
     torch.manual_seed(1)
     pipeline = TF.Compose(
         [TF.RandomScale(0.7, 2.0), TF.RandomCrop((20, 20)), TF.RandomHorizontalFlip(0.5)]
     )
     image, targets, ids = scene()
-    # Carry the instance ids through the same geometry as a semantic-like map (nearest only).
+    checked, whole = 0, 0
     for _ in range(20):
+        # The instance ids go through the same geometry as a semantic-like map (nearest only).
         labelled = dict(targets, semantic=torch.from_numpy(ids))
         _, out = pipeline(image, labelled)
         mask = out["instance_mask"]
-        if not mask.any():
-            continue
         vx, vy = votes(out)
         instance = out["semantic"][mask]
+        h, w = mask.shape
+        ys, xs = torch.nonzero(mask, as_tuple=True)
         for i in instance.unique().tolist():
             chosen = instance == i
-            # All pixels of one instance agree on one point (to float precision).
+            checked += 1
             assert float(vx[chosen].max() - vx[chosen].min()) < 1e-3
             assert float(vy[chosen].max() - vy[chosen].min()) < 1e-3
+            x, y = xs[chosen].float(), ys[chosen].float()
+            if x.min() > 0 and y.min() > 0 and x.max() < w - 1 and y.max() < h - 1:
+                whole += 1  # not cut by the crop: its centroid is its pixels' mean
+                assert abs(float(vx[chosen][0] - x.mean())) < 1.0, i
+                assert abs(float(vy[chosen][0] - y.mean())) < 1.0, i
+    # Not vacuous: instances were seen, and some whole.
+    assert checked >= 20 and whole >= 5, (checked, whole)
 
 
 def test_random_scale_rejects_bad_range():

@@ -6,9 +6,11 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from uncertainty_mtl.experiments.executors import LAUNCHERS as _EXECUTOR_LAUNCHERS
 
 if TYPE_CHECKING:
     from uncertainty_mtl.experiments.executors import Executor
@@ -17,6 +19,8 @@ __all__ = ["main"]
 
 # Spelled out, so that building the parser imports nothing heavy (see inference.clustering).
 CLUSTER_METHODS = ["grid", "dbscan", "hdbscan", "optics"]
+#: Where a study's runs train (the executors' list; executors.py imports nothing heavy).
+LAUNCHERS = list(_EXECUTOR_LAUNCHERS)
 
 
 def _positive_int(text: str) -> int:
@@ -44,6 +48,7 @@ EXTRAS = {
     "tqdm": "report",
     "yaml": "scene",
     "submitit": "slurm",
+    "torchjd": "methods",
 }
 
 
@@ -70,7 +75,7 @@ def _add_launcher(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("where the runs train")
     group.add_argument(
         "--launcher",
-        choices=["local", "slurm", "submitit-local"],
+        choices=LAUNCHERS,
         default="local",
         help="local: processes on this machine (default); slurm: one SLURM job per run (job "
         "arrays for sweeps) through submitit, returns at once; submitit-local: the same path "
@@ -112,9 +117,39 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (_add_reproduce, _add_data, _add_train, _add_evaluate, _add_predict):
+        add_command(commands)
+    _add_debug_to_leaves(parser)
+    return parser
 
+
+#: ``umtl reproduce`` of the scene network: study -> its help line.
+SCENE_STUDIES = {
+    "table1": "Table 1: single tasks, fixed weightings, 2- and 3-task learned weightings",
+    "figure2": "Figure 2: fixed-weight sweeps for (semantic, depth) and (instance, depth)",
+    "appendix-b": "Appendix B: the learned log-variances from initial s in {-2, 0, 2, 5}",
+    "units": "fixed vs learned weights when the depth labels change units (×100)",
+    "ablations": "likelihood vs paper convention, positive regulariser, tempered softmax",
+    "methods": "every loss weighting and gradient aggregator on Table 1's protocol",
+}
+
+
+def _add_common(parser: argparse.ArgumentParser, *, workers_help: str) -> None:
+    """``--workers``, ``--quiet`` and where the runs train: what every study takes."""
+    parser.add_argument("--workers", type=_positive_int, default=None, help=workers_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_launcher(parser)
+
+
+def _add_reproduce(commands: Any) -> None:
     reproduce = commands.add_parser("reproduce", help="rerun an experiment of the paper or report")
     studies = reproduce.add_subparsers(dest="study", required=True, metavar="STUDY")
+    _add_two_task_study(studies)
+    for name, text in SCENE_STUDIES.items():
+        _add_scene_study(studies, name, text)
+
+
+def _add_two_task_study(studies: Any) -> None:
     two_task = studies.add_parser(
         "fashion-mnist",
         help="the two-task study of the reproduction report (classification + reconstruction)",
@@ -122,6 +157,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "reconstruction only, unweighted, approx. optimal fixed weights, learned weights in both "
         "conventions) for several seeds; writes results.json, table.md and three figures.",
     )
+    two_task.set_defaults(handler=_reproduce_two_task)
     two_task.add_argument(
         "--dataset",
         choices=["digits", "fashion-mnist"],
@@ -140,83 +176,66 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="tiny splits, 2 epochs, 3 grid points: checks the pipeline in seconds",
     )
-    two_task.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=None,
-        help="parallel training processes (default: number of CPUs)",
-    )
     two_task.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    two_task.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_launcher(two_task)
+    _add_common(two_task, workers_help="parallel training processes (default: number of CPUs)")
 
-    helps = {
-        "table1": "Table 1: single tasks, fixed weightings, 2- and 3-task learned weightings",
-        "figure2": "Figure 2: fixed-weight sweeps for (semantic, depth) and (instance, depth)",
-        "appendix-b": "Appendix B: the learned log-variances from initial s in {-2, 0, 2, 5}",
-        "units": "fixed vs learned weights when the depth labels change units (×100)",
-        "ablations": "likelihood vs paper convention, positive regulariser, tempered softmax",
-        "methods": "every loss weighting and gradient aggregator on Table 1's protocol",
-    }
-    for name, text in helps.items():
-        description = (
-            f"{text}. Runs are shared between the reproduce commands that use the same --out; "
-            "finished runs are skipped, interrupted ones resumed."
-        )
-        sub = studies.add_parser(name, help=text, description=description)
-        sub.add_argument(
-            "--preset",
-            choices=["cpu", "paper", "smoke"],
-            default="cpu",
-            help="cpu: small encoder on the synthetic city (default); paper: the "
-            "paper's Tiny Cityscapes setting, needs --data and a GPU; smoke: seconds",
-        )
-        sub.add_argument(
-            "--data",
-            default=None,
-            metavar="ROOT",
-            help="a Cityscapes-layout root (default: the synthetic city, generated on first use)",
-        )
-        if name == "methods":
-            sub.add_argument(
-                "--dataset",
-                choices=["city", "digits", "fashion-mnist"],
-                default="city",
-                help="city: the 3-task scene protocol of Table 1 (default); digits, "
-                "fashion-mnist: the two-task study of the reproduction report (its preset; "
-                "--preset smoke shrinks it), output by default in runs/two-task-<dataset>",
-            )
-            sub.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
-        if name != "appendix-b":
-            sub.add_argument("--seeds", type=_positive_int, default=1)
-        if name == "table1":
-            sub.add_argument(
-                "--only",
-                default=None,
-                metavar="ROW",
-                help="train one row only (e.g. for a job array); rerun without it "
-                "to write the table",
-            )
-        sub.add_argument(
-            "--out", default=None, help="output directory (default: runs/reproduce-<preset>)"
-        )
-        sub.add_argument(
-            "--workers",
-            type=_positive_int,
-            default=None,
-            help="runs trained side by side (default: CPUs, or 1 for --preset paper)",
-        )
-        sub.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a key of every run's config",
-        )
-        sub.add_argument("--quiet", action="store_true", help="no progress bars")
-        _add_launcher(sub)
 
+def _add_scene_study(studies: Any, name: str, text: str) -> None:
+    description = (
+        f"{text}. Runs are shared between the reproduce commands that use the same --out; "
+        "finished runs are skipped, interrupted ones resumed."
+    )
+    sub = studies.add_parser(name, help=text, description=description)
+    sub.set_defaults(handler=_reproduce_scene)
+    sub.add_argument(
+        "--preset",
+        choices=["cpu", "paper", "smoke"],
+        default="cpu",
+        help="cpu: small encoder on the synthetic city (default); paper: the "
+        "paper's Tiny Cityscapes setting, needs --data and a GPU; smoke: seconds",
+    )
+    sub.add_argument(
+        "--data",
+        default=None,
+        metavar="ROOT",
+        help="a Cityscapes-layout root (default: the synthetic city, generated on first use)",
+    )
+    if name == "methods":
+        sub.add_argument(
+            "--dataset",
+            choices=["city", "digits", "fashion-mnist"],
+            default="city",
+            help="city: the 3-task scene protocol of Table 1 (default); digits, "
+            "fashion-mnist: the two-task study of the reproduction report (its preset; "
+            "--preset smoke shrinks it), output by default in runs/two-task-<dataset>",
+        )
+        sub.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
+    if name != "appendix-b":
+        sub.add_argument("--seeds", type=_positive_int, default=1)
+    if name == "table1":
+        sub.add_argument(
+            "--only",
+            default=None,
+            metavar="ROW",
+            help="train one row only (e.g. for a job array); rerun without it to write the table",
+        )
+    sub.add_argument(
+        "--out", default=None, help="output directory (default: runs/reproduce-<preset>)"
+    )
+    sub.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of every run's config",
+    )
+    _add_common(
+        sub, workers_help="runs trained side by side (default: CPUs, or 1 for --preset paper)"
+    )
+
+
+def _add_data(commands: Any) -> None:
     data = commands.add_parser("data", help="make and inspect scene data sets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     tiny = data_commands.add_parser(
@@ -226,6 +245,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "camera intrinsics divided by the factor. Interrupt and rerun at will: finished files "
         "are skipped.",
     )
+    tiny.set_defaults(handler=_data_tiny)
     tiny.add_argument("src", help="Cityscapes root (leftImg8bit/, gtFine/, disparity/, camera/)")
     tiny.add_argument("dst", help="output root")
     tiny.add_argument(
@@ -239,6 +259,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Writes train/val/test splits of road scenes in the Cityscapes layout; the "
         "same seed gives the same bytes. Interrupt and rerun at will.",
     )
+    synth.set_defaults(handler=_data_synth)
     synth.add_argument("dst", help="output root")
     synth.add_argument(
         "--split-sizes",
@@ -257,17 +278,21 @@ def _build_parser() -> argparse.ArgumentParser:
     show = data_commands.add_parser(
         "show", help="a PNG of samples: image, labels, instances, depth"
     )
+    show.set_defaults(handler=_data_show)
     show.add_argument("root", help="Cityscapes-layout root")
     show.add_argument("--split", default="val")
     show.add_argument("--n", type=_positive_int, default=4, help="frames to show (default 4)")
     show.add_argument("--out", required=True, help="output PNG")
 
+
+def _add_train(commands: Any) -> None:
     train = commands.add_parser(
         "train",
         help="train the scene network from a config",
         description="Writes config.yaml, metrics.jsonl, results.json, checkpoints/ and TensorBoard "
         "events into --out. Under torchrun, one process per rank (gloo on CPU, NCCL on GPU).",
     )
+    train.set_defaults(handler=_train)
     train.add_argument(
         "--config",
         required=True,
@@ -285,7 +310,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
+
+def _add_evaluate(commands: Any) -> None:
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run on a split")
+    evaluate.set_defaults(handler=_evaluate)
     evaluate.add_argument("run_dir", help="a run directory of umtl train")
     evaluate.add_argument("--split", default=None, help="default: the config's report split")
     evaluate.add_argument("--checkpoint", choices=["auto", "best", "last"], default="auto")
@@ -307,20 +335,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
+
+def _add_predict(commands: Any) -> None:
     predict = commands.add_parser(
         "predict",
         help="predict on images: panels and Cityscapes-encoded outputs",
         description="For each image: <stem>_panel.png and, in Cityscapes encodings, "
         "<stem>_labelIds.png, <stem>_instanceIds.png, <stem>_disparity.png, at the image's size.",
     )
+    predict.set_defaults(handler=_predict)
     predict.add_argument("run_dir", help="a run directory of umtl train")
     predict.add_argument("images", nargs="+", help="image files or directories of images")
     predict.add_argument("--out", required=True, help="output directory")
     predict.add_argument("--checkpoint", choices=["auto", "best", "last"], default="auto")
     predict.add_argument("--cluster", default="grid", choices=CLUSTER_METHODS)
     predict.add_argument("--device", default="cpu")
-    _add_debug_to_leaves(parser)
-    return parser
 
 
 _DEBUG_HELP = "show the traceback of a user error too (for a bug report)"
@@ -392,31 +421,37 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _data(args: argparse.Namespace) -> int:
-    workers = getattr(args, "workers", None) or (os.cpu_count() or 1)
-    if args.data_command == "tiny":
-        from uncertainty_mtl.data.tiny import convert_tiny
+def _workers(args: argparse.Namespace) -> int:
+    return getattr(args, "workers", None) or (os.cpu_count() or 1)
 
-        report = convert_tiny(
-            args.src, args.dst, factor=args.factor, workers=workers, progress=not args.quiet
-        )
-        print(
-            f"{report.frames} frames in {list(report.splits)}: {report.written} files written, "
-            f"{report.skipped} already there; {args.dst} validated"
-        )
-    elif args.data_command == "synth":
-        from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
 
-        height, width = args.size
-        config = SynthConfig(
-            height=height, width=width, seed=args.seed, split_sizes=args.split_sizes
-        )
-        written = generate_city(args.dst, config, workers=workers, progress=not args.quiet)
-        print(f"{written} frames written to {args.dst} ({sum(config.split_sizes.values())} in all)")
-    else:
-        from uncertainty_mtl.reporting.visualise import show_scenes
+def _data_tiny(args: argparse.Namespace) -> int:
+    from uncertainty_mtl.data.tiny import convert_tiny
 
-        print(f"wrote {show_scenes(args.root, args.split, n=args.n, out=args.out)}")
+    report = convert_tiny(
+        args.src, args.dst, factor=args.factor, workers=_workers(args), progress=not args.quiet
+    )
+    print(
+        f"{report.frames} frames in {list(report.splits)}: {report.written} files written, "
+        f"{report.skipped} already there; {args.dst} validated"
+    )
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from uncertainty_mtl.data.synthetic import SynthConfig, generate_city
+
+    height, width = args.size
+    config = SynthConfig(height=height, width=width, seed=args.seed, split_sizes=args.split_sizes)
+    written = generate_city(args.dst, config, workers=_workers(args), progress=not args.quiet)
+    print(f"{written} frames written to {args.dst} ({sum(config.split_sizes.values())} in all)")
+    return 0
+
+
+def _data_show(args: argparse.Namespace) -> int:
+    from uncertainty_mtl.reporting.visualise import show_scenes
+
+    print(f"wrote {show_scenes(args.root, args.split, n=args.n, out=args.out)}")
     return 0
 
 
@@ -425,35 +460,30 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
     from uncertainty_mtl.experiments.runner import Runner
     from uncertainty_mtl.experiments.scene import SceneStudy
 
+    if args.study == "methods" and args.dataset != "city":
+        return _reproduce_two_task_methods(args)
+    seeds = getattr(args, "seeds", 1)
+    # study -> (its reproduction, given the runner; the markdown file it writes)
+    studies: dict[str, tuple[Callable[[Runner[SceneStudy]], dict[str, Any]], str]] = {
+        "table1": (lambda r: table1.reproduce_table1(r, seeds=seeds, only=args.only), "table1"),
+        "figure2": (lambda r: figure2.reproduce_figure2(r, seeds=seeds), "figure2"),
+        "appendix-b": (appendix_b.reproduce_appendix_b, "appendix_b"),
+        "units": (lambda r: units.reproduce_units(r, seeds=seeds), "units"),
+        "ablations": (lambda r: ablations.reproduce_ablations(r, seeds=seeds), "ablations"),
+        "methods": (lambda r: methods.reproduce_methods(r, seeds=seeds), "methods"),
+    }
+    reproduce, name = studies[args.study]
     workers = args.workers or (1 if args.preset == "paper" else os.cpu_count() or 1)
     out = args.out or f"runs/reproduce-{args.preset}"
     study = SceneStudy(args.preset, data=args.data, overrides=tuple(args.overrides))
     with Runner(
         study, Path(out), _executor(args, out, workers), progress=not args.quiet
     ) as reproduction:
-        seeds = getattr(args, "seeds", 1)
-        if args.study == "table1":
-            summary = table1.reproduce_table1(reproduction, seeds=seeds, only=args.only)
-            if args.only:
-                print(f"row {args.only}: {len(summary['runs'])} run(s) under {out}/runs")
-                return 0
-            name = "table1.md"
-        elif args.study == "figure2":
-            figure2.reproduce_figure2(reproduction, seeds=seeds)
-            name = "figure2.md"
-        elif args.study == "appendix-b":
-            appendix_b.reproduce_appendix_b(reproduction)
-            name = "appendix_b.md"
-        elif args.study == "units":
-            units.reproduce_units(reproduction, seeds=seeds)
-            name = "units.md"
-        elif args.study == "methods":
-            methods.reproduce_methods(reproduction, seeds=seeds)
-            name = "methods.md"
-        else:
-            ablations.reproduce_ablations(reproduction, seeds=seeds)
-            name = "ablations.md"
-    with open(os.path.join(out, name), encoding="utf-8") as f:
+        summary = reproduce(reproduction)
+    if getattr(args, "only", None):
+        print(f"row {args.only}: {len(summary['runs'])} run(s) under {out}/runs")
+        return 0
+    with open(os.path.join(out, f"{name}.md"), encoding="utf-8") as f:
         print(f.read())
     timing = reproduction.timing()
     print(
@@ -463,41 +493,33 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reproduce(args: argparse.Namespace) -> int:
-    from uncertainty_mtl.experiments.executors import Submitted
+def _two_task_config(args: argparse.Namespace) -> Any:
+    """The two-task study's config: the data set's preset, the flags given, and the smoke
+    shrinking (``--smoke``, or ``--preset smoke`` of ``reproduce methods``)."""
+    from dataclasses import replace
 
-    try:
-        if args.study == "fashion-mnist":
-            return _reproduce_two_task(args)
-        if args.study == "methods" and args.dataset != "city":
-            return _reproduce_two_task_methods(args)
-        return _reproduce_scene(args)
-    except Submitted as submitted:
-        print(f"umtl: {submitted}")
-        return 0
+    from uncertainty_mtl.experiments import two_task_runs as runs
+
+    given = {
+        "data_dir": args.data_dir,
+        "seeds": args.seeds,
+        "epochs": getattr(args, "epochs", None),
+    }
+    config = replace(
+        runs.PRESETS[args.dataset], **{k: v for k, v in given.items() if v is not None}
+    )
+    smoke = getattr(args, "smoke", False) or getattr(args, "preset", None) == "smoke"
+    return runs.smoke_config(config) if smoke else config
 
 
 def _reproduce_two_task(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from uncertainty_mtl.experiments import two_task as study
-    from uncertainty_mtl.experiments import two_task_runs as runs
 
-    config = runs.PRESETS[args.dataset]
-    overrides = {
-        "data_dir": args.data_dir,
-        "seeds": args.seeds,
-        "epochs": args.epochs,
-    }
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if args.smoke:
-        config = runs.smoke_config(config)
     out = args.out or f"runs/two-task-{args.dataset}"
-    workers = args.workers or (os.cpu_count() or 1)
     summary = study.run_study(
-        config,
+        _two_task_config(args),
         out,
-        executor=_executor(args, out, workers),
+        executor=_executor(args, out, _workers(args)),
         device=args.device,
         progress=not args.quiet,
     )
@@ -508,11 +530,8 @@ def _reproduce_two_task(args: argparse.Namespace) -> int:
 
 
 def _reproduce_two_task_methods(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from uncertainty_mtl.errors import ConfigError
     from uncertainty_mtl.experiments import methods
-    from uncertainty_mtl.experiments import two_task_runs as runs
 
     for flag, value in (("--data", args.data), ("--set", args.overrides)):
         if value:
@@ -522,13 +541,12 @@ def _reproduce_two_task_methods(args: argparse.Namespace) -> int:
             f"--preset paper is the scene study's; --dataset {args.dataset} takes cpu (its own "
             "preset) or smoke"
         )
-    config = replace(runs.PRESETS[args.dataset], seeds=args.seeds, data_dir=args.data_dir)
-    if args.preset == "smoke":
-        config = runs.smoke_config(config)
     out = args.out or f"runs/two-task-{args.dataset}"
-    workers = args.workers or (os.cpu_count() or 1)
     summary = methods.reproduce_two_task_methods(
-        config, out, executor=_executor(args, out, workers), progress=not args.quiet
+        _two_task_config(args),
+        out,
+        executor=_executor(args, out, _workers(args)),
+        progress=not args.quiet,
     )
     with open(os.path.join(out, "methods.md"), encoding="utf-8") as f:
         print(f.read())
@@ -572,18 +590,14 @@ def _user_error(message: str) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from uncertainty_mtl._io import is_disk_error
     from uncertainty_mtl.errors import UmtlError
+    from uncertainty_mtl.experiments.executors import Submitted
 
     try:
-        if args.command == "reproduce":
-            return _reproduce(args)
-        if args.command == "data":
-            return _data(args)
-        if args.command == "train":
-            return _train(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        if args.command == "predict":
-            return _predict(args)
+        code: int = args.handler(args)
+        return code
+    except Submitted as submitted:  # runs submitted to a cluster: the tables come later
+        print(f"umtl: {submitted}")
+        return 0
     except UmtlError as err:
         if args.debug:
             raise
@@ -601,4 +615,3 @@ def _dispatch(args: argparse.Namespace) -> int:
         if not is_disk_error(err) or args.debug:
             raise
         return _user_error(f"{err.filename or 'a file'}: cannot write ({err.strerror})")
-    raise AssertionError(f"unhandled command {args}")

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from uncertainty_mtl.errors import ConfigError
+from uncertainty_mtl.weighting.registry import METHODS
 
 __all__ = [
     "OPTIMIZERS",
@@ -54,27 +55,8 @@ __all__ = [
 ]
 
 
-#: ``weighting.kind``: the learned uncertainty weighting, fixed weights, and the other loss
-#: weightings of the methods benchmark (SPEC §8).
-#: Loss weightings, then torchjd's gradient aggregators (``uncertainty_mtl.weighting.aggregators``,
-#: whose ``AGGREGATORS`` a test keeps equal to the last seven).
-WEIGHTING_KINDS = (
-    "uncertainty",
-    "fixed",
-    "equal",
-    "gls",
-    "rlw",
-    "imtl-l",
-    "dwa",
-    "gradnorm",
-    "mgda",
-    "pcgrad",
-    "cagrad",
-    "nash-mtl",
-    "imtl-g",
-    "aligned-mtl",
-    "upgrad",
-)
+#: ``weighting.kind``: every method of :data:`uncertainty_mtl.weighting.registry.METHODS`.
+WEIGHTING_KINDS = tuple(METHODS)
 
 
 @dataclass
@@ -116,35 +98,39 @@ class DataConfig:
 OPTIMIZERS = ("sgd", "adam")
 
 
+def _option(method: str, key: str) -> float:
+    """The default of a method's own key, as the registry gives it."""
+    return next(o.default for o in METHODS[method].options if o.key == key)
+
+
 @dataclass
 class DwaConfig:
     """``weighting.kind: dwa``."""
 
-    temperature: float = 2.0  # τ of softmax(r / τ)
+    temperature: float = _option("dwa", "temperature")  # τ of softmax(r / τ)
 
 
 @dataclass
 class GradNormConfig:
     """``weighting.kind: gradnorm`` (its weights' own step uses ``weighting.lr``)."""
 
-    alpha: float = 1.5  # α, the pull towards equal training rates
+    alpha: float = _option("gradnorm", "alpha")  # α, the pull towards equal training rates
 
 
 @dataclass
 class CagradConfig:
     """``weighting.kind: cagrad``."""
 
-    c: float = 0.4  # the radius of CAGrad's ball around the mean gradient (its paper's 0.4)
+    c: float = _option("cagrad", "c")  # the radius of CAGrad's ball around the mean gradient
 
 
 @dataclass
 class WeightingConfig:
     """How the task losses are combined (SPEC §1, §8)."""
 
-    kind: str = "uncertainty"  # "uncertainty" (learned), "fixed", or (SPEC §8) "equal", "gls",
-    # "rlw" (random weights, seeded by run.seed), "imtl-l" (learned loss scales), "dwa",
-    # "gradnorm", or a gradient aggregator: "mgda", "pcgrad", "cagrad", "nash-mtl", "imtl-g",
-    # "aligned-mtl", "upgrad" (torchjd; one process)
+    kind: str = "uncertainty"  # "uncertainty" (learned), "fixed", or another method of
+    # weighting.registry.METHODS: "equal", "gls", "rlw", "imtl-l", "dwa", "gradnorm", and the
+    # gradient aggregators (torchjd; one process): "mgda", "pcgrad", "cagrad", ...
     weights: dict[str, float] = field(default_factory=dict)  # fixed: task -> weight
     convention: str = "likelihood"  # or "paper" (Gaussian term for every regression task)
     regulariser: str = "log"  # or "positive" (log(1 + σ²))
@@ -294,25 +280,25 @@ class TrainConfig:
         self._validate_ranges()
 
     def _validate_method_keys(self) -> None:
-        """Each method's own keys: set only for its kind, and in range."""
+        """Each method's own keys (:attr:`Method.options`): set only for its kind, and in
+        range."""
         w = self.weighting
-        sections: dict[str, tuple[Any, Any, str, float, bool]] = {
-            # kind: (section, its defaults, the checked key, its bound, bound included)
-            "dwa": (w.dwa, DwaConfig(), "temperature", 0.0, False),
-            "gradnorm": (w.gradnorm, GradNormConfig(), "alpha", 0.0, True),
-            "cagrad": (w.cagrad, CagradConfig(), "c", 0.0, True),
-        }
-        for kind, (section, default, key, bound, included) in sections.items():
-            if section != default and w.kind != kind:
+        for name, spec in METHODS.items():
+            if not spec.options:
+                continue
+            section = getattr(w, name.replace("-", "_"))
+            if section != type(section)() and w.kind != name:
                 raise ConfigError(
-                    f"weighting.{kind} is for kind {kind!r} only (weighting.kind is {w.kind!r})"
+                    f"weighting.{name} is for kind {name!r} only (weighting.kind is {w.kind!r})"
                 )
-            value = getattr(section, key)
-            if not (math.isfinite(value) and (value >= bound if included else value > bound)):
-                raise ConfigError(
-                    f"weighting.{kind}.{key} must be a finite number {'>=' if included else '>'} "
-                    f"{bound:g}, got {value}"
-                )
+            for option in spec.options:
+                value = getattr(section, option.key)
+                bound, inclusive = option.bound, option.inclusive
+                if not (math.isfinite(value) and (value >= bound if inclusive else value > bound)):
+                    raise ConfigError(
+                        f"weighting.{name}.{option.key} must be a finite number "
+                        f"{'>=' if inclusive else '>'} {bound:g}, got {value}"
+                    )
 
     def _validate_ranges(self) -> None:
         """Numbers that would fail (or silently misbehave) only later, mid-run."""

@@ -25,10 +25,13 @@ __all__ = [
     "IGNORE_INDEX",
     "INSTANCE_TRAIN_IDS",
     "LICENSE_PLATE_IN_UINT8",
+    "LICENSE_PLATE_IN_UINT16",
     "NUM_CLASSES",
     "SKY_LABEL_ID",
     "TRAIN_ID_NAMES",
     "id_to_train_id",
+    "instance_ids_from_uint16",
+    "instance_ids_to_uint16",
     "instance_label_ids",
     "known_label_ids",
     "label_id_of",
@@ -38,6 +41,21 @@ __all__ = [
 NUM_CLASSES = 19
 #: -1 (license plate) as it appears in an 8-bit labelIds PNG.
 LICENSE_PLATE_IN_UINT8 = 255
+#: -1 (license plate) as a 16-bit instanceIds PNG (and the array cache) stores it.
+LICENSE_PLATE_IN_UINT16 = 65535
+
+
+def instance_ids_to_uint16(ids: NDArray[Any]) -> NDArray[np.uint16]:
+    """Instance ids (-1 = license plate) as a 16-bit instanceIds PNG stores them."""
+    ids = np.asarray(ids).astype(np.int64)
+    return np.where(ids < 0, LICENSE_PLATE_IN_UINT16, ids).astype(np.uint16)
+
+
+def instance_ids_from_uint16(stored: NDArray[Any]) -> NDArray[np.int32]:
+    """:func:`instance_ids_to_uint16`'s inverse: int32 ids, -1 for the license plate."""
+    ids = np.asarray(stored).astype(np.int32)
+    ids[ids == LICENSE_PLATE_IN_UINT16] = -1
+    return ids
 
 
 def _labels() -> Any:

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from uncertainty_mtl._io import atomic_write, write_text
+from uncertainty_mtl.data.labels import instance_ids_to_uint16
 from uncertainty_mtl.errors import DataError
 
 __all__ = [
@@ -105,8 +106,7 @@ def write_frame(
         write_png(paths["label_ids"], np.asarray(label_ids).astype(np.int64).astype(np.uint8))
         written["label_ids"] = paths["label_ids"]
     if instance_ids is not None:
-        ids = np.asarray(instance_ids).astype(np.int64)
-        write_png(paths["instance_ids"], np.where(ids < 0, 65535, ids).astype(np.uint16))
+        write_png(paths["instance_ids"], instance_ids_to_uint16(instance_ids))
         written["instance_ids"] = paths["instance_ids"]
     if disparity is not None:
         write_png(paths["disparity"], np.asarray(disparity, dtype=np.uint16))

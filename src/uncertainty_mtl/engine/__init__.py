@@ -5,7 +5,9 @@
 - ``sampling``: the batches and augmentation seeds of every step;
 - ``checkpoint``: checkpoints and random state;
 - ``evaluate``: metrics, instance AP and the checkpoint criterion over a split;
-- ``loop``: the training loop (``train``);
+- ``step``: the optimiser step every loop shares (``update``) and the aggregators' checks;
+- ``cost``: a run's peak memory;
+- ``loop``: the scene trainer (``Trainer``, ``train``);
 - ``runs``: finished run directories (``load_run``, ``evaluate_run``, ``predictor``).
 """
 

@@ -11,21 +11,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from uncertainty_mtl.config import TrainConfig, WeightingConfig
+from uncertainty_mtl.config import ConfigError, TrainConfig, WeightingConfig
 from uncertainty_mtl.models.multitask import MultiTaskNet
 from uncertainty_mtl.tasks.registry import TASKS, scene_losses
-from uncertainty_mtl.weighting import (
-    DynamicWeightAverage,
-    FixedWeighting,
-    GeometricWeighting,
-    GradNorm,
-    IMTLLossWeighting,
-    RandomWeighting,
-    UncertaintyWeighting,
-    Weighting,
-    parameter_groups,
+from uncertainty_mtl.weighting import UncertaintyWeighting, Weighting, parameter_groups
+from uncertainty_mtl.weighting.registry import (
+    BuildArgs,
+    UnknownMethodError,
+    build_method,
+    method,
 )
-from uncertainty_mtl.weighting.aggregators import AGGREGATORS, GradientAggregation
 
 __all__ = [
     "NetWithLoss",
@@ -77,30 +72,26 @@ def weighting_from(
     RLW's draws, ``lr`` is GradNorm's step on its weights; likelihoods and event dimensions of
     the uncertainty weighting come from the registry unless ``w`` overrides them."""
     tasks = list(tasks)
-    if w.kind == "fixed":
-        return FixedWeighting({t: w.weights[t] for t in tasks}, check_finite=check_finite)
-    if w.kind == "equal":
-        return FixedWeighting(dict.fromkeys(tasks, 1.0), check_finite=check_finite)
-    if w.kind == "gls":
-        return GeometricWeighting(tasks, check_finite=check_finite)
-    if w.kind == "rlw":
-        return RandomWeighting(tasks, seed=seed, check_finite=check_finite)
-    if w.kind == "imtl-l":
-        return IMTLLossWeighting(tasks, check_finite=check_finite)
-    if w.kind == "dwa":
-        return DynamicWeightAverage(tasks, temperature=w.dwa.temperature, check_finite=check_finite)
-    if w.kind in AGGREGATORS:
-        return GradientAggregation(tasks, w.kind, cagrad_c=w.cagrad.c, check_finite=check_finite)
-    if w.kind == "gradnorm":
-        return GradNorm(tasks, alpha=w.gradnorm.alpha, lr=lr, check_finite=check_finite)
-    return UncertaintyWeighting(
-        {t: w.likelihoods.get(t, TASKS[t].likelihood) for t in tasks},
-        init_log_var=w.init_log_var,
+    try:
+        spec = method(w.kind)
+    except UnknownMethodError as err:  # never a silent fall-back to another method
+        raise ConfigError(str(err)) from None
+    section = getattr(w, spec.name.replace("-", "_"), None)
+    options = {o.key: getattr(section, o.key) for o in spec.options}
+    args = BuildArgs(
+        tasks,
+        seed=seed,
+        lr=lr,
+        check_finite=check_finite,
+        options=options,
+        weights=w.weights,
+        likelihoods={t: w.likelihoods.get(t, TASKS[t].likelihood) for t in tasks},
         event_dims={t: TASKS[t].event_dims for t in tasks},
+        init_log_var=w.init_log_var,
         convention=w.convention,
         regulariser=w.regulariser,
-        check_finite=check_finite,
     )
+    return build_method(spec.name, args)
 
 
 def build_optimiser(

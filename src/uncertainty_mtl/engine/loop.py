@@ -20,12 +20,11 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -46,7 +45,6 @@ from uncertainty_mtl.engine.builders import (
     build_weighting,
     deterministic,
     grad_scaler,
-    scales_gradients,
 )
 from uncertainty_mtl.engine.checkpoint import (
     load_checkpoint,
@@ -55,6 +53,7 @@ from uncertainty_mtl.engine.checkpoint import (
     set_rng_state,
     truncate_log,
 )
+from uncertainty_mtl.engine.cost import peak_memory, reset_peak_memory
 from uncertainty_mtl.engine.distributed import (
     Process,
     all_gather_objects,
@@ -75,9 +74,9 @@ from uncertainty_mtl.engine.evaluate import (
 )
 from uncertainty_mtl.engine.rundir import open_run_directory
 from uncertainty_mtl.engine.sampling import EpochBatches, SeededFrames
+from uncertainty_mtl.engine.step import check_aggregation, update
 from uncertainty_mtl.errors import RunDirectoryError, TrainingError
 from uncertainty_mtl.tasks.registry import task_errors
-from uncertainty_mtl.weighting import Weighting
 
 __all__ = ["TrainingError", "train"]
 
@@ -92,8 +91,9 @@ class _Best:
     reference: dict[str, float] | None = None
 
 
-#: What ``last.pt`` holds, all needed to resume.
-_RESUME_KEYS = ("model", "weighting", "optimizer", "scheduler", "scaler", "rng", "step", "best")
+#: What ``last.pt`` holds besides each stateful part's state dict
+#: (:meth:`Trainer.stateful_parts`), all needed to resume.
+_RESUME_EXTRAS = ("rng", "step", "best")
 
 
 def compile_module(module: nn.Module) -> Callable[..., Any]:
@@ -157,7 +157,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.weighting = build_weighting(config).to(proc.device)
         if self.weighting.needs_features:
-            _check_aggregation(config, proc)
+            check_aggregation(config, proc)
         if config.model.sync_bn and proc.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
         self.model = model
@@ -186,13 +186,23 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------
 
+    def stateful_parts(self) -> dict[str, Any]:
+        """The parts whose state dicts ``last.pt`` holds, by their key there (the one list of
+        them: :meth:`save_last` writes and :meth:`resume` reads exactly these)."""
+        return {
+            "model": self.model,
+            "weighting": self.weighting,
+            "optimizer": self.optimiser,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+        }
+
     def resume(self) -> None:
-        state = load_checkpoint(self.last_path, self.proc.device, keys=_RESUME_KEYS)
-        self.model.load_state_dict(state["model"])
-        self.weighting.load_state_dict(state["weighting"])
-        self.optimiser.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        parts = self.stateful_parts()
+        keys = (*parts, *_RESUME_EXTRAS)
+        state = load_checkpoint(self.last_path, self.proc.device, keys=keys)
+        for key, part in parts.items():
+            part.load_state_dict(state[key])
         set_rng_state(state["rng"])
         self.step, self.best = state["step"], _Best(**state["best"])
         self.seconds_before = float(state.get("seconds", 0.0))  # absent before it was recorded
@@ -275,11 +285,7 @@ class Trainer:
             save_checkpoint(
                 self.last_path,
                 {
-                    "model": self.model.state_dict(),
-                    "weighting": self.weighting.state_dict(),
-                    "optimizer": self.optimiser.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(),
+                    **{key: part.state_dict() for key, part in self.stateful_parts().items()},
                     "step": self.step,
                     "seconds": self.seconds_before + self._session_seconds(),
                     "rng": rng_state(),
@@ -472,102 +478,6 @@ class Trainer:
             write_json(self.out / "results.json", results)
             self.writer.close()
         return results
-
-
-class SharedTrunk(Protocol):
-    """What :func:`update` needs of a network: the parameters every task depends on, and the last
-    layer of them (``MultiTaskNet``, ``ConvAutoencoderClassifier``)."""
-
-    def last_shared_layer(self) -> nn.Module: ...
-
-    def shared_parameters(self) -> list[nn.Parameter]: ...
-
-
-def update(
-    model: SharedTrunk,
-    weighting: Weighting,
-    optimiser: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    total: Tensor,
-    losses: dict[str, Tensor],
-    features: Tensor | None,
-) -> None:
-    """One optimiser update from a forward pass's outputs (``NetWithLoss``), with the hooks a
-    weighting may need: GradNorm's task gradients at the last shared layer before the backward
-    pass and its own step after the optimiser's; a gradient aggregator's backward from the
-    shared ``features`` instead of ``total.backward()``."""
-    if weighting.needs_task_gradients:  # one backward per task, down to W only
-        scale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
-        shared = list(model.last_shared_layer().parameters())
-        weighting.task_gradients(losses, shared, scale=scale)
-    optimiser.zero_grad(set_to_none=True)
-    if features is not None:  # a gradient aggregator combines the per-task gradients
-        shared = [p for p in model.shared_parameters() if p.requires_grad]
-        weighting.backward_from_features(losses, features, shared)
-    else:
-        scaled: Tensor = scaler.scale(total)
-        scaled.backward()  # type: ignore[no-untyped-call]
-    scaler.step(optimiser)
-    scaler.update()
-    weighting.after_step()
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Starts :func:`peak_memory`'s count now: the CUDA allocator's peak, or on Linux the
-    process's peak resident set (``/proc/self/clear_refs``), so that a process that trains runs
-    one after another (an executor's worker) reports each run's own peak."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-        f.write("5")
-
-
-def peak_memory(device: torch.device) -> dict[str, Any]:
-    """``peak_memory_mb`` since :func:`reset_peak_memory`, and ``peak_memory_kind``: on a GPU the
-    CUDA allocator's peak (``cuda_allocated``); on the CPU the process's peak resident set
-    (``process_rss``: it includes the interpreter and the touched pages of memory-mapped data,
-    not the data-loader workers), read from ``/proc`` on Linux, else the process's lifetime peak
-    (``process_rss_lifetime``), or ``None`` where neither exists."""
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-        return {"peak_memory_mb": peak, "peak_memory_kind": "cuda_allocated"}
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                kib = float(line.split()[1])
-                return {"peak_memory_mb": kib / 2**10, "peak_memory_kind": "process_rss"}
-    try:
-        import resource
-    except ImportError:  # Windows
-        return {"peak_memory_mb": None, "peak_memory_kind": None}
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 2**20 if sys.platform == "darwin" else 2**10  # bytes on macOS, KiB elsewhere
-    return {"peak_memory_mb": rss / scale, "peak_memory_kind": "process_rss_lifetime"}
-
-
-def _check_aggregation(config: TrainConfig, proc: Process) -> None:
-    """Gradient aggregators combine the Jacobian of one process's batch: under DDP each rank
-    would aggregate its own and the ranks' updates would be averaged (another method); a
-    float16 gradient scaler would scale the rows an aggregator compares; and torchjd
-    differentiates the task losses under ``vmap``, which a compiled backward refuses. All three
-    are refused before the run starts."""
-    kind = config.weighting.kind
-    if config.run.compile:
-        raise ConfigError(
-            f"weighting.kind {kind!r}: gradient aggregators need run.compile false (torchjd "
-            "differentiates each task's loss under vmap, which a compiled backward refuses)"
-        )
-    if proc.world > 1:
-        raise ConfigError(
-            f"weighting.kind {kind!r}: gradient aggregators train on one process "
-            f"(this run has {proc.world}); run it without torchrun"
-        )
-    if scales_gradients(config, proc.device):
-        raise ConfigError(
-            f"weighting.kind {kind!r}: gradient aggregators need optim.amp false on a GPU "
-            "without bfloat16 (a float16 gradient scaler would scale the task gradients)"
-        )
 
 
 def train(

@@ -30,7 +30,7 @@ from uncertainty_mtl.experiments.units import SCALE, in_units
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
-from uncertainty_mtl.weighting.aggregators import AGGREGATORS
+from uncertainty_mtl.weighting.registry import AGGREGATOR, LOSS_WEIGHTING, benchmarked
 
 __all__ = [
     "LOSS_WEIGHTINGS",
@@ -41,7 +41,10 @@ __all__ = [
 ]
 
 #: Loss weightings (a weighted sum of the losses), then torchjd's gradient aggregators.
-LOSS_WEIGHTINGS = ("equal", "uncertainty", "gls", "rlw", "imtl-l", "dwa", "gradnorm")
+#: The rows, from the registry of methods: its loss weightings (``equal`` first), the tuned fixed
+#: weights, its gradient aggregators.
+LOSS_WEIGHTINGS = benchmarked(LOSS_WEIGHTING)
+AGGREGATORS = benchmarked(AGGREGATOR)
 METHODS = (*LOSS_WEIGHTINGS, "approx-optimal", *AGGREGATORS)
 
 

@@ -40,7 +40,8 @@ from uncertainty_mtl.data.mnist_like import (
     load_fashion_mnist_splits,
 )
 from uncertainty_mtl.engine.builders import weighting_from
-from uncertainty_mtl.engine.loop import peak_memory, reset_peak_memory, update
+from uncertainty_mtl.engine.cost import peak_memory, reset_peak_memory
+from uncertainty_mtl.engine.step import update
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.executors import Job
 from uncertainty_mtl.experiments.runner import Run

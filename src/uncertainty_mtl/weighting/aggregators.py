@@ -20,17 +20,20 @@ from torch import Tensor
 
 from uncertainty_mtl.weighting.base import Weighting, check_task_names
 
-__all__ = ["AGGREGATORS", "GradientAggregation"]
+__all__ = ["GradientAggregation"]
 
 
-def _aggregator(name: str, tasks: int, cagrad_c: float) -> Any:
+def _makers(tasks: int, cagrad_c: float) -> dict[str, Callable[[], Any]]:
+    """``weighting.kind`` -> a maker of its torchjd aggregator (the methods' names, references
+    and options are in :mod:`uncertainty_mtl.weighting.registry`)."""
     try:
         from torchjd import aggregation as A
-    except ImportError as err:  # pragma: no cover - exercised without the extra only
-        raise ImportError(
-            f"weighting.kind {name!r} needs torchjd: pip install 'uncertainty-mtl[methods]'"
+    except ModuleNotFoundError as err:  # pragma: no cover - exercised without the extra only
+        raise ModuleNotFoundError(
+            "the gradient aggregators need torchjd: pip install 'uncertainty-mtl[methods]'",
+            name="torchjd",
         ) from err
-    makers: dict[str, Callable[[], Any]] = {
+    return {
         "mgda": A.MGDA,
         "pcgrad": A.PCGrad,
         "cagrad": lambda: A.CAGrad(c=cagrad_c),
@@ -39,19 +42,6 @@ def _aggregator(name: str, tasks: int, cagrad_c: float) -> Any:
         "aligned-mtl": A.AlignedMTL,
         "upgrad": A.UPGrad,
     }
-    return makers[name]()
-
-
-#: ``weighting.kind`` -> the torchjd aggregator it uses.
-AGGREGATORS: dict[str, str] = {
-    "mgda": "MGDA (Sener & Koltun, NeurIPS 2018)",
-    "pcgrad": "PCGrad (Yu et al., NeurIPS 2020)",
-    "cagrad": "CAGrad (Liu et al., NeurIPS 2021)",
-    "nash-mtl": "Nash-MTL (Navon et al., ICML 2022)",
-    "imtl-g": "IMTL-G (Liu et al., ICLR 2021)",
-    "aligned-mtl": "Aligned-MTL (Senushkin et al., CVPR 2023)",
-    "upgrad": "UPGrad (Quinton & Rey, 2024)",
-}
 
 
 class GradientAggregation(Weighting):
@@ -66,7 +56,8 @@ class GradientAggregation(Weighting):
 
     Args:
         tasks: the task names.
-        kind: a key of :data:`AGGREGATORS`.
+        kind: an aggregator's ``weighting.kind`` (``mgda``, ``pcgrad``, ``cagrad``, ...; see
+            :data:`~uncertainty_mtl.weighting.registry.METHODS`).
         cagrad_c: CAGrad's ``c``, the radius of its ball around the mean gradient.
         check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
     """
@@ -83,10 +74,11 @@ class GradientAggregation(Weighting):
     ) -> None:
         super().__init__(check_finite=check_finite)
         self.tasks = check_task_names(tasks, what="tasks")
-        if kind not in AGGREGATORS:
-            raise ValueError(f"unknown aggregator {kind!r}; expected one of {list(AGGREGATORS)}")
+        makers = _makers(len(self.tasks), cagrad_c)
+        if kind not in makers:
+            raise ValueError(f"unknown aggregator {kind!r}; expected one of {list(makers)}")
         self.kind = kind
-        self.aggregator = _aggregator(kind, len(self.tasks), cagrad_c)
+        self.aggregator = makers[kind]()
         self._last = dict.fromkeys(self.tasks, 1.0)
 
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:

@@ -175,149 +175,264 @@ class SynthFrame:
     clean_disparity: NDArray[np.float64]
 
 
+# What the street holds. Lengths are metres (x across the street from its centre, z ahead of
+# the camera, heights above the road); rates are expected counts per frame (Poisson means) or
+# probabilities; colours are RGB.
+#: A kerb's height step: it starts this far beyond the road's edge.
+KERB_OFFSET_M = 0.3
+#: Where parked cars, poles and bicycles stand, from the road's edge inwards (+) or out (-).
+PARKED_CAR_INSET_M = 1.1
+CYCLIST_INSET_M = 0.7
+#: Distances ahead of the camera (first object, spacing, last object) per kind of row.
+PARKED_CAR_FIRST_M = (4.0, 9.0)
+PARKED_CAR_SPACING_M = (5.0, 9.0)
+PARKED_CAR_LAST_M = 90.0
+PARKED_CAR_CHANCE = 0.4  # that a parking space holds a car (× the city's car rate)
+CAR_WIDTH_M, CAR_HEIGHT_M = (1.7, 2.0), (1.4, 1.65)
+MOVING_VEHICLES = 3.0  # per frame (× the city's car rate)
+LANE_OFFSET = (0.25, 0.55)  # a moving vehicle's distance from the centre line, × road half-width
+MOVING_NEAREST_M, MOVING_LAST_M = 7.0, 80.0
+#: Moving vehicles: ten cars to one truck and one bus, their width and height before ±5 % and
+#: ±10 % of spread.
+VEHICLE_KINDS = ["car"] * 10 + ["truck", "bus"]
+VEHICLE_SIZE_M = {"car": (1.8, 1.5), "truck": (2.5, 3.4), "bus": (2.55, 3.1)}
+CAR_COLOURS = (
+    [200, 200, 205],
+    [30, 30, 35],
+    [150, 20, 25],
+    [40, 60, 120],
+    [120, 125, 130],
+    [230, 230, 225],
+    [70, 90, 60],
+)
+BUS_COLOUR, TRUCK_COLOUR = [200, 180, 40], [180, 180, 190]
+#: Groups of persons on the sidewalks (a group has 1 + Poisson(0.6) persons, 0.5 m and 0.7 m of
+#: spread across and along), and the chance of one person crossing the road.
+PERSON_GROUPS = 9.0  # per frame (× the city's person rate)
+GROUP_EXTRA_PERSONS = 0.6
+GROUP_SPREAD_X_M, GROUP_SPREAD_Z_M = 0.5, 0.7
+PERSON_WALL_GAP_M = 0.3  # from the kerb and from the facades
+PERSON_Z_M = (4.0, 55.0)
+PERSON_WIDTH_M, PERSON_HEIGHT_M = (0.45, 0.6), (1.55, 1.95)
+CROSSING_CHANCE, CROSSING_Z_M = 0.3, (8.0, 30.0)
+CROSSING_WIDTH_M, CROSSING_HEIGHT_M = 0.5, (1.6, 1.9)
+LEGS_COLOUR, SKIN_COLOUR = [50, 50, 70], [200, 160, 130]
+CROSSING_LEGS_COLOUR = [40, 40, 60]
+#: Cyclists at the road's edge (a rider 5 cm behind the bicycle: two instances), and bicycles
+#: parked on the sidewalks.
+CYCLISTS, CYCLIST_Z_M = 0.8, (6.0, 45.0)
+RIDING_BICYCLE_M = (1.75, 1.05)  # width (length seen from the side), height
+RIDER_BEHIND_M, RIDER_WIDTH_M, RIDER_HEIGHT_M = 0.05, 0.6, (1.65, 1.8)
+PARKED_BICYCLES, PARKED_BICYCLE_GAP_M, PARKED_BICYCLE_Z_M = 2.0, 0.5, (5.0, 35.0)
+PARKED_BICYCLE_M = (1.7, 1.0)
+#: Poles at the kerb (a uniform roll below 0.2: a traffic light, below 0.8: a sign), then trees
+#: behind them.
+POLE_FIRST_M, POLE_SPACING_M, POLE_LAST_M = (3.0, 12.0), (7.0, 18.0), 110.0
+POLE_WIDTH_M, POLE_HEIGHT_M = (0.12, 0.2), (3.5, 7.5)
+POLE_COLOUR = [140, 140, 140]
+TRAFFIC_LIGHT_BELOW, SIGN_BELOW = 0.2, 0.8
+SIGN_SHAPES = ["circle", "square", "triangle"]
+SIGN_COLOURS = [[220, 30, 30], [30, 60, 200], [230, 200, 30]]
+TREE_FIRST_M, TREE_SPACING_M, TREE_LAST_M = (3.0, 10.0), (6.0, 13.0), 120.0
+TREE_SETBACK_M = (0.6, 1.2)  # from the facades
+TREE_CROWN_M, TREE_HEIGHT_M, TREE_TRUNK_M = (3.0, 6.5), (5.0, 10.0), (1.8, 2.8)
+TREE_COLOUR = [60, 110, 40]
+#: Nothing is placed within this distance of the end of the street (z_end): objects (vehicles,
+#: persons) and roadside rows (poles, trees).
+OBJECT_MARGIN_M, ROADSIDE_MARGIN_M = 5.0, 2.0
+SIDES = (-1, 1)
+
+
+class _Palette:
+    """Colours drawn around a base colour (RGB, ± a normal spread, clipped to 0–255)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def __call__(self, base: Any, spread: float = 25.0) -> NDArray[np.float64]:
+        return np.clip(np.asarray(base, dtype=float) + self.rng.normal(0, spread, 3), 0, 255)
+
+    def random(self) -> NDArray[np.float64]:
+        return self(self.rng.uniform(20, 220, 3))
+
+
 def sample_objects(
     rng: np.random.Generator, style: CityStyle, road: float, sidewalk: float, z_end: float
 ) -> list[SceneObject]:
-    objects: list[SceneObject] = []
-    curb = road + 0.3
+    """The things in one frame's street, in metres: ``road`` is the road's half-width,
+    ``sidewalk`` each sidewalk's width, ``z_end`` where the street ends ahead. The draws from
+    ``rng`` are in a fixed order (the same seed gives the same city)."""
+    colour = _Palette(rng)
+    return [
+        *_vehicles(rng, style, road, z_end, colour),
+        *_persons(rng, style, road, sidewalk, colour),
+        *_bicycles(rng, road, sidewalk, colour),
+        *_roadside(rng, style, road, sidewalk, z_end, colour),
+    ]
 
-    def colour(base: Any, spread: float = 25.0) -> NDArray[np.float64]:
-        return np.clip(np.asarray(base, dtype=float) + rng.normal(0, spread, 3), 0, 255)
 
-    car_colours = (
-        [200, 200, 205],
-        [30, 30, 35],
-        [150, 20, 25],
-        [40, 60, 120],
-        [120, 125, 130],
-        [230, 230, 225],
-        [70, 90, 60],
-    )
-    # Parked cars along both kerbs, moving cars and the odd truck or bus in the lanes.
-    for side in (-1, 1):
-        z = rng.uniform(4, 9)
-        while z < min(z_end - 5, 90):
-            if rng.random() < 0.4 * style.car_rate:
-                paint_job = colour(car_colours[rng.integers(len(car_colours))])
+def _vehicles(
+    rng: np.random.Generator, style: CityStyle, road: float, z_end: float, colour: _Palette
+) -> list[SceneObject]:
+    """Parked cars along both kerbs; moving cars and the odd truck or bus in the lanes."""
+    objects = []
+    for side in SIDES:
+        z = rng.uniform(*PARKED_CAR_FIRST_M)
+        while z < min(z_end - OBJECT_MARGIN_M, PARKED_CAR_LAST_M):
+            if rng.random() < PARKED_CAR_CHANCE * style.car_rate:
+                paint_job = colour(CAR_COLOURS[rng.integers(len(CAR_COLOURS))])
                 objects.append(
                     SceneObject(
                         "car",
-                        side * (road - 1.1),
+                        side * (road - PARKED_CAR_INSET_M),
                         z,
-                        rng.uniform(1.7, 2.0),
-                        rng.uniform(1.4, 1.65),
+                        rng.uniform(*CAR_WIDTH_M),
+                        rng.uniform(*CAR_HEIGHT_M),
                         paint_job,
                     )
                 )
-            z += rng.uniform(5.0, 9.0)
-    for _ in range(rng.poisson(3.0 * style.car_rate)):
-        lane = rng.choice([-1, 1]) * rng.uniform(0.25, 0.55) * road
-        kind = rng.choice(["car"] * 10 + ["truck", "bus"])
-        width, height = {"car": (1.8, 1.5), "truck": (2.5, 3.4), "bus": (2.55, 3.1)}[kind]
+            z += rng.uniform(*PARKED_CAR_SPACING_M)
+    for _ in range(rng.poisson(MOVING_VEHICLES * style.car_rate)):
+        lane = rng.choice([-1, 1]) * rng.uniform(*LANE_OFFSET) * road
+        kind = rng.choice(VEHICLE_KINDS)
+        width, height = VEHICLE_SIZE_M[kind]
         base = (
-            car_colours[rng.integers(len(car_colours))]
+            CAR_COLOURS[rng.integers(len(CAR_COLOURS))]
             if kind == "car"
-            else ([200, 180, 40] if kind == "bus" else [180, 180, 190])
+            else (BUS_COLOUR if kind == "bus" else TRUCK_COLOUR)
         )
         objects.append(
             SceneObject(
                 kind,
                 lane,
-                rng.uniform(7, min(z_end - 5, 80)),
+                rng.uniform(MOVING_NEAREST_M, min(z_end - OBJECT_MARGIN_M, MOVING_LAST_M)),
                 width * rng.uniform(0.95, 1.05),
                 height * rng.uniform(0.9, 1.1),
                 colour(base),
             )
         )
-    # Persons on the sidewalks, in groups, and sometimes crossing.
-    for _ in range(rng.poisson(9.0 * style.person_rate)):
+    return objects
+
+
+def _persons(
+    rng: np.random.Generator, style: CityStyle, road: float, sidewalk: float, colour: _Palette
+) -> list[SceneObject]:
+    """Persons on the sidewalks, in groups, and sometimes one crossing the road."""
+    objects = []
+    curb = road + KERB_OFFSET_M
+    for _ in range(rng.poisson(PERSON_GROUPS * style.person_rate)):
         side = rng.choice([-1, 1])
-        x, z = side * rng.uniform(curb + 0.3, road + sidewalk - 0.3), rng.uniform(4, 55)
-        for _ in range(1 + rng.poisson(0.6)):
+        x = side * rng.uniform(curb + PERSON_WALL_GAP_M, road + sidewalk - PERSON_WALL_GAP_M)
+        z = rng.uniform(*PERSON_Z_M)
+        for _ in range(1 + rng.poisson(GROUP_EXTRA_PERSONS)):
             objects.append(
                 SceneObject(
                     "person",
-                    x + rng.normal(0, 0.5),
-                    z + rng.normal(0, 0.7),
-                    rng.uniform(0.45, 0.6),
-                    rng.uniform(1.55, 1.95),
+                    x + rng.normal(0, GROUP_SPREAD_X_M),
+                    z + rng.normal(0, GROUP_SPREAD_Z_M),
+                    rng.uniform(*PERSON_WIDTH_M),
+                    rng.uniform(*PERSON_HEIGHT_M),
                     colour(rng.uniform(20, 220, 3), 10),
-                    extra={"legs": colour([50, 50, 70], 30), "skin": colour([200, 160, 130], 30)},
+                    extra={"legs": colour(LEGS_COLOUR, 30), "skin": colour(SKIN_COLOUR, 30)},
                 )
             )
-    if rng.random() < 0.3:
+    if rng.random() < CROSSING_CHANCE:
         objects.append(
             SceneObject(
                 "person",
                 rng.uniform(-road, road),
-                rng.uniform(8, 30),
-                0.5,
-                rng.uniform(1.6, 1.9),
-                colour(rng.uniform(20, 220, 3)),
-                extra={"legs": colour([40, 40, 60]), "skin": colour([200, 160, 130])},
+                rng.uniform(*CROSSING_Z_M),
+                CROSSING_WIDTH_M,
+                rng.uniform(*CROSSING_HEIGHT_M),
+                colour.random(),
+                extra={"legs": colour(CROSSING_LEGS_COLOUR), "skin": colour(SKIN_COLOUR)},
             )
         )
-    # Cyclists (a rider on a bicycle: two instances) and parked bicycles.
-    for _ in range(rng.poisson(0.8)):
-        x, z = rng.choice([-1, 1]) * (road - 0.7), rng.uniform(6, 45)
-        frame = colour(rng.uniform(20, 220, 3))
-        objects.append(SceneObject("bicycle", x, z, 1.75, 1.05, frame))
+    return objects
+
+
+def _bicycles(
+    rng: np.random.Generator, road: float, sidewalk: float, colour: _Palette
+) -> list[SceneObject]:
+    """Cyclists (a rider on a bicycle: two instances) and parked bicycles."""
+    objects = []
+    for _ in range(rng.poisson(CYCLISTS)):
+        x, z = rng.choice([-1, 1]) * (road - CYCLIST_INSET_M), rng.uniform(*CYCLIST_Z_M)
+        frame = colour.random()
+        objects.append(SceneObject("bicycle", x, z, *RIDING_BICYCLE_M, frame))
         objects.append(
             SceneObject(
                 "rider",
                 x,
-                z - 0.05,
-                0.6,
-                rng.uniform(1.65, 1.8),
-                colour(rng.uniform(20, 220, 3)),
-                extra={"legs": colour([40, 40, 60]), "skin": colour([200, 160, 130])},
+                z - RIDER_BEHIND_M,
+                RIDER_WIDTH_M,
+                rng.uniform(*RIDER_HEIGHT_M),
+                colour.random(),
+                extra={"legs": colour(CROSSING_LEGS_COLOUR), "skin": colour(SKIN_COLOUR)},
             )
         )
-    for _ in range(rng.poisson(2.0)):
-        x = rng.choice([-1, 1]) * rng.uniform(curb + 0.5, road + sidewalk - 0.5)
-        objects.append(
-            SceneObject("bicycle", x, rng.uniform(5, 35), 1.7, 1.0, colour(rng.uniform(20, 220, 3)))
+    curb = road + KERB_OFFSET_M
+    for _ in range(rng.poisson(PARKED_BICYCLES)):
+        x = rng.choice([-1, 1]) * rng.uniform(
+            curb + PARKED_BICYCLE_GAP_M, road + sidewalk - PARKED_BICYCLE_GAP_M
         )
-    # Street furniture at the kerb: poles, some with a sign or a traffic light; trees behind.
-    for side in (-1, 1):
-        z = rng.uniform(3, 12)
-        while z < min(z_end - 2, 110):
+        z = rng.uniform(*PARKED_BICYCLE_Z_M)
+        objects.append(SceneObject("bicycle", x, z, *PARKED_BICYCLE_M, colour.random()))
+    return objects
+
+
+def _roadside(
+    rng: np.random.Generator,
+    style: CityStyle,
+    road: float,
+    sidewalk: float,
+    z_end: float,
+    colour: _Palette,
+) -> list[SceneObject]:
+    """Street furniture at the kerb, poles with a sign or a traffic light; trees behind."""
+    objects = []
+    curb = road + KERB_OFFSET_M
+    for side in SIDES:
+        z = rng.uniform(*POLE_FIRST_M)
+        while z < min(z_end - ROADSIDE_MARGIN_M, POLE_LAST_M):
             roll = rng.random()
+            sign = "light" if roll < TRAFFIC_LIGHT_BELOW else "sign" if roll < SIGN_BELOW else None
             objects.append(
                 SceneObject(
                     "pole",
                     side * curb,
                     z,
-                    rng.uniform(0.12, 0.2),
-                    rng.uniform(3.5, 7.5),
-                    colour([140, 140, 140], 15),
+                    rng.uniform(*POLE_WIDTH_M),
+                    rng.uniform(*POLE_HEIGHT_M),
+                    colour(POLE_COLOUR, 15),
                     extra={
-                        "sign": ("light" if roll < 0.2 else "sign" if roll < 0.8 else None),
-                        "shape": rng.choice(["circle", "square", "triangle"]),
-                        "sign_colour": colour(
-                            [[220, 30, 30], [30, 60, 200], [230, 200, 30]][rng.integers(3)], 20
-                        ),
+                        "sign": sign,
+                        "shape": rng.choice(SIGN_SHAPES),
+                        "sign_colour": colour(SIGN_COLOURS[rng.integers(len(SIGN_COLOURS))], 20),
                         "side": -side,
                     },
                 )
             )
-            z += rng.uniform(7, 18)
-        z = rng.uniform(3, 10)
-        while z < min(z_end - 2, 120):
+            z += rng.uniform(*POLE_SPACING_M)
+        z = rng.uniform(*TREE_FIRST_M)
+        while z < min(z_end - ROADSIDE_MARGIN_M, TREE_LAST_M):
             if rng.random() < style.tree_rate:
-                crown = rng.uniform(3.0, 6.5)
+                crown = rng.uniform(*TREE_CROWN_M)
                 objects.append(
                     SceneObject(
                         "tree",
-                        side * (road + sidewalk - rng.uniform(0.6, 1.2)),
+                        side * (road + sidewalk - rng.uniform(*TREE_SETBACK_M)),
                         z,
                         crown,
-                        rng.uniform(5.0, 10.0),
-                        colour([60, 110, 40], 20),
-                        extra={"trunk": rng.uniform(1.8, 2.8), "salt": int(rng.integers(1 << 30))},
+                        rng.uniform(*TREE_HEIGHT_M),
+                        colour(TREE_COLOUR, 20),
+                        extra={
+                            "trunk": rng.uniform(*TREE_TRUNK_M),
+                            "salt": int(rng.integers(1 << 30)),
+                        },
                     )
                 )
-            z += rng.uniform(6, 13)
+            z += rng.uniform(*TREE_SPACING_M)
     return objects
 
 

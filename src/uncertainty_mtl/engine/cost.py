@@ -1,0 +1,46 @@
+"""What a run costs: its peak memory (training seconds are summed by the trainer over its
+sessions, up to each checkpoint)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+import torch
+
+__all__ = ["peak_memory", "reset_peak_memory"]
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Starts :func:`peak_memory`'s count now: the CUDA allocator's peak, or on Linux the
+    process's peak resident set (``/proc/self/clear_refs``), so that a process that trains runs
+    one after another (an executor's worker) reports each run's own peak."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """``peak_memory_mb`` since :func:`reset_peak_memory`, and ``peak_memory_kind``: on a GPU the
+    CUDA allocator's peak (``cuda_allocated``); on the CPU the process's peak resident set
+    (``process_rss``: it includes the interpreter and the touched pages of memory-mapped data,
+    not the data-loader workers), read from ``/proc`` on Linux, else the process's lifetime peak
+    (``process_rss_lifetime``), or ``None`` where neither exists."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        return {"peak_memory_mb": peak, "peak_memory_kind": "cuda_allocated"}
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                kib = float(line.split()[1])
+                return {"peak_memory_mb": kib / 2**10, "peak_memory_kind": "process_rss"}
+    try:
+        import resource
+    except ImportError:  # Windows
+        return {"peak_memory_mb": None, "peak_memory_kind": None}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 2**20 if sys.platform == "darwin" else 2**10  # bytes on macOS, KiB elsewhere
+    return {"peak_memory_mb": rss / scale, "peak_memory_kind": "process_rss_lifetime"}

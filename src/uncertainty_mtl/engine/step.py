@@ -1,0 +1,79 @@
+"""The optimiser step every training loop shares (the scene trainer, the two-task study, the
+methods benchmark): one update from a forward pass's outputs, with the hooks a weighting needs,
+and the constraints of the gradient aggregators, checked before a run starts."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from uncertainty_mtl.config import ConfigError, TrainConfig
+from uncertainty_mtl.engine.builders import scales_gradients
+from uncertainty_mtl.engine.distributed import Process
+from uncertainty_mtl.weighting import Weighting
+
+__all__ = ["SharedTrunk", "check_aggregation", "update"]
+
+
+class SharedTrunk(Protocol):
+    """What :func:`update` needs of a network: the parameters every task depends on, and the last
+    layer of them (``MultiTaskNet``, ``ConvAutoencoderClassifier``)."""
+
+    def last_shared_layer(self) -> nn.Module: ...
+
+    def shared_parameters(self) -> list[nn.Parameter]: ...
+
+
+def update(
+    model: SharedTrunk,
+    weighting: Weighting,
+    optimiser: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    total: Tensor,
+    losses: dict[str, Tensor],
+    features: Tensor | None,
+) -> None:
+    """One optimiser update from a forward pass's outputs (``NetWithLoss``), with the hooks a
+    weighting may need: GradNorm's task gradients at the last shared layer before the backward
+    pass and its own step after the optimiser's; a gradient aggregator's backward from the
+    shared ``features`` instead of ``total.backward()``."""
+    if weighting.needs_task_gradients:  # one backward per task, down to W only
+        scale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
+        shared = list(model.last_shared_layer().parameters())
+        weighting.task_gradients(losses, shared, scale=scale)
+    optimiser.zero_grad(set_to_none=True)
+    if features is not None:  # a gradient aggregator combines the per-task gradients
+        shared = [p for p in model.shared_parameters() if p.requires_grad]
+        weighting.backward_from_features(losses, features, shared)
+    else:
+        scaled: Tensor = scaler.scale(total)
+        scaled.backward()  # type: ignore[no-untyped-call]
+    scaler.step(optimiser)
+    scaler.update()
+    weighting.after_step()
+
+
+def check_aggregation(config: TrainConfig, proc: Process) -> None:
+    """Gradient aggregators combine the Jacobian of one process's batch: under DDP each rank
+    would aggregate its own and the ranks' updates would be averaged (another method); a
+    float16 gradient scaler would scale the rows an aggregator compares; and torchjd
+    differentiates the task losses under ``vmap``, which a compiled backward refuses. All three
+    are refused before the run starts."""
+    kind = config.weighting.kind
+    if config.run.compile:
+        raise ConfigError(
+            f"weighting.kind {kind!r}: gradient aggregators need run.compile false (torchjd "
+            "differentiates each task's loss under vmap, which a compiled backward refuses)"
+        )
+    if proc.world > 1:
+        raise ConfigError(
+            f"weighting.kind {kind!r}: gradient aggregators train on one process "
+            f"(this run has {proc.world}); run it without torchrun"
+        )
+    if scales_gradients(config, proc.device):
+        raise ConfigError(
+            f"weighting.kind {kind!r}: gradient aggregators need optim.amp false on a GPU "
+            "without bfloat16 (a float16 gradient scaler would scale the task gradients)"
+        )
