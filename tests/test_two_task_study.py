@@ -11,8 +11,8 @@ import pytest
 
 from uncertainty_mtl.cli import main
 from uncertainty_mtl.data.mnist_like import write_idx
+from uncertainty_mtl.experiments import two_task as runs
 from uncertainty_mtl.experiments import two_task as study
-from uncertainty_mtl.experiments import two_task_runs as runs
 
 ROWS = {
     "classification_only",
@@ -71,8 +71,13 @@ def test_smoke_study_writes_every_output_and_a_rerun_trains_nothing(tmp_path):
         "weight/classification",
         "lr",
     } <= set(records[0])
-    result = json.loads((run / "result.json").read_text())
-    assert result["history"][0]["step"] == 0 and result["history"][-1]["step"] == result["steps"]
+    result = json.loads((run / "results.json").read_text())
+    # the scene runs' format: the reported split's metrics and the training's cost
+    assert result["split"] == "test" and result["metrics"] == result["final"]["test"]
+    training = result["training"]
+    assert training["seconds"] > 0 and training["peak_memory_kind"] == "process_rss"
+    assert result["history"][0]["step"] == 0 and result["history"][-1]["step"] == training["steps"]
+    assert not list((tmp_path / "runs").rglob("result.json"))
 
     second = study.run_study(config, tmp_path, progress=False)
     assert second["trained_runs"] == 0
@@ -215,7 +220,7 @@ def test_two_task_loop_calls_every_weighting_hook(tmp_path, monkeypatch):
     moved = {}
     for method in ("dwa", "gradnorm", "mgda"):
         result = runs.train_run(two_task_study.resolve(runs.method_run(method)), tmp_path / method)
-        assert result["method"] == method and result["training_seconds"] > 0
+        assert result["method"] == method and result["training"]["seconds"] > 0
         weights = result["effective_weights"]
         moved[method] = max(abs(w - 1.0) for w in weights.values())
     assert epochs == [0, 1, 2]
@@ -246,7 +251,7 @@ def test_methods_on_the_two_task_study_share_its_rows_and_compute_delta_m(
     single_acc = study_rows["classification_only"]["test"]["accuracy"]["mean"]
     single_l1 = study_rows["reconstruction_only"]["test"]["reconstruction_l1"]["mean"]
     for method, row in rows.items():
-        test = json.loads((tmp_path / row["runs"][0] / "result.json").read_text())["final"]["test"]
+        test = json.loads((tmp_path / row["runs"][0] / "results.json").read_text())["metrics"]
         by_hand = (
             -(test["accuracy"] - single_acc) / single_acc
             + (test["reconstruction_l1"] - single_l1) / single_l1
@@ -255,7 +260,9 @@ def test_methods_on_the_two_task_study_share_its_rows_and_compute_delta_m(
     # the training time is summed from the runs the table used, the single-task ones included
     used = {run for row in rows.values() for run in row["runs"]}
     used |= {str(d) for d in (tmp_path / "runs").glob("fixed-[01].00-*/seed0")}
-    seconds = [json.loads((Path(r) / "result.json").read_text())["training_seconds"] for r in used]
+    seconds = [
+        json.loads((Path(r) / "results.json").read_text())["training"]["seconds"] for r in used
+    ]
     assert len(used) == 6 and summary["training_time_s"] == pytest.approx(sum(seconds))
     assert (tmp_path / "methods.png").read_bytes()[:4] == b"\x89PNG"
     assert "| mgda |" in (tmp_path / "methods.md").read_text()

@@ -498,7 +498,7 @@ def _two_task_config(args: argparse.Namespace) -> Any:
     shrinking (``--smoke``, or ``--preset smoke`` of ``reproduce methods``)."""
     from dataclasses import replace
 
-    from uncertainty_mtl.experiments import two_task_runs as runs
+    from uncertainty_mtl.experiments import two_task as runs
 
     given = {
         "data_dir": args.data_dir,

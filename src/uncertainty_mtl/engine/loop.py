@@ -74,7 +74,7 @@ from uncertainty_mtl.engine.evaluate import (
 )
 from uncertainty_mtl.engine.rundir import open_run_directory
 from uncertainty_mtl.engine.sampling import EpochBatches, SeededFrames
-from uncertainty_mtl.engine.step import check_aggregation, update
+from uncertainty_mtl.engine.step import check_aggregation, log_record, update
 from uncertainty_mtl.errors import RunDirectoryError, TrainingError
 from uncertainty_mtl.tasks.registry import task_errors
 
@@ -410,14 +410,7 @@ class Trainer:
             if syncing or self.step % self.finite_check_every == 0:
                 self.check_finite(losses, total, parameters=syncing)
             if logging:
-                record = {
-                    "step": self.step,
-                    "epoch": epoch,
-                    **{f"loss/{t}": float(v.detach()) for t, v in losses.items()},
-                    "loss/total": float(total.detach()),
-                    **self.weighting.log_dict(),
-                    "lr": lr,
-                }
+                record = log_record(self.step, epoch, losses, total, self.weighting, lr)
                 self.log(record)
                 shown = {t: f"{record[f'loss/{t}']:.3g}" for t in self.tasks}
                 variances = self.weighting.variances().items()

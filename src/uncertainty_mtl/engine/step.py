@@ -4,7 +4,7 @@ and the constraints of the gradient aggregators, checked before a run starts."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +14,7 @@ from uncertainty_mtl.engine.builders import scales_gradients
 from uncertainty_mtl.engine.distributed import Process
 from uncertainty_mtl.weighting import Weighting
 
-__all__ = ["SharedTrunk", "check_aggregation", "update"]
+__all__ = ["SharedTrunk", "check_aggregation", "log_record", "update"]
 
 
 class SharedTrunk(Protocol):
@@ -77,3 +77,24 @@ def check_aggregation(config: TrainConfig, proc: Process) -> None:
             f"weighting.kind {kind!r}: gradient aggregators need optim.amp false on a GPU "
             "without bfloat16 (a float16 gradient scaler would scale the task gradients)"
         )
+
+
+def log_record(
+    step: int,
+    epoch: int,
+    losses: dict[str, Tensor],
+    total: Tensor,
+    weighting: Weighting,
+    lr: float,
+) -> dict[str, Any]:
+    """One line of a run's ``metrics.jsonl`` (every loop writes the same keys): ``step``,
+    ``epoch``, ``loss/<task>``, ``loss/total``, the weighting's ``log_dict`` (``log_var/``,
+    ``var/``, ``weight/<task>`` as it has them) and ``lr``, the rate the step used."""
+    return {
+        "step": step,
+        "epoch": epoch,
+        **{f"loss/{t}": float(v.detach()) for t, v in losses.items()},
+        "loss/total": float(total.detach()),
+        **weighting.log_dict(),
+        "lr": lr,
+    }

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.experiments import table1, two_task, two_task_runs
+from uncertainty_mtl.experiments import table1, two_task
 from uncertainty_mtl.experiments.executors import Executor
 from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, mean_metrics
@@ -178,15 +178,15 @@ def _two_task_run(method: str, seed: int, chosen: float | None) -> Run:
     """A method's run on the two-task study; the uncertainty weighting and the approx.-optimal
     weights are the study's own rows (the same runs)."""
     if method == "uncertainty":
-        return two_task_runs.learned_run("likelihood", seed)
+        return two_task.learned_run("likelihood", seed)
     if method == "approx-optimal":
         assert chosen is not None
-        return two_task_runs.fixed_run(chosen, seed)
-    return two_task_runs.method_run(method, seed)
+        return two_task.fixed_run(chosen, seed)
+    return two_task.method_run(method, seed)
 
 
 def reproduce_two_task_methods(
-    config: two_task_runs.StudyConfig,
+    config: two_task.StudyConfig,
     out: str | os.PathLike[str],
     *,
     executor: Executor,
@@ -199,28 +199,28 @@ def reproduce_two_task_methods(
     every other method for ``config.seeds`` seeds; writes ``methods.md``, ``methods.json`` and
     ``methods.png`` into ``out``. Reported on the test split."""
     start = time.perf_counter()
-    two_task_runs.load_splits(config)  # bad data fails here, before anything is written
+    two_task.load_splits(config)  # bad data fails here, before anything is written
     with Runner(
-        two_task_runs.TwoTaskStudy(config, device), Path(out), executor, progress
+        two_task.TwoTaskStudy(config, device), Path(out), executor, progress
     ) as runner:  # locked before the study's runner takes the same lock again (SPEC §10)
         study = two_task.run_study(config, out, executor=executor, device=device, progress=progress)
         return _two_task_methods(config, study, runner, start)
 
 
 def _two_task_methods(
-    config: two_task_runs.StudyConfig,
+    config: two_task.StudyConfig,
     study: dict[str, Any],
-    runner: Runner[two_task_runs.TwoTaskStudy],
+    runner: Runner[two_task.TwoTaskStudy],
     start: float,
 ) -> dict[str, Any]:
-    tasks = two_task_runs.TASKS
+    tasks = two_task.TASKS
     seeds = range(config.seeds)
     weights = study["approx_optimal"]["weights"]
     chosen = None if weights is None else float(weights["classification"])
     methods = [m for m in METHODS if m != "approx-optimal" or chosen is not None]
     singles = {
-        "classification": [two_task_runs.fixed_run(1.0, s) for s in seeds],
-        "reconstruction": [two_task_runs.fixed_run(0.0, s) for s in seeds],
+        "classification": [two_task.fixed_run(1.0, s) for s in seeds],
+        "reconstruction": [two_task.fixed_run(0.0, s) for s in seeds],
     }
     runs = {m: [_two_task_run(m, s, chosen) for s in seeds] for m in methods}
     done = runner.results(
@@ -234,18 +234,11 @@ def _two_task_methods(
     rows: dict[str, Any] = {}
     for method in methods:
         results = [done[r] for r in runs[method]]
-        seconds = [
-            r["training_seconds"] / r["steps"] if "training_seconds" in r else None for r in results
-        ]
         row: dict[str, Any] = {
             "kind": "aggregator" if method in AGGREGATORS else "loss weighting",
             "metrics": two_task.split_summaries(results, "test"),
-            "delta_m": summarise([delta_m(r["final"]["test"], single, tasks) for r in results]),
-            **_cost(
-                seconds,
-                [r.get("peak_memory_mb") for r in results],
-                results[0].get("peak_memory_kind"),
-            ),
+            "delta_m": summarise([delta_m(r["metrics"], single, tasks) for r in results]),
+            **_per_step(results),
             "runs": [str(runner.run_dir(r)) for r in runs[method]],
         }
         if method == "approx-optimal":

@@ -150,14 +150,13 @@ def _read_result(path: Path) -> dict[str, Any]:
 
 
 def training_seconds(result: Mapping[str, Any]) -> float:
-    """A run's training seconds from its result: a scene run's ``training.seconds``, a two-task
-    run's ``training_seconds`` (or, from before it was recorded, its ``wall_time_s``); 0 where a
-    result has none."""
+    """A run's training seconds from its ``results.json``: ``training.seconds`` (summed over its
+    sessions), or from scene runs of before it was recorded ``training.seconds_this_session``;
+    0 where a result has neither."""
     training = result.get("training")
-    if isinstance(training, dict):
-        seconds = training.get("seconds", training.get("seconds_this_session"))
-    else:
-        seconds = result.get("training_seconds", result.get("wall_time_s"))
+    if not isinstance(training, dict):
+        return 0.0
+    seconds = training.get("seconds", training.get("seconds_this_session"))
     return float(seconds) if isinstance(seconds, int | float) else 0.0
 
 

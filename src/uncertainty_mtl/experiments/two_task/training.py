@@ -1,0 +1,202 @@
+"""One two-task run: its data, its losses and metrics, and its training through the engine's
+step (:func:`~uncertainty_mtl.engine.step.update`), recorded as a scene run is: ``metrics.jsonl``
+(the engine's log record) and ``results.json`` (``split``, ``metrics``, ``training``, and the
+study's own keys)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl.data.mnist_like import (
+    ImageSplits,
+    load_digits_splits,
+    load_fashion_mnist_splits,
+)
+from uncertainty_mtl.engine.cost import peak_memory, reset_peak_memory
+from uncertainty_mtl.engine.step import log_record, update
+from uncertainty_mtl.errors import ConfigError
+from uncertainty_mtl.experiments.two_task.config import StudyConfig, TwoTaskRun
+from uncertainty_mtl.models.autoencoder import ConvAutoencoderClassifier
+from uncertainty_mtl.tasks import classification, reconstruction
+from uncertainty_mtl.weighting import parameter_groups
+
+__all__ = ["RESULT_FILE", "evaluate", "load_splits", "task_losses", "train_run"]
+
+#: What a finished run holds, the scene runs' file.
+RESULT_FILE = "results.json"
+
+
+def load_splits(config: StudyConfig | TwoTaskRun) -> ImageSplits:
+    """The configured data set's train/val/test splits (errors name the bad file)."""
+    return _splits(config.dataset, config.data_dir, config.max_train, config.max_eval)
+
+
+@cache
+def _splits(
+    dataset: str, data_dir: str | None, max_train: int | None, max_eval: int | None
+) -> ImageSplits:
+    if dataset == "digits":
+        splits = load_digits_splits()
+    elif data_dir is None:
+        raise ConfigError(
+            "dataset 'fashion-mnist' needs data_dir (--data-dir): the directory holding "
+            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+            "t10k-labels-idx1-ubyte (each may be .gz)"
+        )
+    else:
+        splits = load_fashion_mnist_splits(data_dir)
+    if max_train is not None or max_eval is not None:
+        splits = splits.subset(max_train or len(splits.train[1]), max_eval or 10**9)
+    return splits
+
+
+@torch.no_grad()
+def evaluate(
+    model: ConvAutoencoderClassifier,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    batch_size: int = 1000,
+) -> dict[str, float]:
+    """Metrics of the model's heads over a whole split.
+
+    Returns:
+        ``accuracy`` (% correct) and/or ``reconstruction_l1`` (mean absolute pixel error, pixels in
+        [0, 1]), for the heads the model has.
+    """
+    was_training = model.training
+    model.eval()
+    correct, abs_error, n = 0, 0.0, len(labels)
+    for start in range(0, n, batch_size):
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        out = model(x)
+        if "classification" in out:
+            correct += classification.correct_count(out["classification"], y)
+        if "reconstruction" in out:
+            abs_error += float((out["reconstruction"] - x).abs().sum())
+    model.train(was_training)
+    metrics = {}
+    if "classification" in model.tasks:
+        metrics["accuracy"] = 100.0 * correct / n
+    if "reconstruction" in model.tasks:
+        metrics["reconstruction_l1"] = abs_error / images[0].numel() / n
+    return metrics
+
+
+def task_losses(outputs: dict[str, Tensor], images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    losses = {}
+    if "classification" in outputs:
+        losses["classification"] = classification.classification_loss(
+            outputs["classification"], labels
+        )
+    if "reconstruction" in outputs:
+        losses["reconstruction"] = reconstruction.reconstruction_loss(
+            outputs["reconstruction"], images
+        )
+    return losses
+
+
+def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict[str, Any]:
+    """Trains one row for one seed and writes ``metrics.jsonl`` and ``results.json`` in
+    ``run_dir``; returns the result."""
+    start = time.perf_counter()
+    splits = load_splits(run)
+    device = torch.device(run.device)
+    x_train, y_train = (torch.from_numpy(a).to(device) for a in splits.train)
+    evals = {
+        split: tuple(torch.from_numpy(a).to(device) for a in getattr(splits, split))
+        for split in ("val", "test")
+    }
+    torch.manual_seed(run.seed)
+    model = ConvAutoencoderClassifier(
+        splits.image_size,
+        tasks=run.tasks,
+        num_classes=splits.num_classes,
+        mean=float(x_train.mean()),
+        std=float(x_train.std()),
+    ).to(device)
+    weighting = run.make_weighting().to(device)
+    optimiser = torch.optim.Adam(
+        parameter_groups(
+            model, weighting, lr=run.lr, weight_decay=0.0, weighting_lr=run.weighting_lr
+        )
+    )
+    order = torch.Generator().manual_seed(run.seed)
+    steps_per_epoch = math.ceil(len(y_train) / run.batch_size)
+    total_steps = run.epochs * steps_per_epoch
+
+    def evaluation(step: int) -> dict[str, Any]:
+        row: dict[str, Any] = {"step": step}
+        for split, (x, y) in evals.items():
+            row.update({f"{split}/{k}": v for k, v in evaluate(model, x, y).items()})
+        return row
+
+    from tqdm.auto import tqdm
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records: list[str] = []
+    history = [evaluation(0)]
+    step = 0
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # the update's hooks expect one
+    reset_peak_memory(device)
+    evaluating = 0.0  # seconds spent on the curves' evaluations, not on training
+    looping = time.perf_counter()
+    bar = tqdm(total=total_steps, desc=str(run_dir), leave=False, disable=not progress)
+    for epoch in range(run.epochs):
+        weighting.on_epoch(epoch)  # epoch statistics (DWA's loss ratios)
+        for index in torch.split(torch.randperm(len(y_train), generator=order), run.batch_size):
+            x, y = x_train[index], y_train[index]
+            code = model.features(x)
+            losses = task_losses(model.outputs(code), x, y)
+            total = weighting(losses)
+            features = code if weighting.needs_features else None
+            update(model, weighting, optimiser, scaler, total, losses, features)
+            step += 1
+            if step % run.log_every == 0:
+                record = log_record(
+                    step, epoch, losses, total, weighting, optimiser.param_groups[0]["lr"]
+                )
+                records.append(json.dumps(record))
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.startswith("loss/")})
+            if step % run.eval_every == 0 or step == total_steps:
+                tic = time.perf_counter()
+                history.append(evaluation(step))
+                evaluating += time.perf_counter() - tic
+            bar.update()
+    bar.close()
+    training_seconds = time.perf_counter() - looping - evaluating
+    write_text(run_dir / "metrics.jsonl", "\n".join(records) + "\n")
+    final = {"val": evaluate(model, *evals["val"]), "test": evaluate(model, *evals["test"])}
+    result = {
+        # the keys of a scene run's results.json
+        "split": "test",
+        "metrics": final["test"],
+        "training": {
+            "steps": total_steps,
+            "seconds": training_seconds,
+            "seconds_this_session": training_seconds,
+            "wall_time_s": time.perf_counter() - start,
+            **peak_memory(device),
+        },
+        # the study's own
+        "seed": run.seed,
+        "tasks": list(run.tasks),
+        "weights": run.weights,
+        "convention": run.convention,
+        "method": run.method,
+        "final": final,
+        "log_variances": weighting.log_variances(),
+        "effective_weights": weighting.effective_weights(),
+        "history": history,
+    }
+    write_json(run_dir / RESULT_FILE, result)
+    return result
