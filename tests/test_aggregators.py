@@ -140,18 +140,28 @@ def test_a_scene_run_with_an_aggregator_trains_logs_and_resumes_exactly(
     assert records[-1]["weight/semantic"] != 1.0  # the aggregator's weights, not the default
 
 
-def test_aggregators_refuse_several_processes_compile_and_float16_scaling(city):
+def test_aggregators_refuse_several_processes_compile_and_amp(city, tmp_path, capsys):
     from types import SimpleNamespace
 
-    from uncertainty_mtl.engine.step import check_aggregation as _check_aggregation
+    from uncertainty_mtl.cli import main
+    from uncertainty_mtl.engine.step import check_aggregation
 
     config = scene(city, "weighting.kind=pcgrad")
-    _check_aggregation(config, SimpleNamespace(world=1, device=torch.device("cpu")))
+    check_aggregation(config, SimpleNamespace(world=1, device=torch.device("cpu")))
     with pytest.raises(ConfigError, match="one process"):
-        _check_aggregation(config, SimpleNamespace(world=2, device=torch.device("cpu")))
-    compiled = scene(city, "weighting.kind=pcgrad", "run.compile=true")
+        check_aggregation(config, SimpleNamespace(world=2, device=torch.device("cpu")))
     with pytest.raises(ConfigError, match=r"run\.compile false"):
-        _check_aggregation(compiled, SimpleNamespace(world=1, device=torch.device("cpu")))
+        scene(city, "weighting.kind=pcgrad", "run.compile=true")
+    # AMP used to fail at the first step with a traceback and a half-made run directory.
+    for kind in ("pcgrad", "upgrad", "mgda"):
+        out = tmp_path / kind
+        args = ["train", "--config", "smoke", "--out", str(out), "--quiet"]
+        for item in (f"data.root={city}", "data.synthetic=false", f"weighting.kind={kind}"):
+            args += ["--set", item]
+        assert main([*args, "--set", "optim.amp=true"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("umtl: error: ") and "optim.amp false" in err and "\n" not in err
+        assert not out.exists()
     assert scene(city, "weighting.kind=cagrad", "weighting.cagrad.c=0.2").weighting.cagrad.c == 0.2
     with pytest.raises(ConfigError, match=r"weighting\.cagrad is for kind 'cagrad' only"):
         scene(city, "weighting.kind=pcgrad", "weighting.cagrad.c=0.2")

@@ -366,3 +366,29 @@ def test_dwa_under_ddp_uses_the_means_over_every_rank(tmp_path):
     assert ranks[0] == ranks[1]
     assert ranks[0] == pytest.approx(reference([0, 1]), rel=1e-6)
     assert reference([0]) != pytest.approx(reference([0, 1]), rel=1e-3)  # the test can fail
+
+
+def test_gradnorm_refuses_a_bare_tensor_and_a_step_without_task_gradients():
+    """Both used to leave every weight at 1.0 without a word."""
+    layer = nn.Linear(3, 2)
+    torch.manual_seed(0)
+    x = torch.randn(8, 3)
+
+    def losses():
+        out = layer(x)
+        return {"a": out[:, 0].pow(2).mean(), "b": out[:, 1].abs().mean()}
+
+    weighting = GradNorm(["a", "b"], lr=0.5)
+    step = losses()
+    with pytest.raises(TypeError, match="list of the last shared layer's parameters"):
+        weighting.task_gradients(step, layer.weight)
+    weighting(step)
+    with pytest.raises(RuntimeError, match=r"task_gradients\(losses, shared\) was not called"):
+        weighting.after_step()
+    # Called as documented, the weights move.
+    for _ in range(2):
+        step = losses()
+        weighting.task_gradients(step, [layer.weight])
+        weighting(step)
+        weighting.after_step()
+    assert max(abs(w - 1.0) for w in weighting.effective_weights().values()) > 1e-3

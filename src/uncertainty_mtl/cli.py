@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import uncertainty_mtl
 from uncertainty_mtl.experiments.executors import LAUNCHERS as _EXECUTOR_LAUNCHERS
 
 if TYPE_CHECKING:
@@ -116,6 +117,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Multi-task learning using uncertainty to weigh losses (Kendall et al. 2018).",
     )
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    parser.add_argument(
+        "--version", action="version", version=f"umtl {uncertainty_mtl.__version__}"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (_add_reproduce, _add_data, _add_train, _add_evaluate, _add_predict):
         add_command(commands)
@@ -308,6 +312,9 @@ def _add_train(commands: Any) -> None:
     )
     train.add_argument("--out", required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu or cuda:0 (sets run.device)"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -350,6 +357,7 @@ def _add_predict(commands: Any) -> None:
     predict.add_argument("--checkpoint", choices=["auto", "best", "last"], default="auto")
     predict.add_argument("--cluster", default="grid", choices=CLUSTER_METHODS)
     predict.add_argument("--device", default="cpu")
+    predict.add_argument("--quiet", action="store_true", help="print errors only")
 
 
 _DEBUG_HELP = "show the traceback of a user error too (for a bug report)"
@@ -375,7 +383,8 @@ def _train(args: argparse.Namespace) -> int:
     from uncertainty_mtl.config import load_config
     from uncertainty_mtl.engine import train
 
-    config = load_config(args.config, args.overrides)
+    overrides = [*args.overrides, *([f"run.device={args.device}"] if args.device else [])]
+    config = load_config(args.config, overrides)
     results = train(config, args.out, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_summary(results)
@@ -417,7 +426,8 @@ def _predict(args: argparse.Namespace) -> int:
     done, errors = predict_files(model, args.images, args.out, source=str(args.run_dir))
     for message in errors:
         print(f"umtl: error: {message}", file=sys.stderr)
-    print(f"{len(done)} image(s) predicted into {args.out}")
+    if not args.quiet:
+        print(f"{len(done)} image(s) predicted into {args.out}")
     return 1 if errors else 0
 
 
@@ -569,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("umtl: interrupted; rerun the same command to go on", file=sys.stderr)
+        print(f"umtl: interrupted{_how_to_go_on(args)}", file=sys.stderr)
         code = 130
         return code
     finally:
@@ -578,6 +588,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from uncertainty_mtl.engine import shutdown_distributed
 
             shutdown_distributed(wait=code == 0)
+
+
+def _how_to_go_on(args: argparse.Namespace) -> str:
+    """After Ctrl-C: what was kept and the command that goes on from it."""
+    if args.command == "train":
+        if (Path(args.out) / "checkpoints" / "last.pt").is_file():
+            return "; the last checkpoint is kept: rerun the same command with --resume"
+        return "; no checkpoint was saved yet: rerun the same command to start again"
+    if args.command == "reproduce":
+        return (
+            "; finished runs are kept: rerun the same command to go on (interrupted runs "
+            "resume from their last checkpoint)"
+        )
+    if args.command == "data":
+        return "; finished files are kept: rerun the same command to go on"
+    return ""
 
 
 def _user_error(message: str) -> int:

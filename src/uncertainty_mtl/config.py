@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from uncertainty_mtl.errors import ConfigError
-from uncertainty_mtl.weighting.registry import METHODS
+from uncertainty_mtl.weighting.registry import AGGREGATOR, METHODS
 
 __all__ = [
     "OPTIMIZERS",
@@ -92,6 +92,12 @@ class DataConfig:
     depth_scale: float = 1.0  # train on inverse depth × this (other units); metrics stay in pixels
     workers: int = 2  # DataLoader worker processes
     train_split: str = "train"
+
+    def __post_init__(self) -> None:
+        # "~/city" in a YAML file or after --set is the user's home, as in a shell.
+        self.root = os.path.expanduser(self.root)
+        if self.cache_dir is not None:
+            self.cache_dir = os.path.expanduser(self.cache_dir)
 
 
 #: ``optim.optimizer``: the paper's SGD, or Adam (what most users would pick).
@@ -236,6 +242,7 @@ class TrainConfig:
         elif self.weighting.weights:
             raise ConfigError("weighting.weights is for kind 'fixed' only")
         self._validate_method_keys()
+        self._validate_aggregation()
         per_task = {t: TASKS[t].likelihoods for t in SCENE_TASKS}
         for task, likelihood in self.weighting.likelihoods.items():
             if task not in self.tasks or likelihood not in per_task[task]:
@@ -299,6 +306,25 @@ class TrainConfig:
                         f"weighting.{name}.{option.key} must be a finite number "
                         f"{'>=' if inclusive else '>'} {bound:g}, got {value}"
                     )
+
+    def _validate_aggregation(self) -> None:
+        """What a gradient aggregator cannot train with, refused before anything is written:
+        torchjd differentiates each task's loss under ``vmap``, which a compiled backward
+        refuses, and its Jacobian meets bfloat16 losses and float32 parameters under autocast
+        (and a float16 scaler would scale the rows it compares)."""
+        kind = self.weighting.kind
+        if METHODS[kind].family != AGGREGATOR:
+            return
+        if self.run.compile:
+            raise ConfigError(
+                f"weighting.kind {kind!r}: gradient aggregators need run.compile false (torchjd "
+                "differentiates each task's loss under vmap, which a compiled backward refuses)"
+            )
+        if self.optim.amp:
+            raise ConfigError(
+                f"weighting.kind {kind!r}: gradient aggregators need optim.amp false (torchjd's "
+                "Jacobian of the task losses does not run under autocast)"
+            )
 
     def _validate_ranges(self) -> None:
         """Numbers that would fail (or silently misbehave) only later, mid-run."""

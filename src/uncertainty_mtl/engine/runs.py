@@ -14,7 +14,7 @@ from uncertainty_mtl.engine.checkpoint import load_checkpoint
 from uncertainty_mtl.engine.distributed import check_device, setup_process
 from uncertainty_mtl.engine.evaluate import final_evaluation
 from uncertainty_mtl.engine.rundir import read_run_config
-from uncertainty_mtl.errors import RunDirectoryError
+from uncertainty_mtl.errors import DataError, RunDirectoryError
 from uncertainty_mtl.inference.predict import Predictor
 from uncertainty_mtl.models.multitask import MultiTaskNet
 
@@ -107,6 +107,13 @@ def _evaluate(
     if data_root is not None:
         # Another root: nothing to generate, and its frames must not replace the run's cache.
         config.data.root, config.data.synthetic, config.data.cache_dir = str(data_root), False, None
+    elif not Path(config.data.root).is_dir():
+        # A relative root is the run's working directory's; from elsewhere it is not found.
+        raise DataError(
+            f"{config.data.root}: the run's data root ({run_dir}/config.yaml) is not a directory "
+            f"here (relative roots are read from the current directory, {Path.cwd()}); pass "
+            "--data ROOT (data_root=) to evaluate on it from here"
+        )
     proc = setup_process(config.run.device)
     results = final_evaluation(
         config,

@@ -10,7 +10,6 @@ import torch
 from torch import Tensor, nn
 
 from uncertainty_mtl.config import ConfigError, TrainConfig
-from uncertainty_mtl.engine.builders import scales_gradients
 from uncertainty_mtl.engine.distributed import Process
 from uncertainty_mtl.weighting import Weighting
 
@@ -57,25 +56,13 @@ def update(
 
 def check_aggregation(config: TrainConfig, proc: Process) -> None:
     """Gradient aggregators combine the Jacobian of one process's batch: under DDP each rank
-    would aggregate its own and the ranks' updates would be averaged (another method); a
-    float16 gradient scaler would scale the rows an aggregator compares; and torchjd
-    differentiates the task losses under ``vmap``, which a compiled backward refuses. All three
-    are refused before the run starts."""
-    kind = config.weighting.kind
-    if config.run.compile:
-        raise ConfigError(
-            f"weighting.kind {kind!r}: gradient aggregators need run.compile false (torchjd "
-            "differentiates each task's loss under vmap, which a compiled backward refuses)"
-        )
+    would aggregate its own and the ranks' updates would be averaged (another method), so a
+    run of several processes is refused before it starts. (What the config alone rules out,
+    ``run.compile`` and ``optim.amp``, is refused when the config is loaded.)"""
     if proc.world > 1:
         raise ConfigError(
-            f"weighting.kind {kind!r}: gradient aggregators train on one process "
-            f"(this run has {proc.world}); run it without torchrun"
-        )
-    if scales_gradients(config, proc.device):
-        raise ConfigError(
-            f"weighting.kind {kind!r}: gradient aggregators need optim.amp false on a GPU "
-            "without bfloat16 (a float16 gradient scaler would scale the task gradients)"
+            f"weighting.kind {config.weighting.kind!r}: gradient aggregators train on one "
+            f"process (this run has {proc.world}); run it without torchrun"
         )
 
 

@@ -292,6 +292,13 @@ class GradNorm(Weighting):
     def task_gradients(
         self, losses: Mapping[str, Tensor], shared: Sequence[Tensor], *, scale: float = 1.0
     ) -> None:
+        if isinstance(shared, Tensor):  # type: ignore[unreachable]  # untyped callers pass one
+            # Iterating one tensor would give its rows, which no loss depends on: every norm
+            # would be 0 and the weights would never move.
+            raise TypeError(
+                "GradNorm.task_gradients: shared must be a list of the last shared layer's "
+                "parameters (e.g. list(layer.parameters()) or [layer.weight]), not one tensor"
+            )
         loss = self._stack_losses(losses, torch.float32).detach()
         shared = [p for p in shared if p.requires_grad]
         if not shared:
@@ -317,7 +324,11 @@ class GradNorm(Weighting):
 
     def after_step(self) -> None:
         if self._step is None:
-            return
+            raise RuntimeError(
+                "GradNorm.after_step: task_gradients(losses, shared) was not called this step; "
+                "without it the weights never move (call it between the forward pass and "
+                "backward, as umtl train does)"
+            )
         n = len(self.tasks)
         weights = (self.weights - self.lr * self._step.to(self.weights.device)).clamp(min=1e-6 * n)
         self.weights.copy_(weights * (n / weights.sum()))
