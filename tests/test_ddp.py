@@ -143,3 +143,78 @@ def test_weighting_outside_ddp_lets_the_ranks_log_variances_drift_apart(tmp_path
     ranks = run_ranks(tmp_path, "network-only")
     drift = max(abs(ranks[0]["log_vars"][t] - ranks[1]["log_vars"][t]) for t in LIKELIHOODS)
     assert drift > 1e-3
+
+
+# -- tasks missing from a batch (missing="skip") ---------------------------------------------------
+
+
+def _has_reg(step: int, rank: int) -> bool:
+    """Odd steps: rank 1's batch has no regression labels (rank 0's has them every step)."""
+    return step % 2 == 0 or rank == 0
+
+
+def make_skipping_pair():
+    torch.manual_seed(0)
+    return Net(), UncertaintyWeighting(LIKELIHOODS, init_log_var={"reg": 1.0}, missing="skip")
+
+
+class SkippingNetWithLoss(NetWithLoss):
+    def forward(self, x, y_reg, y_cls, has_reg: bool):
+        losses = losses_of(self.net(x), y_reg, y_cls)
+        if not has_reg:
+            del losses["reg"]
+        return self.weighting(losses)
+
+
+def _train_skipping_rank(rank: int, out: str) -> None:
+    net, weighting = make_skipping_pair()
+    optimiser = optimiser_for(net, weighting)
+    # A rank without regression labels leaves the regression head out of that step's graph.
+    ddp = DistributedDataParallel(SkippingNetWithLoss(net, weighting), find_unused_parameters=True)
+    for step in range(STEPS):
+        x, y_reg, y_cls = (t[rank * BATCH : (rank + 1) * BATCH] for t in batch(step, WORLD * BATCH))
+        total = ddp(x, y_reg, y_cls, _has_reg(step, rank))
+        optimiser.zero_grad()
+        total.backward()
+        optimiser.step()
+    torch.save(
+        {"log_vars": weighting.log_variances(), "net": net.state_dict()},
+        Path(out) / f"rank{rank}.pt",
+    )
+
+
+def _skipping_worker(rank: int, out: str) -> None:
+    rendezvous = f"file://{Path(out) / 'rendezvous'}"
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, init_method=rendezvous)
+    torch.set_num_threads(1)
+    try:
+        _train_skipping_rank(rank, out)
+    finally:
+        shutdown_distributed()
+
+
+def test_a_task_missing_on_one_rank_equals_one_process_over_the_labelled_examples(tmp_path):
+    mp.spawn(_skipping_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    # One process over both ranks' examples, each task's loss over the examples labelled for it.
+    net, weighting = make_skipping_pair()
+    optimiser = optimiser_for(net, weighting)
+    for step in range(STEPS):
+        x, y_reg, y_cls = batch(step, WORLD * BATCH)
+        out = net(x)
+        labelled = torch.cat(
+            [torch.full((BATCH,), _has_reg(step, r), dtype=torch.bool) for r in range(WORLD)]
+        )
+        losses = {
+            "reg": F.l1_loss(out["reg"][labelled], y_reg[labelled]),
+            "cls": F.cross_entropy(out["cls"], y_cls),
+        }
+        total = weighting(losses)
+        optimiser.zero_grad()
+        total.backward()
+        optimiser.step()
+    assert ranks[0]["log_vars"] == ranks[1]["log_vars"]
+    for task, value in weighting.log_variances().items():
+        assert abs(ranks[0]["log_vars"][task] - value) < 1e-5, task
+    for name, tensor in net.state_dict().items():
+        torch.testing.assert_close(ranks[0]["net"][name], tensor, rtol=1e-5, atol=1e-6)

@@ -546,3 +546,32 @@ def test_log_variances_are_float32_whatever_the_default_dtype():
     s = torch.tensor(0.1, dtype=torch.float32).double()
     expected = 0.5 * torch.exp(-s) * 2.0 + 0.5 * s + torch.exp(-0.5 * s) * 3.0 + 0.5 * s
     assert total.dtype == torch.float64 and torch.allclose(total, expected, rtol=0, atol=1e-12)
+
+
+def test_missing_skip_leaves_a_task_out_of_a_call_and_its_s_untouched():
+    likelihoods = {"a": "gaussian", "b": "laplace", "c": "softmax"}
+    strict = UncertaintyWeighting(likelihoods)
+    with pytest.raises(ValueError, match=r"no loss given for task\(s\) \['b'\]"):
+        strict({"a": torch.tensor(1.0), "c": torch.tensor(2.0)})
+    inits = {"a": 0.3, "b": -0.2, "c": 0.7}
+    w = UncertaintyWeighting(likelihoods, init_log_var=inits, missing="skip")
+    la, lc = torch.tensor(1.5), torch.tensor(2.0)
+    total = w({"a": la, "c": lc})
+    # by hand: Gaussian 0.5·exp(-s)·L + 0.5·s, softmax exp(-s)·L + 0.5·s; b adds nothing
+    expected = 0.5 * math.exp(-0.3) * 1.5 + 0.5 * 0.3 + math.exp(-0.7) * 2.0 + 0.5 * 0.7
+    assert float(total.detach()) == pytest.approx(expected, rel=1e-6)
+    total.backward()
+    grad = w.log_vars.grad
+    assert float(grad[w.index["b"]]) == 0.0
+    assert float(grad[w.index["a"]]) == pytest.approx(-0.5 * math.exp(-0.3) * 1.5 + 0.5, rel=1e-6)
+    # every task given: the same total as the strict weighting, bit for bit
+    full = {"a": la, "b": torch.tensor(0.8), "c": lc}
+    same = UncertaintyWeighting(likelihoods, init_log_var=inits)
+    assert torch.equal(w(full), same(full))
+    # no task at all: zero, and no gradient anywhere
+    w.log_vars.grad = None
+    empty = w({})
+    empty.backward()
+    assert float(empty.detach()) == 0.0 and not w.log_vars.grad.any()
+    with pytest.raises(ValueError, match="missing must be"):
+        UncertaintyWeighting(likelihoods, missing="ignore")

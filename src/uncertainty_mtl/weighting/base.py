@@ -117,12 +117,19 @@ class Weighting(nn.Module, ABC):
         out.update({f"weight/{t}": v for t, v in self.effective_weights().items()})
         return out
 
-    def _stack_losses(self, losses: Mapping[str, Tensor], at_least: torch.dtype) -> Tensor:
-        """Validates a call's losses and stacks them into a ``[len(tasks)]`` tensor.
+    def _stack_losses(
+        self,
+        losses: Mapping[str, Tensor],
+        at_least: torch.dtype,
+        present: Sequence[str] | None = None,
+    ) -> Tensor:
+        """Validates a call's losses and stacks them into a ``[len(present)]`` tensor, in the
+        order of ``present`` (default: every task, each required).
 
         Its dtype is the promotion of ``at_least`` and the losses' dtypes, so half-precision
         losses from autocast are weighed in float32 and float64 losses stay float64.
         """
+        tasks = list(self.tasks if present is None else present)
         if not isinstance(losses, Mapping):
             raise TypeError(
                 f"{type(self).__name__} takes a mapping task name -> 0-dim loss tensor, "
@@ -134,13 +141,13 @@ class Weighting(nn.Module, ABC):
             raise ValueError(
                 f"{type(self).__name__}: unknown task(s) {unknown}; it weighs {list(self.tasks)}"
             )
-        missing = [t for t in self.tasks if t not in losses]
+        missing = [t for t in tasks if t not in losses]
         if missing:
             raise ValueError(
                 f"{type(self).__name__}: no loss given for task(s) {missing}; "
-                f"every call needs {list(self.tasks)}"
+                f"every call needs {list(tasks)}"
             )
-        for task in self.tasks:
+        for task in tasks:
             loss = losses[task]
             if not isinstance(loss, Tensor):
                 raise ValueError(
@@ -152,15 +159,33 @@ class Weighting(nn.Module, ABC):
                     f"got shape {list(loss.shape)}"
                 )
         dtype = at_least
-        for task in self.tasks:
+        for task in tasks:
             dtype = torch.promote_types(dtype, losses[task].dtype)
-        stacked = torch.stack([losses[t] for t in self.tasks])
+        stacked = torch.stack([losses[t] for t in tasks])
         if stacked.dtype != dtype:
             stacked = stacked.to(dtype)
         if self.check_finite and not torch.compiler.is_compiling():
             finite = torch.isfinite(stacked)
             if not bool(finite.all()):
-                bad = [t for t, ok in zip(self.tasks, finite.tolist(), strict=True) if not ok]
+                bad = [t for t, ok in zip(tasks, finite.tolist(), strict=True) if not ok]
                 values = {t: float(losses[t].detach()) for t in bad}
                 raise NonFiniteLossError(f"non-finite loss for task(s) {bad}: {values}")
         return stacked
+
+
+def all_reduced(value: Tensor, *, mean: bool = False) -> Tensor:
+    """A copy of ``value`` summed (or averaged) over the ranks of ``torch.distributed``; the
+    copy alone without it."""
+    value = value.clone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(value)
+        if mean:
+            value /= torch.distributed.get_world_size()
+    return value
+
+
+def world_size() -> int:
+    """The number of ``torch.distributed`` ranks (1 without it)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_world_size())
+    return 1

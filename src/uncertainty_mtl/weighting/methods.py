@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from uncertainty_mtl.weighting.base import Weighting, check_task_names
+from uncertainty_mtl.weighting.base import Weighting, all_reduced, check_task_names
 
 __all__ = [
     "DynamicWeightAverage",
@@ -40,17 +40,6 @@ def _check_number(
         bound = f" > {above:g}" if above is not None else ""
         bound += f" >= {at_least:g}" if at_least is not None else ""
         raise ValueError(f"{name} must be a finite number{bound}, got {value}")
-
-
-def _all_reduced(value: Tensor, *, mean: bool = False) -> Tensor:
-    """A copy of ``value`` summed (or averaged) over the ranks of ``torch.distributed``; the
-    copy alone without it."""
-    value = value.clone()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(value)
-        if mean:
-            value /= torch.distributed.get_world_size()
-    return value
 
 
 class GeometricWeighting(Weighting):
@@ -206,7 +195,7 @@ class DynamicWeightAverage(Weighting):
     def on_epoch(self, epoch: int) -> None:
         """Closes the epoch whose losses were summed (if any) and sets the weights."""
         del epoch
-        sums = _all_reduced(self.epoch_sums)
+        sums = all_reduced(self.epoch_sums)
         if float(sums[-1]) == 0:
             return
         mean = (sums[:-1] / sums[-1]).to(self.means.device)
@@ -311,7 +300,7 @@ class GradNorm(Weighting):
             squares = [g.float().pow(2).sum() for g in grads if g is not None]
             norm = torch.stack(squares).sum().sqrt() if squares else loss.new_zeros(())
             norms.append(norm / scale)
-        stats = _all_reduced(torch.stack([torch.stack(norms), loss]), mean=True)
+        stats = all_reduced(torch.stack([torch.stack(norms), loss]), mean=True)
         n, loss = stats[0], stats[1]
         initial = self.initial_losses.to(loss.device)
         initial = torch.where(initial > 0, initial, loss)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uncertainty_mtl.weighting.base import Weighting, check_task_names
+from uncertainty_mtl.weighting.base import Weighting, all_reduced, check_task_names, world_size
 
 __all__ = [
     "CONVENTIONS",
@@ -90,6 +90,13 @@ class UncertaintyWeighting(Weighting):
             Körner (2018) exactly: ``0.5·exp(-s)·L + log(1 + exp(s))`` for every task whatever
             its likelihood and ``d``, which keeps the total positive.
         check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
+        missing: ``"error"`` (default): every call gives every task's loss. ``"skip"``: a call
+            may leave out tasks (real data sets label different tasks in different images); a
+            left-out task adds nothing and its ``s`` gets no gradient that call. Under
+            ``torch.distributed`` every rank must then call it each step (it all-reduces which
+            tasks each rank has): a task present on ``k`` of ``W`` ranks has its term scaled by
+            ``W/k`` where present, so DDP's average over ranks equals one process over the
+            ranks' batches together.
 
     Example:
         >>> weighting = UncertaintyWeighting({"semantic": "softmax", "depth": "laplace"})
@@ -105,8 +112,12 @@ class UncertaintyWeighting(Weighting):
         convention: str = "likelihood",
         regulariser: str = "log",
         check_finite: bool = True,
+        missing: str = "error",
     ) -> None:
         super().__init__(check_finite=check_finite)
+        if missing not in ("error", "skip"):
+            raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+        self.missing = missing
         if not isinstance(likelihoods, Mapping):
             raise TypeError(
                 "likelihoods must map task name -> likelihood, e.g. "
@@ -195,13 +206,34 @@ class UncertaintyWeighting(Weighting):
 
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
         # At least float32: under autocast the losses may arrive in half precision.
-        loss = self._stack_losses(losses, torch.promote_types(self.log_vars.dtype, torch.float32))
-        s = self.log_vars.to(loss.dtype)
-        weight = torch.exp(
-            torch.addcmul(self._log_scale.to(loss.dtype), s, self._neg_rate.to(loss.dtype))
-        )
-        penalty = (s if self.regulariser == "log" else F.softplus(s)) * self._penalty.to(loss.dtype)
-        return torch.addcmul(penalty, weight, loss).sum()
+        at_least = torch.promote_types(self.log_vars.dtype, torch.float32)
+        if self.missing == "skip":
+            return self._forward_present(losses, at_least)
+        loss = self._stack_losses(losses, at_least)
+        return self._terms(loss, slice(None)).sum()
+
+    def _terms(self, loss: Tensor, index: slice | Tensor) -> Tensor:
+        """Each task's term, for the tasks ``index`` picks out of ``tasks`` (``loss`` in that
+        order)."""
+        s = self.log_vars[index].to(loss.dtype)
+        log_scale = self._log_scale[index].to(loss.dtype)
+        weight = torch.exp(torch.addcmul(log_scale, s, self._neg_rate[index].to(loss.dtype)))
+        regularised = s if self.regulariser == "log" else F.softplus(s)
+        return torch.addcmul(regularised * self._penalty[index].to(loss.dtype), weight, loss)
+
+    def _forward_present(self, losses: Mapping[str, Tensor], at_least: torch.dtype) -> Tensor:
+        """``missing="skip"``: the terms of the tasks given, each scaled by ``W/k`` (the ranks,
+        and how many of them have the task this step; 1 in one process)."""
+        present = [t for t in self.tasks if t in losses]
+        device = self.log_vars.device
+        mask = torch.tensor([t in losses for t in self.tasks], dtype=torch.float32, device=device)
+        counts = all_reduced(mask)  # every rank, every call: the collective must match
+        if not present:
+            return self.log_vars.sum() * 0.0  # no term; zero gradients, still in the graph
+        loss = self._stack_losses(losses, at_least, present)
+        index = torch.tensor([self.index[t] for t in present], device=device)
+        scale = (world_size() / counts[index]).to(loss.dtype)
+        return (self._terms(loss, index) * scale).sum()
 
     @torch.no_grad()
     def effective_weights(self) -> dict[str, float]:
@@ -219,9 +251,10 @@ class UncertaintyWeighting(Weighting):
 
     def extra_repr(self) -> str:
         dims = {t: d for t, d in self.event_dims.items() if d != 1}
+        missing = f", missing={self.missing!r}" if self.missing != "error" else ""
         return (
             f"likelihoods={self.likelihoods}, event_dims={dims}, "
-            f"convention={self.convention!r}, regulariser={self.regulariser!r}"
+            f"convention={self.convention!r}, regulariser={self.regulariser!r}{missing}"
         )
 
     def get_extra_state(self) -> dict[str, list[str]]:
