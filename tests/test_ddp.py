@@ -92,6 +92,10 @@ def _train_rank(rank: int, out: str, mode: str) -> None:
         optimiser.zero_grad()
         total.backward()
         optimiser.step()
+    _save(rank, out, net, weighting)
+
+
+def _save(rank: int, out: str, net: nn.Module, weighting: UncertaintyWeighting) -> None:
     torch.save(
         {"log_vars": weighting.log_variances(), "net": net.state_dict()},
         Path(out) / f"rank{rank}.pt",
@@ -104,7 +108,11 @@ def _worker(rank: int, out: str, mode: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, init_method=rendezvous)
     torch.set_num_threads(1)
     try:
-        _train_rank(rank, out, mode)  # DDP objects die with this call, before the shutdown
+        # DDP objects die with this call, before the shutdown
+        if mode == "skip":
+            _train_skipping_rank(rank, out)
+        else:
+            _train_rank(rank, out, mode)
     finally:
         shutdown_distributed()
 
@@ -177,25 +185,11 @@ def _train_skipping_rank(rank: int, out: str) -> None:
         optimiser.zero_grad()
         total.backward()
         optimiser.step()
-    torch.save(
-        {"log_vars": weighting.log_variances(), "net": net.state_dict()},
-        Path(out) / f"rank{rank}.pt",
-    )
-
-
-def _skipping_worker(rank: int, out: str) -> None:
-    rendezvous = f"file://{Path(out) / 'rendezvous'}"
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, init_method=rendezvous)
-    torch.set_num_threads(1)
-    try:
-        _train_skipping_rank(rank, out)
-    finally:
-        shutdown_distributed()
+    _save(rank, out, net, weighting)
 
 
 def test_a_task_missing_on_one_rank_equals_one_process_over_the_labelled_examples(tmp_path):
-    mp.spawn(_skipping_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    ranks = run_ranks(tmp_path, "skip")
     # One process over both ranks' examples, each task's loss over the examples labelled for it.
     net, weighting = make_skipping_pair()
     optimiser = optimiser_for(net, weighting)
