@@ -138,7 +138,8 @@ def test_fashion_mnist_study_on_idx_files_through_the_cli(tmp_path, capsys):
             "fashion-mnist",
             "--data-dir",
             str(data),
-            "--smoke",
+            "--preset",
+            "smoke",
             "--seeds",
             "1",
             "--workers",
@@ -281,3 +282,15 @@ def test_methods_on_digits_refuse_scene_options(tmp_path, capsys, extra, message
     code = main(["reproduce", "methods", "--dataset", "digits", "--out", str(out), *extra])
     assert code == 2 and message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_old_smoke_spelling_still_works_and_says_the_new_one(capsys):
+    from uncertainty_mtl.cli import _build_parser, _two_task_config
+
+    parse = _build_parser().parse_args
+    new = _two_task_config(parse(["reproduce", "fashion-mnist", "--preset", "smoke"]))
+    assert "--smoke" not in capsys.readouterr().err
+    old = _two_task_config(parse(["reproduce", "fashion-mnist", "--smoke"]))
+    assert "now spelled --preset smoke" in capsys.readouterr().err
+    plain = _two_task_config(parse(["reproduce", "fashion-mnist"]))
+    assert new == old != plain and new.epochs == 2 and plain.epochs == 100

@@ -176,10 +176,13 @@ def _add_two_task_study(studies: Any) -> None:
         "--out", default=None, help="output directory (default: runs/two-task-<dataset>)"
     )
     two_task.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny splits, 2 epochs, 3 grid points: checks the pipeline in seconds",
+        "--preset",
+        choices=["cpu", "smoke"],
+        default="cpu",
+        help="cpu: the data set's own preset (default); smoke: tiny splits, 2 epochs, 3 grid "
+        "points, checks the pipeline in seconds (the spelling of every study)",
     )
+    two_task.add_argument("--smoke", action="store_true", help="the old spelling of --preset smoke")
     two_task.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     _add_common(two_task, workers_help="parallel training processes (default: number of CPUs)")
 
@@ -505,7 +508,7 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
 
 def _two_task_config(args: argparse.Namespace) -> Any:
     """The two-task study's config: the data set's preset, the flags given, and the smoke
-    shrinking (``--smoke``, or ``--preset smoke`` of ``reproduce methods``)."""
+    shrinking (``--preset smoke``; ``--smoke``, its old spelling, says so)."""
     from dataclasses import replace
 
     from uncertainty_mtl.experiments import two_task as runs
@@ -518,6 +521,8 @@ def _two_task_config(args: argparse.Namespace) -> Any:
     config = replace(
         runs.PRESETS[args.dataset], **{k: v for k, v in given.items() if v is not None}
     )
+    if getattr(args, "smoke", False):
+        print("umtl: --smoke is now spelled --preset smoke, as in every study", file=sys.stderr)
     smoke = getattr(args, "smoke", False) or getattr(args, "preset", None) == "smoke"
     return runs.smoke_config(config) if smoke else config
 
