@@ -293,7 +293,7 @@ class TrainConfig:
         for name, spec in METHODS.items():
             if not spec.options:
                 continue
-            section = getattr(w, name.replace("-", "_"))
+            section = getattr(w, spec.section)
             if section != type(section)() and w.kind != name:
                 raise ConfigError(
                     f"weighting.{name} is for kind {name!r} only (weighting.kind is {w.kind!r})"

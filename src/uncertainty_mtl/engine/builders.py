@@ -76,7 +76,7 @@ def weighting_from(
         spec = method(w.kind)
     except UnknownMethodError as err:  # never a silent fall-back to another method
         raise ConfigError(str(err)) from None
-    section = getattr(w, spec.name.replace("-", "_"), None)
+    section = getattr(w, spec.section, None)
     options = {o.key: getattr(section, o.key) for o in spec.options}
     args = BuildArgs(
         tasks,

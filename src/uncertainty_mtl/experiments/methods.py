@@ -40,7 +40,6 @@ __all__ = [
     "reproduce_two_task_methods",
 ]
 
-#: Loss weightings (a weighted sum of the losses), then torchjd's gradient aggregators.
 #: The rows, from the registry of methods: its loss weightings (``equal`` first), the tuned fixed
 #: weights, its gradient aggregators.
 LOSS_WEIGHTINGS = benchmarked(LOSS_WEIGHTING)
@@ -75,27 +74,19 @@ def delta_m(
     return sum(terms) / len(terms)
 
 
-def _cost(
-    seconds_per_step: Sequence[float | None], memory: Sequence[float | None], kind: str | None
-) -> dict[str, Any]:
-    """Seconds per step and peak memory over seeds (``None`` where a run did not record them)."""
+def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Seconds per step and peak memory over seeds (memory ``None`` where a run did not record
+    it), from the runs' ``training``."""
+    memory = [r["training"].get("peak_memory_mb") for r in results]
     return {
-        "seconds_per_step": None
-        if None in seconds_per_step
-        else summarise([float(x) for x in seconds_per_step if x is not None]),
+        "seconds_per_step": summarise(
+            [training_seconds(r) / r["training"]["steps"] for r in results]
+        ),
         "peak_memory_mb": None
         if None in memory
         else summarise([float(m) for m in memory if m is not None]),
-        "peak_memory_kind": kind,
+        "peak_memory_kind": results[0]["training"].get("peak_memory_kind"),
     }
-
-
-def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return _cost(
-        [training_seconds(r) / r["training"]["steps"] for r in results],
-        [r["training"].get("peak_memory_mb") for r in results],
-        results[0]["training"].get("peak_memory_kind"),
-    )
 
 
 def _relative_costs(rows: Mapping[str, dict[str, Any]]) -> None:

@@ -88,30 +88,27 @@ S = TypeVar("S", bound=Study)
 MARKER = "umtl_study.json"
 
 
-#: The study locks this process holds: directory -> [lock, holders]. A process may open several
-#: runners on one directory (a study that builds on another's runs); a POSIX lock belongs to the
-#: process, so it is taken once and released when the last of them closes.
-_STUDY_LOCKS: dict[Path, list[Any]] = {}
+#: The study locks this process holds: directory -> (lock, runners holding it). A process may
+#: open several runners on one directory (a study that builds on another's runs); a POSIX lock
+#: belongs to the process, so it is taken once and released when the last of them closes.
+_STUDY_LOCKS: dict[Path, tuple[DirectoryLock, int]] = {}
 
 
 def _hold_study_lock(out: Path) -> Path:
     key = out.resolve()
-    held = _STUDY_LOCKS.get(key)
-    if held is None:
-        _STUDY_LOCKS[key] = [DirectoryLock(out, "writes a study into").acquire(), 1]
-    else:
-        held[1] += 1
+    lock, holders = _STUDY_LOCKS.get(key) or (DirectoryLock(out, "writes a study into"), 0)
+    if holders == 0:
+        lock.acquire()
+    _STUDY_LOCKS[key] = (lock, holders + 1)
     return key
 
 
 def _drop_study_lock(key: Path) -> None:
-    held = _STUDY_LOCKS.get(key)
-    if held is None:
-        return
-    held[1] -= 1
-    if held[1] == 0:
-        held[0].release()
-        del _STUDY_LOCKS[key]
+    lock, holders = _STUDY_LOCKS.pop(key)
+    if holders > 1:
+        _STUDY_LOCKS[key] = (lock, holders - 1)
+    else:
+        lock.release()
 
 
 #: Seconds between looks at a run that another process trains.

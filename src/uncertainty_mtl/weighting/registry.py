@@ -122,6 +122,11 @@ class Method:
     package: str | None = None
     benchmarked: bool = True
 
+    @property
+    def section(self) -> str:
+        """The attribute of ``config.WeightingConfig`` that holds :attr:`options`."""
+        return self.name.replace("-", "_")
+
 
 def _uncertainty(a: BuildArgs) -> Weighting:
     from uncertainty_mtl.weighting.uncertainty import UncertaintyWeighting
@@ -301,7 +306,7 @@ def markdown_table() -> str:
     ]
     for m in _METHODS:
         keys = ", ".join(
-            [f"`weighting.{m.name}.{o.key}` ({o.default:g})" for o in m.options]
+            [f"`weighting.{m.section}.{o.key}` ({o.default:g}: {o.help})" for o in m.options]
             + [f"`weighting.{k}`" for k in m.keys]
         )
         extra = f"`[{m.extra}]`" if m.extra else ""
