@@ -1,11 +1,16 @@
 """Training speed of the scene network on this machine. Prints JSON; run on demand.
 
-    python bench/bench_train.py [--part steps|loop|inference|checks|all] [--configs NAME ...]
+    python bench/bench_train.py [--part steps|scaling|loop|inference|checks|all]
+                                [--configs NAME ...]
 
 * ``steps``: per shipped config, the time of one training step (forward, backward, SGD) on a
   random batch of the config's input size, images/s, FLOPs per step counted by
   ``torch.utils.flop_counter``, and the achieved FLOP/s as a fraction of this machine's
   ``torch.mm`` peak and of one large convolution's (both measured here, float32, all threads);
+* ``scaling``: how a step's cost grows with the input size (32×64 to 256×512), the small
+  encoder's width, the batch, the tasks and the threads, one at a time from the cpu preset's
+  network, with the same ceilings (measured with all threads); and the two-task networks'
+  step (digits, Fashion-MNIST);
 * ``loop``: seconds per step of ``engine.train`` against a plain hand-written loop over the same
   model, data and optimiser (our overhead), and with ``UncertaintyWeighting`` against
   ``FixedWeighting``; the ``cpu/three-task`` config on the cached synthetic city;
@@ -30,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from uncertainty_mtl.config import load_config, shipped_configs
 from uncertainty_mtl.engine import build_model, build_weighting, train
-from uncertainty_mtl.tasks.registry import scene_losses
+from uncertainty_mtl.tasks.registry import SCENE_TASKS, scene_losses
 from uncertainty_mtl.weighting import parameter_groups
 
 # Full-resolution crops at batch 16 take minutes a step on a CPU: measured at a smaller batch.
@@ -87,9 +92,16 @@ def random_batch(tasks: list[str], batch: int, h: int, w: int) -> tuple[torch.Te
     return torch.randn(batch, 3, h, w, generator=g), targets
 
 
-def step_speed(name: str, peak: float, conv: float, repeats: int) -> dict[str, Any]:
-    config = load_config(name, ["model.pretrained=false"])
-    h, w = input_size(config)
+def step_speed(
+    name: str,
+    peak: float,
+    conv: float,
+    repeats: int,
+    overrides: list[str] | None = None,
+    size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    config = load_config(name, ["model.pretrained=false", *(overrides or [])])
+    h, w = size or input_size(config)
     batch = min(config.optim.batch_size, BATCH_CAP.get(name, 10**9))
     torch.manual_seed(0)
     model, weighting = build_model(config), build_weighting(config)
@@ -119,6 +131,7 @@ def step_speed(name: str, peak: float, conv: float, repeats: int) -> dict[str, A
     seconds = statistics.median(times)
     return {
         "config": name,
+        "overrides": overrides or [],
         "backbone": config.model.backbone,
         "tasks": config.trained_tasks,
         "input": [h, w],
@@ -126,6 +139,78 @@ def step_speed(name: str, peak: float, conv: float, repeats: int) -> dict[str, A
         "config_batch": config.optim.batch_size,
         "step_s": seconds,
         "images_per_s": batch / seconds,
+        "gflop_per_step": flops / 1e9,
+        "gflop_per_s": flops / seconds / 1e9,
+        "fraction_of_mm_peak": flops / seconds / peak,
+        "fraction_of_conv_peak": flops / seconds / conv,
+    }
+
+
+#: What ``--part scaling`` varies, one axis at a time, from the cpu preset's network (64×128,
+#: small encoder of width 32, batch 8, three tasks): (axis, value, overrides, input size).
+SCALING: list[tuple[str, Any, list[str], tuple[int, int] | None]] = [
+    *[("input", f"{h}x{2 * h}", [], (h, 2 * h)) for h in (32, 48, 64, 128, 256)],
+    *[
+        ("width", w, [f"model.small_width={w}", f"model.decoder_channels={2 * w}"], None)
+        for w in (8, 16, 24, 32, 64)
+    ],
+    *[("batch", b, [f"optim.batch_size={b}"], None) for b in (2, 4, 8, 16, 32)],
+    *[
+        ("tasks", "+".join(t), [f"tasks=[{', '.join(t)}]", "weighting.kind=equal"], None)
+        for t in (("depth",), ("semantic",), ("semantic", "depth"), SCENE_TASKS)
+    ],
+]
+
+
+def scaling(peak: float, conv: float, repeats: int) -> list[dict[str, Any]]:
+    """Seconds per step and GFLOP/s of the cpu preset's network along each axis of
+    :data:`SCALING` (the decoder's channels follow the encoder's width, as in the presets)."""
+    rows = []
+    for axis, value, overrides, size in SCALING:
+        row = step_speed("cpu/three-task", peak, conv, repeats, overrides, size)
+        rows.append({"axis": axis, "value": value, **row})
+    # a study trains runs side by side with one thread each: one thread against all
+    threads = torch.get_num_threads()
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        row = step_speed("cpu/three-task", peak, conv, repeats)
+        rows.append({"axis": "threads", "value": n, **row})
+    torch.set_num_threads(threads)
+    return rows
+
+
+def two_task_step(dataset: str, size: int, peak: float, conv: float, repeats: int) -> dict:
+    """One Adam step of the two-task network (classification + reconstruction) at ``size``²,
+    batch 64, equal weights: seconds and GFLOP/s."""
+    from uncertainty_mtl.experiments.two_task.training import task_losses
+    from uncertainty_mtl.models.autoencoder import ConvAutoencoderClassifier
+
+    torch.manual_seed(0)
+    model = ConvAutoencoderClassifier(size, num_classes=10, mean=0.0, std=1.0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    images, labels = torch.rand(64, 1, size, size), torch.randint(0, 10, (64,))
+
+    def step() -> None:
+        losses = task_losses(model.outputs(model.features(images)), images, labels)
+        optimiser.zero_grad(set_to_none=True)
+        torch.stack(list(losses.values())).sum().backward()
+        optimiser.step()
+
+    step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    times = []
+    for _ in range(max(repeats, 20)):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {
+        "network": f"two-task ({dataset})",
+        "input": [size, size],
+        "batch": 64,
+        "step_s": seconds,
         "gflop_per_step": flops / 1e9,
         "gflop_per_s": flops / seconds / 1e9,
         "fraction_of_mm_peak": flops / seconds / peak,
@@ -277,7 +362,9 @@ def finite_checks(names: list[str], repeats: int) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--part", choices=["steps", "loop", "inference", "checks", "all"], default="all"
+        "--part",
+        choices=["steps", "scaling", "loop", "inference", "checks", "all"],
+        default="all",
     )
     parser.add_argument("--configs", nargs="*", default=None)
     parser.add_argument("--repeats", type=int, default=5)
@@ -288,12 +375,20 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
-    if args.part in ("steps", "all"):
+    if args.part in ("steps", "scaling", "all"):
+        # the ceilings, measured in the same run as the steps they are compared with
         peak, conv = matmul_peak(), conv_peak()
         out["mm_peak_gflop_per_s"] = peak / 1e9
         out["conv_peak_gflop_per_s"] = conv / 1e9
+    if args.part in ("steps", "all"):
         names = args.configs or [n for n in shipped_configs() if n != "smoke"]
         out["steps"] = [step_speed(n, peak, conv, args.repeats) for n in names]
+    if args.part in ("scaling", "all"):
+        out["scaling"] = scaling(peak, conv, args.repeats)
+        out["two_task"] = [
+            two_task_step(name, size, peak, conv, args.repeats)
+            for name, size in (("digits", 8), ("fashion-mnist", 28))
+        ]
     if args.part in ("loop", "all"):
         out["loop"] = loop_overhead(args.repeats, args.loop_steps)
     if args.part in ("inference", "all"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 
@@ -49,6 +50,14 @@ def test_a_run_writes_the_documented_directory(city, tmp_path):
         "depth_rms_error_px",
     } <= set(results["metrics"])
     assert results["frames"] == 8 and results["resolution"] == [32, 64]
+    # where the run's seconds went: the loop's phases are parts of its time, the clustering
+    # and the official AP parts of the final evaluation's
+    phases = results["training"]["phase_seconds"]
+    loop = ("data_wait", "steps", "logging", "validation", "checkpoints")
+    assert set(phases) == {"data", "setup", *loop, "final_evaluation", "clustering", "instance_ap"}
+    assert all(v >= 0 for v in phases.values())
+    assert sum(phases[k] for k in loop) <= results["training"]["seconds_this_session"]
+    assert phases["clustering"] + phases["instance_ap"] <= phases["final_evaluation"]
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "weighting", "optimizer", "scheduler", "step", "rng", "config"} <= set(state)
     assert state["step"] == 6
@@ -264,3 +273,48 @@ def test_evaluation_reports_depth_in_pixels_whatever_depth_scale(scale):
     )
     assert metrics["depth_mean_error_px"] == pytest.approx((1 + 0 + 1) / 3)
     assert metrics["depth_rms_error_px"] == pytest.approx(((1 + 0 + 1) / 3) ** 0.5)
+
+
+@pytest.mark.parametrize("every", [6, 3])
+def test_a_selection_run_reports_its_last_validation_without_measuring_it_twice(
+    city, tmp_path, every, monkeypatch
+):
+    # select and report on val, no clustering: with one validation (every=6) the kept
+    # checkpoint's metrics are that validation's; with two (every=3) the kept one may be the
+    # first, measured again. Either way they are what evaluating the kept checkpoint gives.
+    evaluation = importlib.import_module("uncertainty_mtl.engine.evaluate")
+    loop = importlib.import_module("uncertainty_mtl.engine.loop")
+
+    passes = []
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return real(*args, **kwargs)
+
+    real = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", counted)  # the final evaluation's
+    monkeypatch.setattr(loop, "evaluate", counted)  # the validations'
+    out = tmp_path / "run"
+    config = smoke(
+        city,
+        "eval.report_split=val",
+        "eval.select_split=val",
+        "eval.cluster_method=null",
+        f"eval.every={every}",
+    )
+    trained = train(config, out, progress=False)
+    monkeypatch.undo()
+    assert trained["split"] == "val" and trained["frames"] == 8
+    assert trained["metrics"] == evaluate_run(out, progress=False)["metrics"]
+    validations = [
+        json.loads(line)
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if '"split"' in line
+    ]
+    assert [v["step"] for v in validations] == list(range(every, 7, every))
+    kept = next(v for v in validations if v["step"] == trained["step"])
+    assert kept["val/miou"] == trained["metrics"]["miou"]
+    # one pass over val per validation, and one more only when the kept checkpoint is not
+    # the last one validated
+    again = 0 if trained["step"] == 6 else 1
+    assert len(passes) == len(validations) + again

@@ -174,9 +174,14 @@ def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, 
     # what the results cost, whichever invocation trained them: the same when nothing trains
     assert t1["training_time_s"] > 0
     assert rerun["training_time_s"] == pytest.approx(t1["training_time_s"])
-    assert rerun["runs_trained"] == 0 and rerun["runs_used"] == len(
-        t1["approx_optimal"]["candidates"]
-    ) + len(table1.ROWS)
+    # the search's runs (a candidate at a rung's steps; rungs of equal steps share runs) and
+    # one run per row
+    searched = {
+        (json.dumps(s["weights"], sort_keys=True), rung["steps"])
+        for rung in t1["approx_optimal"]["rungs"]
+        for s in rung["scores"]
+    }
+    assert rerun["runs_trained"] == 0 and rerun["runs_used"] == len(searched) + len(table1.ROWS)
     assert "training 0 of the" in capsys.readouterr().out
     assert f2["panels"]["semantic-depth"]["points"][0]["weight"] == 1.0
 
@@ -185,7 +190,18 @@ def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, 
 def test_choices_never_look_at_the_reported_split(smoke_out):
     out, _ = smoke_out
     reproduction = Runner(SceneStudy("smoke", overrides=(f"data.root={out / 'city'}",)), out)
-    for run in table1.grid_runs():
+    t1 = json.loads((out / "table1.json").read_text())
+    full = reproduction.study.spec.selection_steps
+    searched = [
+        table1.grid_run(
+            tuple(s["weights"][t] for t in ("semantic", "instance", "depth")),
+            None if rung["steps"] == full else rung["steps"],
+        )
+        for rung in t1["approx_optimal"]["rungs"]
+        for s in rung["scores"]
+    ]
+    assert len(searched) == 24 + 8 + 3
+    for run in searched:
         config = reproduction.config(run)
         assert config.eval.report_split == config.eval.select_split == "val"
         result = json.loads((reproduction.run_dir(run) / "results.json").read_text())
@@ -364,3 +380,21 @@ def test_reproduce_with_launcher_slurm_submits_and_returns_without_a_table(
     assert "umtl: submitted 32 run(s)" in printed and "77_31" in printed  # 24 + 8
     assert not (out / "table1.md").exists() and not (out / "table1.json").exists()
     assert not list(out.glob("runs/*/seed0/results.json"))
+
+
+@pytest.mark.slow  # the module's six smoke studies
+def test_halving_chooses_what_the_full_grid_chooses_on_the_smoke_preset(smoke_out):
+    out, _ = smoke_out
+    t1 = json.loads((out / "table1.json").read_text())
+    search = t1["approx_optimal"]
+    assert search["search"] == "halving"
+    assert [(r["candidates"], r["steps"]) for r in search["rungs"]] == [(24, 1), (8, 1), (3, 2)]
+    assert search["steps"] == 24 * 1 + 8 * 1 + 3 * 2 and search["full_grid_steps"] == 24 * 2
+    with Runner(
+        SceneStudy("smoke", overrides=(f"data.root={out / 'city'}",), search="grid"), out
+    ) as grid:
+        chosen, record, done = table1.approx_optimal(grid)
+        # the last rung's three runs are full selection runs: read from disk, not retrained
+        assert grid.timing()["runs_trained"] == 24 - 3
+    assert len(done) == 24 and [r["steps"] for r in record["rungs"]] == [2]
+    assert dict(zip(("semantic", "instance", "depth"), chosen, strict=True)) == search["chosen"]

@@ -219,6 +219,15 @@ def _add_scene_study(studies: Any, name: str, text: str) -> None:
         sub.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
     if name != "appendix-b":
         sub.add_argument("--seeds", type=_positive_int, default=1)
+    if name in ("table1", "methods"):
+        sub.add_argument(
+            "--search",
+            choices=["halving", "grid"],
+            default="halving",
+            help="how the approx. optimal weights are chosen among the 24 candidates: halving "
+            "(default: all at 1/9 of a selection run, the best third at 1/3, the best three in "
+            "full; about a third of the steps) or grid (every candidate in full)",
+        )
     if name == "table1":
         sub.add_argument(
             "--only",
@@ -488,7 +497,12 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
     reproduce, name = studies[args.study]
     workers = args.workers or (1 if args.preset == "paper" else os.cpu_count() or 1)
     out = args.out or f"runs/reproduce-{args.preset}"
-    study = SceneStudy(args.preset, data=args.data, overrides=tuple(args.overrides))
+    study = SceneStudy(
+        args.preset,
+        data=args.data,
+        overrides=tuple(args.overrides),
+        search=getattr(args, "search", "halving"),
+    )
     with Runner(
         study, Path(out), _executor(args, out, workers), progress=not args.quiet
     ) as reproduction:

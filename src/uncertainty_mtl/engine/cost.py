@@ -1,15 +1,43 @@
-"""What a run costs: its peak memory (training seconds are summed by the trainer over its
-sessions, up to each checkpoint)."""
+"""What a run costs: its peak memory and its seconds by phase (training seconds are summed by
+the trainer over its sessions, up to each checkpoint)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["peak_memory", "reset_peak_memory"]
+__all__ = ["Phases", "peak_memory", "reset_peak_memory"]
+
+
+class Phases:
+    """Wall seconds by phase, summed over every time a phase is entered::
+
+        phases = Phases()
+        with phases("validation"):
+            ...
+        phases.seconds  # {"validation": 1.25}
+
+    A phase entered inside another is counted in both (the outer one's figure is its total).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - start)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
 
 def reset_peak_memory(device: torch.device) -> None:

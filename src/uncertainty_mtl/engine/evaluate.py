@@ -22,6 +22,7 @@ from uncertainty_mtl.config import TrainConfig
 from uncertainty_mtl.data.cityscapes import CityscapesScenes
 from uncertainty_mtl.data.prepare import scene_frames
 from uncertainty_mtl.engine.builders import autocast
+from uncertainty_mtl.engine.cost import Phases
 from uncertainty_mtl.engine.distributed import Process, all_gather_objects, broadcast_object
 from uncertainty_mtl.errors import DataError
 from uncertainty_mtl.inference.instance_ap import instance_ap
@@ -156,12 +157,14 @@ def evaluate(
     progress: bool = False,
     desc: str = "evaluating",
     channels_last: bool = False,
+    phases: Phases | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` over every frame of ``loader`` (summed over processes under DDP).
 
     The network sees each image resized to ``input_size`` (as is when ``None``); its outputs are
     brought back to the ground truth's size. With ``cluster_method`` and both semantic and
-    instance heads, instances are clustered and scored by the official AP.
+    instance heads, instances are clustered and scored by the official AP (their seconds go to
+    ``phases`` as ``clustering`` and ``instance_ap``).
     """
     from tqdm.auto import tqdm
 
@@ -170,6 +173,7 @@ def evaluate(
     metrics = SceneMetrics(model.tasks, device=device)
     with_ap = cluster_method is not None and {"semantic", "instance"} <= set(model.tasks)
     predicted: list[tuple[str, Any]] = []
+    phases = phases if phases is not None else Phases()
     for images, targets, paths in tqdm(loader, desc=desc, leave=False, disable=not progress):
         images = images.to(device, non_blocking=True)
         targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
@@ -187,13 +191,15 @@ def evaluate(
         metrics.update(upsample_outputs(outputs, size), targets)
         if with_ap:
             assert cluster_method is not None
-            maps = instances_from_outputs(outputs, size, method=cluster_method)
+            with phases("clustering"):
+                maps = instances_from_outputs(outputs, size, method=cluster_method)
             predicted += list(zip(paths, maps, strict=True))
     metrics.all_reduce()
     model.train(was_training)
     result = metrics.compute()
     if with_ap:
-        result.update(_instance_ap(predicted))
+        with phases("instance_ap"):
+            result.update(_instance_ap(predicted))
     return result
 
 
@@ -217,25 +223,29 @@ def final_evaluation(
     progress: bool = True,
     cluster_method: str | None = None,
     frames: CityscapesScenes | None = None,
+    phases: Phases | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``results.json``: the kept checkpoint's metrics on ``split`` (default:
     the report split; its data set ``frames`` when already built) and what they were measured
-    on."""
+    on; ``metrics``: already measured there (by the last validation), not measured again."""
     split = split or config.eval.report_split
     method = cluster_method or config.eval.cluster_method
     loader, count = eval_loader(config, split, proc, frames, progress=progress and proc.main)
-    metrics = evaluate(
-        model,
-        loader,
-        device=proc.device,
-        input_size=input_size,
-        cluster_method=method,
-        depth_scale=config.data.depth_scale,
-        amp_context=autocast(config, proc.device),
-        progress=progress and proc.main,
-        desc=f"evaluating {split}",
-        channels_last=config.run.channels_last,
-    )
+    if metrics is None:
+        metrics = evaluate(
+            model,
+            loader,
+            device=proc.device,
+            input_size=input_size,
+            cluster_method=method,
+            depth_scale=config.data.depth_scale,
+            amp_context=autocast(config, proc.device),
+            progress=progress and proc.main,
+            desc=f"evaluating {split}",
+            channels_last=config.run.channels_last,
+            phases=phases,
+        )
     image, _, _ = loader.dataset[0]
     return {
         "split": split,

@@ -53,7 +53,7 @@ from uncertainty_mtl.engine.checkpoint import (
     set_rng_state,
     truncate_log,
 )
-from uncertainty_mtl.engine.cost import peak_memory, reset_peak_memory
+from uncertainty_mtl.engine.cost import Phases, peak_memory, reset_peak_memory
 from uncertainty_mtl.engine.distributed import (
     Process,
     all_gather_objects,
@@ -115,10 +115,20 @@ class Trainer:
         out: the run directory.
         proc: this process.
         progress: show progress bars.
+        phases: where the run's seconds by phase are summed (see :meth:`run`, :meth:`finish`).
     """
 
-    def __init__(self, config: TrainConfig, out: Path, proc: Process, *, progress: bool) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: Path,
+        proc: Process,
+        *,
+        progress: bool,
+        phases: Phases | None = None,
+    ) -> None:
         self.config, self.out, self.proc, self.progress = config, out, proc, progress
+        self.phases = phases if phases is not None else Phases()
         self.resolved = config_to_dict(config)
         self.last_path = out / "checkpoints" / "last.pt"
         self.best_path = out / "checkpoints" / "best.pt"
@@ -176,6 +186,9 @@ class Trainer:
         self.scaler = grad_scaler(config, proc.device)
         self.step = 0
         self.best = _Best()
+        # this session's last validation (step, metrics): the final evaluation's when it is the
+        # kept checkpoint's on the report split and nothing else is measured there
+        self._validated: tuple[int, dict[str, Any]] | None = None
         self.saved_step: int | None = None
         self.seconds_before = 0.0  # training seconds of earlier sessions (up to their checkpoint)
         self._session_start: float | None = None
@@ -318,6 +331,7 @@ class Trainer:
                 f"step {self.step}: a task error on eval.select_split {split!r} is not finite "
                 f"({errors}); training stopped, last good checkpoint: {self._kept()}"
             )
+        self._validated = (self.step, metrics)
         if self.best.reference is None:
             self.best.reference = errors
         score = checkpoint_score(errors, self.best.reference)
@@ -376,7 +390,9 @@ class Trainer:
         return total, losses, lr
 
     def run(self, on_step: Callable[[int], None] | None = None) -> float:
-        """Trains to ``optim.steps``; returns the seconds it took."""
+        """Trains to ``optim.steps``; returns the seconds it took. Its phases: ``steps``
+        (forward, backward, update), ``data_wait`` (for the loader's next batch), ``logging``
+        (finiteness checks included), ``validation`` and ``checkpoints``."""
         from tqdm.auto import tqdm
 
         c, proc = self.config, self.proc
@@ -391,7 +407,10 @@ class Trainer:
             unit="step",
             disable=not (self.progress and proc.main),
         )
+        phases = self.phases
+        waiting = time.perf_counter()
         for images, targets in self.loader():
+            phases.add("data_wait", time.perf_counter() - waiting)
             images = images.to(proc.device, non_blocking=True)
             if c.run.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -399,7 +418,8 @@ class Trainer:
             epoch = self.step // self.steps_per_epoch
             if self.step % self.steps_per_epoch == 0:
                 self.weighting.on_epoch(epoch)  # epoch statistics (e.g. DWA's loss ratios)
-            total, losses, lr = self.train_step(images, targets)
+            with phases("steps"):
+                total, losses, lr = self.train_step(images, targets)
             bar.update()
             logging = self.step % c.run.log_every == 0 or self.step == steps
             checkpointing = self.step % c.run.checkpoint_every == 0 or self.step == steps
@@ -407,26 +427,45 @@ class Trainer:
                 self.step % c.eval.every == 0 or self.step == steps
             )
             syncing = logging or checkpointing or validating
-            if syncing or self.step % self.finite_check_every == 0:
-                self.check_finite(losses, total, parameters=syncing)
-            if logging:
-                record = log_record(self.step, epoch, losses, total, self.weighting, lr)
-                self.log(record)
-                shown = {t: f"{record[f'loss/{t}']:.3g}" for t in self.tasks}
-                variances = self.weighting.variances().items()
-                shown.update({f"σ²{t[:3]}": f"{v:.3g}" for t, v in variances})
-                bar.set_postfix(shown)
+            with phases("logging"):
+                if syncing or self.step % self.finite_check_every == 0:
+                    self.check_finite(losses, total, parameters=syncing)
+                if logging:
+                    record = log_record(self.step, epoch, losses, total, self.weighting, lr)
+                    self.log(record)
+                    shown = {t: f"{record[f'loss/{t}']:.3g}" for t in self.tasks}
+                    variances = self.weighting.variances().items()
+                    shown.update({f"σ²{t[:3]}": f"{v:.3g}" for t, v in variances})
+                    bar.set_postfix(shown)
             if validating:
-                self.validate()
+                with phases("validation"):
+                    self.validate()
             if checkpointing:
-                self.save_last()
+                with phases("checkpoints"):
+                    self.save_last()
             if on_step is not None:
                 on_step(self.step)
+            waiting = time.perf_counter()
         bar.close()
         return time.perf_counter() - start
 
+    def _validated_kept(self, kept: str) -> bool:
+        """Whether this session's last validation measured the kept checkpoint on the report
+        split with everything the final evaluation measures (no instance clustering)."""
+        c = self.config
+        clusters = c.eval.cluster_method is not None and {"semantic", "instance"} <= set(self.tasks)
+        return (
+            kept == "best"
+            and self._validated is not None
+            and self._validated[0] == self.best.step
+            and c.eval.select_split == c.eval.report_split
+            and not clusters
+        )
+
     def finish(self, train_seconds: float) -> dict[str, Any]:
-        """Evaluates the kept checkpoint on the report split; writes ``results.json``."""
+        """Evaluates the kept checkpoint on the report split (phase ``final_evaluation``, of
+        which ``clustering`` and ``instance_ap``); writes ``results.json``, whose
+        ``training.phase_seconds`` are this session's seconds by phase."""
         proc = self.proc
         distributed = None
         if proc.world > 1:
@@ -438,21 +477,39 @@ class Trainer:
                 "identical_on_all_ranks": all(s == sums[0] for s in sums),
             }
         kept = "best" if self.best.step is not None else "last"
-        if kept == "best":
-            state = load_checkpoint(self.best_path, proc.device) if proc.main else None
-            state = broadcast_object(state)
-            self.model.load_state_dict(state["model"])
-            self.weighting.load_state_dict(state["weighting"])
-        results = final_evaluation(
-            self.config,
-            self.model,
-            proc,
-            kept=kept,
-            input_size=self.input_size,
-            step=self.best.step if kept == "best" else self.step,
-            progress=self.progress,
-            frames=self.report_frames,
-        )
+        with self.phases("final_evaluation"):
+            if self._validated_kept(kept):
+                # the kept checkpoint's metrics on this very split are at hand (a selection
+                # run's single validation): not computed twice
+                assert self._validated is not None
+                results = final_evaluation(
+                    self.config,
+                    self.model,
+                    proc,
+                    kept=kept,
+                    input_size=self.input_size,
+                    step=self.best.step,
+                    progress=self.progress,
+                    frames=self.report_frames,
+                    metrics=self._validated[1],
+                )
+            else:
+                if kept == "best":
+                    state = load_checkpoint(self.best_path, proc.device) if proc.main else None
+                    state = broadcast_object(state)
+                    self.model.load_state_dict(state["model"])
+                    self.weighting.load_state_dict(state["weighting"])
+                results = final_evaluation(
+                    self.config,
+                    self.model,
+                    proc,
+                    kept=kept,
+                    input_size=self.input_size,
+                    step=self.best.step if kept == "best" else self.step,
+                    progress=self.progress,
+                    frames=self.report_frames,
+                    phases=self.phases,
+                )
         results["training"] = {
             "steps": self.config.optim.steps,
             "seconds_this_session": train_seconds,
@@ -463,6 +520,7 @@ class Trainer:
             "selection_criterion": CHECKPOINT_CRITERION,
             "best_step": self.best.step,
             "weighting_at_kept_checkpoint": self.weighting.log_dict(),
+            "phase_seconds": dict(self.phases.seconds),
             **peak_memory(proc.device),
         }
         if distributed:
@@ -507,19 +565,22 @@ def train(
     main = int(os.environ.get("RANK", "0")) == 0
     run_dir = open_run_directory(out, config_to_dict(config), resume=resume, main=main)
     trainer: Trainer | None = None
+    phases = Phases()
     try:
         proc = setup_process(config.run.device)
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         if proc.main:
-            ensure_scene_data(config.data, progress=progress)
+            with phases("data"):  # the synthetic city generated when missing
+                ensure_scene_data(config.data, progress=progress)
         if proc.world > 1:
             dist.barrier()
         with deterministic(config.run.deterministic):
-            trainer = Trainer(config, Path(out), proc, progress=progress)
-            if resume:
-                trainer.resume()
-            trainer.open_run_directory()
+            with phases("setup"):  # data sets and caches opened, model built, state resumed
+                trainer = Trainer(config, Path(out), proc, progress=progress, phases=phases)
+                if resume:
+                    trainer.resume()
+                trainer.open_run_directory()
             seconds = trainer.run(on_step)
             return trainer.finish(seconds)
     finally:

@@ -104,6 +104,8 @@ class Executor(ABC):
 
     #: runs train side by side on this machine (each then gets one thread)
     parallel: bool = False
+    #: how many runs train at once (0: as many as are given, e.g. a cluster's jobs)
+    slots: int = 0
 
     @abstractmethod
     def execute(
@@ -123,6 +125,7 @@ class LocalExecutor(Executor):
 
     def __post_init__(self) -> None:
         self.parallel = self.workers > 1
+        self.slots = self.workers
 
     def execute(
         self, jobs: Sequence[Job], *, progress: bool = True, desc: str = "runs"

@@ -116,7 +116,7 @@ def _memory_note(kind: str | None) -> str:
 
 def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, Any]:
     """Trains what is missing; writes ``methods.md``, ``methods.json`` and ``methods.png``."""
-    chosen, _ = table1.approx_optimal(runner)
+    chosen, _, _ = table1.approx_optimal(runner)
     singles = {t: [table1.row_run(f"{t}-only", s) for s in range(seeds)] for t in TASKS}
     runs = {m: [method_run(m, s, chosen) for s in range(seeds)] for m in METHODS}
     scaled = {m: [in_units(r) for r in runs[m]] for m in LOSS_WEIGHTINGS}

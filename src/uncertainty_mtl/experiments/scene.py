@@ -26,12 +26,14 @@ from uncertainty_mtl.config import (
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.executors import Job
 from uncertainty_mtl.experiments.runner import Run, train_when_free
+from uncertainty_mtl.experiments.selection import Halving
 from uncertainty_mtl.reporting.tables import format_mean_std, summarise_metrics
 from uncertainty_mtl.tasks.registry import SCENE_TASKS
 
 __all__ = [
     "METRIC_KEYS",
     "PRESETS",
+    "SEARCHES",
     "Preset",
     "SceneStudy",
     "cell",
@@ -55,6 +57,8 @@ class Preset:
         select_split / report_split: rows select checkpoints on the first, report the second.
         choose_train / choose_split: selection runs train on the first, are scored on the second.
         figure2_patch: keys set in Figure 2's runs only (the paper's caption gives their lr).
+        halving: the successive halving that chooses among a grid's candidates (a selection
+            run of a first rung is shorter than ``selection_steps``).
     """
 
     base: str
@@ -66,7 +70,11 @@ class Preset:
     choose_train: str = "train"
     choose_split: str = "val"
     figure2_patch: Mapping[str, Any] = field(default_factory=dict)
+    halving: Halving = field(default_factory=Halving)
 
+
+#: ``SceneStudy.search``: how a grid of candidates is searched.
+SEARCHES = ("halving", "grid")
 
 PRESETS: dict[str, Preset] = {
     # The small encoder on the synthetic city at 64×128: 1,200 steps a row (~95 s on 2 cores
@@ -161,11 +169,14 @@ class SceneStudy:
         data: a Cityscapes-layout root; default: the preset's (the synthetic city, generated on
             first use).
         overrides: ``--set key=value`` strings, applied to every run.
+        search: ``"halving"``, the preset's successive halving over a grid's candidates, or
+            ``"grid"``: every candidate trained in full.
     """
 
     preset: str
     data: str | None = None
     overrides: Sequence[str] = ()
+    search: str = "halving"
     result_file: str = "results.json"
     _base: dict[str, Any] = field(default_factory=dict)
     _user: dict[str, Any] = field(default_factory=dict)
@@ -173,6 +184,8 @@ class SceneStudy:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ConfigError(f"--preset must be one of {list(PRESETS)}, got {self.preset!r}")
+        if self.search not in SEARCHES:
+            raise ConfigError(f"--search must be one of {list(SEARCHES)}, got {self.search!r}")
         if self.spec.needs_data and not self.data:
             raise ConfigError(f"--preset {self.preset} needs --data ROOT (e.g. Tiny Cityscapes)")
         self._base = read_config(self.spec.base)
@@ -183,6 +196,11 @@ class SceneStudy:
     def spec(self) -> Preset:
         return PRESETS[self.preset]
 
+    @property
+    def halving(self) -> Halving:
+        """The search's schedule: the full grid is one rung."""
+        return self.spec.halving if self.search == "halving" else Halving(rungs=1)
+
     def resolve(self, run: Run, *, parallel: bool = False) -> TrainConfig:
         spec = self.spec
         patch: dict[str, Any] = {**spec.patch, **self._user, **run.patch, "run.seed": run.seed}
@@ -191,7 +209,8 @@ class SceneStudy:
         if run.selection:
             patch.update(
                 {
-                    "optim.steps": spec.selection_steps,
+                    # a search's first rungs train shorter than a full selection run
+                    "optim.steps": run.patch.get("optim.steps", spec.selection_steps),
                     "data.train_split": spec.choose_train,
                     "eval.select_split": spec.choose_split,
                     "eval.report_split": spec.choose_split,

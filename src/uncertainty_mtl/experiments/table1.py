@@ -2,15 +2,17 @@
 
 Nine rows: the three single-task models (one-hot fixed weights), the unweighted sum (1/3 each),
 approximately optimal fixed weights, the three 2-task learned weightings and the 3-task learned
-weighting. The approximately optimal weights are the best of :data:`GRID` at each of
+weighting. The approximately optimal weights are chosen among :data:`GRID` at each of
 :data:`GRID_SCALES` on the selection split (by
 :data:`~uncertainty_mtl.experiments.selection.CANDIDATE_CRITERION`), from selection runs of seed
-0.
+0: by successive halving (the default: every candidate trained for a ninth of a selection run,
+the best third for a third, the best three in full) or, with ``search="grid"``, every candidate
+trained in full.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
@@ -24,11 +26,15 @@ from uncertainty_mtl.experiments.scene import (
     mean_metrics,
     trivial_baselines,
 )
-from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
+from uncertainty_mtl.experiments.selection import (
+    CANDIDATE_CRITERION,
+    Rung,
+    successive_halving,
+)
 from uncertainty_mtl.reporting.tables import markdown_table, summarise
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 
-__all__ = ["GRID", "GRID_SCALES", "PAPER", "ROWS", "reproduce_table1"]
+__all__ = ["GRID", "GRID_SCALES", "PAPER", "ROWS", "approx_optimal", "reproduce_table1"]
 
 #: row key -> (label, task weights or None for learned, tasks)
 ROWS: dict[str, tuple[str, tuple[float, float, float] | None, tuple[str, ...]]] = {
@@ -98,24 +104,93 @@ def grid_candidates() -> list[tuple[float, float, float]]:
     ]
 
 
+def grid_run(triple: tuple[float, float, float], steps: int | None = None) -> Run:
+    """The selection run of one candidate; ``steps``: shorter than a full selection run (a
+    first rung of the search), else the preset's ``selection_steps``."""
+    name = "grid-" + "-".join(f"{w:g}" for w in triple)
+    patch = {} if steps is None else {"optim.steps": steps}
+    run = fixed_run(name, _weights(triple), selection=True)
+    return run.with_patch(f"{name}-steps{steps}", **patch) if steps is not None else run
+
+
 def grid_runs() -> list[Run]:
-    return [
-        fixed_run("grid-" + "-".join(f"{w:g}" for w in triple), _weights(triple), selection=True)
-        for triple in grid_candidates()
-    ]
+    """The full-length selection run of every candidate (the full grid's runs)."""
+    return [grid_run(triple) for triple in grid_candidates()]
+
+
+Triple = tuple[float, float, float]
 
 
 def approx_optimal(
-    runner: Runner[SceneStudy], done: Mapping[Run, Mapping[str, Any]] | None = None
-) -> tuple[tuple[float, float, float], dict[tuple[float, float, float], float]]:
-    """The approximately optimal fixed weights and every candidate's score, from the grid's
-    selection runs (``done`` when their results are at hand, else read or trained)."""
-    grid = grid_runs()
-    done = done if done is not None else runner.results(grid)
-    candidates = {
-        triple: done[run]["metrics"] for triple, run in zip(grid_candidates(), grid, strict=True)
+    runner: Runner[SceneStudy], beside: Sequence[Run] = (), beside_last: Sequence[Run] = ()
+) -> tuple[Triple, dict[str, Any], dict[Run, dict[str, Any]]]:
+    """The approximately optimal fixed weights, by the study's search over the candidates
+    (their runs read when finished, else trained).
+
+    Args:
+        runner: the study's runner.
+        beside: runs trained beside the search's first rung (a study's rows), so that its
+            workers are never idle waiting for a rung.
+        beside_last: runs trained beside its last rung, when it reaches it (a rung of few
+            runs leaves workers idle otherwise).
+
+    Returns:
+        The chosen weights, the search's record (``search``, ``rungs``, ``candidates``: every
+        candidate's score at the last rung it reached, ``steps``: the search's training steps),
+        and the results of every run it trained or read, ``beside`` included.
+    """
+    study = runner.study
+    full = study.spec.selection_steps
+    done: dict[Run, dict[str, Any]] = {}
+    halving = study.halving
+    schedule = halving.steps(full)
+    waiting = list(beside)
+
+    def train(candidates: Sequence[Triple], steps: int) -> dict[Triple, Any]:
+        runs = [grid_run(c, None if steps == full else steps) for c in candidates]
+        # longer runs first: a worker that finishes early takes the short ones
+        last = list(beside_last) if steps == schedule[-1] else []
+        done.update(runner.results([*waiting, *last, *runs]))
+        waiting.clear()
+        return {c: done[r]["metrics"] for c, r in zip(candidates, runs, strict=True)}
+
+    chosen, rungs = successive_halving(grid_candidates(), train, TASKS, steps=full, halving=halving)
+    reached: dict[Triple, Rung[Triple]] = {}
+    for rung in rungs:
+        reached.update({c: rung for c in rung.scores})
+    search = {
+        "search": study.search,
+        "eta": halving.eta,
+        "steps": sum(r.steps * len(r.scores) for r in rungs),
+        "full_grid_steps": full * len(reached),
+        "rungs": [
+            {
+                "steps": r.steps,
+                "candidates": len(r.scores),
+                "scores": [{"weights": _weights(c), "score": v} for c, v in r.scores.items()],
+                "kept": [_weights(c) for c in r.kept],
+            }
+            for r in rungs
+        ],
+        "candidates": [
+            {"weights": _weights(c), "score": rung.scores[c], "steps": rung.steps}
+            for c, rung in reached.items()
+        ],
     }
-    return choose(candidates, TASKS)
+    return chosen, search, done
+
+
+def _held_back(runner: Runner[SceneStudy], seeds: int) -> tuple[int, int]:
+    """How many rows to train beside the search's last rung and beside the approximately
+    optimal row's ``seeds`` runs: enough to fill the local workers (a row is as long as two
+    selection runs), none on a cluster."""
+    slots = runner.executor.slots
+    if slots < 2:
+        return 0, 0
+    halving, alive = runner.study.halving, len(grid_candidates())
+    for _ in halving.steps(runner.study.spec.selection_steps)[1:]:
+        alive = halving.keep(alive)
+    return (-alive) % slots, (-seeds) % slots
 
 
 def reproduce_table1(
@@ -127,13 +202,20 @@ def reproduce_table1(
         raise ConfigError(f"--only: unknown row {only!r}; rows are {list(ROWS)}")
     wanted = [only] if only else list(ROWS)
     first = [row_run(k, s) for k in wanted if k != "approx-optimal" for s in range(seeds)]
-    grid = grid_runs() if "approx-optimal" in wanted else []
-    done = runner.results([*grid, *first])  # one batch: the grid beside the rows
     chosen = None
-    scores: dict[Any, float] = {}
-    if grid:
-        chosen, scores = approx_optimal(runner, done)
-        done.update(runner.results([row_run("approx-optimal", s, chosen) for s in range(seeds)]))
+    search: dict[str, Any] = {}
+    if "approx-optimal" in wanted:
+        # rows held back to train beside the search's last rung and beside the rows that
+        # wait for its choice, so that no batch leaves a worker idle
+        last, final = _held_back(runner, seeds)
+        held = [first.pop() for _ in range(min(len(first), last + final))]
+        chosen, search, done = approx_optimal(runner, beside=first, beside_last=held[:last])
+        rest = [r for r in held if r not in done]
+        done.update(
+            runner.results([*rest, *(row_run("approx-optimal", s, chosen) for s in range(seeds))])
+        )
+    else:
+        done = runner.results(first)
     if only:
         return {"row": only, "runs": [str(runner.run_dir(r)) for r in done]}
     rows: dict[str, Any] = {}
@@ -181,7 +263,7 @@ def reproduce_table1(
             "criterion": CANDIDATE_CRITERION,
             "scales": list(GRID_SCALES),
             "selection_split": runner.study.spec.choose_split,
-            "candidates": [{"weights": _weights(k), "score": v} for k, v in scores.items()],
+            **search,
         },
         "paper": "Kendall et al. 2018, Table 1 (Tiny Cityscapes, val)",
     }
@@ -204,6 +286,19 @@ def _weights_cell(row: dict[str, Any]) -> str:
 
 def _paper_cell(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _search_words(search: Mapping[str, Any]) -> str:
+    """How the candidates were trained, in words (a summary of an older revision has no
+    rungs: every candidate trained in full)."""
+    rungs = search.get("rungs")
+    if not rungs or len(rungs) == 1:
+        return "each candidate trained in full"
+    path = " → ".join(f"{r['candidates']} at {r['steps']} steps" for r in rungs)
+    return (
+        f"by successive halving ({path}: {search['steps']:,} training steps against "
+        f"{search['full_grid_steps']:,} for every candidate in full)"
+    )
 
 
 def table_markdown(summary: dict[str, Any]) -> str:
@@ -261,15 +356,15 @@ def table_markdown(summary: dict[str, Any]) -> str:
         markdown_table(headers, lines),
     ]
     if chosen:
+        search = summary["approx_optimal"]
         text += [
-            "Approx. optimal weights chosen on the "
-            f"{summary['approx_optimal']['selection_split']} split from "
-            f"{len(summary['approx_optimal']['candidates'])} candidates (8 weightings summing to "
-            + " / ".join(f"{s:g}" for s in summary["approx_optimal"].get("scales", [1]))
+            f"Approx. optimal weights chosen on the {search['selection_split']} split from "
+            f"{len(search['candidates'])} candidates (8 weightings summing to "
+            + " / ".join(f"{s:g}" for s in search.get("scales", [1]))
             + "): "
             + ", ".join(f"{t} {w:g}" for t, w in chosen.items())
-            + " (the paper's: 0.89, 0.01, 0.1). Criterion: "
-            + f"{summary['approx_optimal']['criterion']}.",
+            + f" (the paper's: 0.89, 0.01, 0.1), {_search_words(search)}. Criterion: "
+            + f"{search['criterion']}.",
             "",
         ]
     if trivial:
