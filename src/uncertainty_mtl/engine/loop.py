@@ -450,8 +450,9 @@ class Trainer:
         return time.perf_counter() - start
 
     def _validated_kept(self, kept: str) -> bool:
-        """Whether this session's last validation measured the kept checkpoint on the report
-        split with everything the final evaluation measures (no instance clustering)."""
+        """Whether this session's last validation (always at the last step) measured the kept
+        checkpoint on the report split with everything the final evaluation measures (no
+        instance clustering)."""
         c = self.config
         clusters = c.eval.cluster_method is not None and {"semantic", "instance"} <= set(self.tasks)
         return (
@@ -477,39 +478,27 @@ class Trainer:
                 "identical_on_all_ranks": all(s == sums[0] for s in sums),
             }
         kept = "best" if self.best.step is not None else "last"
+        # a selection run's single validation measured the kept checkpoint (the model as it
+        # is) on this very split: not measured twice
+        measured = self._validated[1] if self._validated and self._validated_kept(kept) else None
         with self.phases("final_evaluation"):
-            if self._validated_kept(kept):
-                # the kept checkpoint's metrics on this very split are at hand (a selection
-                # run's single validation): not computed twice
-                assert self._validated is not None
-                results = final_evaluation(
-                    self.config,
-                    self.model,
-                    proc,
-                    kept=kept,
-                    input_size=self.input_size,
-                    step=self.best.step,
-                    progress=self.progress,
-                    frames=self.report_frames,
-                    metrics=self._validated[1],
-                )
-            else:
-                if kept == "best":
-                    state = load_checkpoint(self.best_path, proc.device) if proc.main else None
-                    state = broadcast_object(state)
-                    self.model.load_state_dict(state["model"])
-                    self.weighting.load_state_dict(state["weighting"])
-                results = final_evaluation(
-                    self.config,
-                    self.model,
-                    proc,
-                    kept=kept,
-                    input_size=self.input_size,
-                    step=self.best.step if kept == "best" else self.step,
-                    progress=self.progress,
-                    frames=self.report_frames,
-                    phases=self.phases,
-                )
+            if kept == "best" and measured is None:
+                state = load_checkpoint(self.best_path, proc.device) if proc.main else None
+                state = broadcast_object(state)
+                self.model.load_state_dict(state["model"])
+                self.weighting.load_state_dict(state["weighting"])
+            results = final_evaluation(
+                self.config,
+                self.model,
+                proc,
+                kept=kept,
+                input_size=self.input_size,
+                step=self.best.step if kept == "best" else self.step,
+                progress=self.progress,
+                frames=self.report_frames,
+                phases=self.phases,
+                metrics=measured,
+            )
         results["training"] = {
             "steps": self.config.optim.steps,
             "seconds_this_session": train_seconds,

@@ -78,7 +78,8 @@ SEARCHES = ("halving", "grid")
 
 PRESETS: dict[str, Preset] = {
     # The small encoder on the synthetic city at 64×128: 1,200 steps a row (~95 s on 2 cores
-    # with two runs side by side), selection runs 600.
+    # with AVX-512, two runs side by side), full selection runs 600 (a search's first rungs 66
+    # and 200).
     "cpu": Preset(
         "cpu/three-task",
         {"optim.steps": 1200, "eval.every": 600, "run.checkpoint_every": 600, "data.workers": 0},
