@@ -29,7 +29,7 @@ reproduce: $(STAMP)
 ## The two-task study of the reproduction report on scikit-learn's digits, 3 seeds, then every
 ## other weighting method beside its rows (the second command reuses the first's runs).
 two-task: $(STAMP)
-	$(BIN)/umtl reproduce fashion-mnist --dataset digits --seeds 3 --out runs/two-task-digits
+	$(BIN)/umtl reproduce two-task --dataset digits --seeds 3 --out runs/two-task-digits
 	$(BIN)/umtl reproduce methods --dataset digits --seeds 3 --out runs/two-task-digits
 
 ## Lint, type-check the package, run the test suite.

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import uncertainty_mtl.engine as engine
 from uncertainty_mtl import __version__
@@ -64,6 +68,29 @@ def test_version(capsys):
     assert info.value.code == 0 and capsys.readouterr().out.strip() == f"umtl {__version__}"
 
 
+def test_help_and_version_start_without_importing_torch():
+    # `umtl --help` used to take seconds: the package imported torch for the loss's classes
+    code = (
+        "import sys, contextlib, io\n"
+        "from uncertainty_mtl.cli import main\n"
+        "for args in (['--help'], ['--version'], ['train', '--help'], ['reproduce', '--help']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main(args)\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'yaml') if m in sys.modules))\n"
+        "import uncertainty_mtl\n"
+        "from uncertainty_mtl import UncertaintyWeighting, parameter_groups\n"
+        "print('torch' in sys.modules, 'UncertaintyWeighting' in dir(uncertainty_mtl))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == ["[]", "True True"]
+    import uncertainty_mtl
+
+    with pytest.raises(AttributeError, match="has no attribute 'Uncertainty'"):
+        uncertainty_mtl.Uncertainty  # noqa: B018
+
+
 def test_train_device_sets_the_run_device(city, tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*train_args(city, out, "optim.steps=1"), "--device", "cpu"]) == 0
@@ -99,19 +126,85 @@ def test_a_home_relative_root_is_the_home_directory(tmp_path, monkeypatch):
     assert config.data.cache_dir == str(tmp_path / "c")
 
 
-def test_evaluate_from_another_directory_suggests_data(city, tmp_path, capsys, monkeypatch):
+def test_a_run_stores_its_data_root_absolute_and_an_old_relative_one_suggests_data(
+    city, tmp_path, capsys, monkeypatch
+):
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir()
     elsewhere.mkdir()
     (work / "city").symlink_to(city)
-    monkeypatch.chdir(work)  # the run's data root is relative: "city"
-    args = ["train", "--config", "smoke", "--out", str(tmp_path / "run"), "--quiet"]
+    monkeypatch.chdir(work)  # the root given is relative: "city"
+    run = tmp_path / "run"
+    args = ["train", "--config", "smoke", "--out", str(run), "--quiet"]
     for item in ("data.root=city", "data.synthetic=false", "optim.steps=1"):
         args += ["--set", item]
     assert main(args) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["root"] == str(work / "city")
     monkeypatch.chdir(elsewhere)
+    assert main(["evaluate", str(run), "--quiet"]) == 0  # found from anywhere
+    # a run saved before roots were stored absolute: its relative root, read from elsewhere
+    saved["data"]["root"] = "city"
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
     capsys.readouterr()
-    assert main(["evaluate", str(tmp_path / "run"), "--quiet"]) == 2
+    assert main(["evaluate", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("umtl: error: city: the run's data root") and "--data ROOT" in err
-    assert main(["evaluate", str(tmp_path / "run"), "--quiet", "--data", str(city)]) == 0
+    assert main(["evaluate", str(run), "--quiet", "--data", str(city)]) == 0
+    # resumed from the directory it was trained in, its relative root is the same root: only
+    # a real difference is named
+    monkeypatch.chdir(work)
+    assert main([*args[:-2], "--set", "optim.steps=2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.steps" in err and "data.root" not in err
+
+
+def test_a_cityscapes_root_is_read_as_it_is_without_naming_data_synthetic(city, tmp_path, capsys):
+    # a real Cityscapes tree (here: the city's files without the marker that makes them ours)
+    real = tmp_path / "cityscapes"
+    shutil.copytree(city, real)
+    (real / "synth.json").unlink()
+    out = tmp_path / "run"
+    args = ["train", "--config", "smoke", "--out", str(out), "--quiet"]
+    sets = [f"data.root={real}", "optim.steps=1", "eval.cluster_method=null"]
+    assert main([*args, *(a for s in sets for a in ("--set", s))]) == 0
+    assert json.loads((out / "results.json").read_text())["frames"] == 8
+    assert not (real / "synth.json").exists()  # nothing generated into it
+    # a folder of something else: one line naming the key, before a run directory exists
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "me.jpg").write_bytes(b"jpeg")
+    out = tmp_path / "run2"
+    args[4], sets[0] = str(out), f"data.root={other}"
+    capsys.readouterr()
+    assert main([*args, *(a for s in sets for a in ("--set", s))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"umtl: error: data.root {other}: holds files but neither") and (
+        "\n" not in err
+    )
+    assert sorted(p.name for p in other.iterdir()) == ["me.jpg"]
+    assert not out.exists()
+
+
+def test_printed_metrics_carry_their_units(capsys):
+    from uncertainty_mtl.cli import _print_summary
+
+    _print_summary(
+        {
+            "split": "test",
+            "frames": 8,
+            "checkpoint": "best",
+            "metrics": {
+                "miou": 0.377,  # a percentage: 0.377 %, not 37.7 %
+                "iou_per_class": {"road": 1.0},  # per class: in results.json only
+                "instance_mean_error_px": 3.747,
+                "depth_pixels": 14137,
+            },
+        }
+    )
+    assert capsys.readouterr().out.splitlines() == [
+        "test split, 8 frames, best checkpoint (every number, per class too, in results.json):",
+        "  miou                    0.38 %",
+        "  instance_mean_error_px  3.747 px",
+        "  depth_pixels            14,137 labelled pixels",
+    ]

@@ -134,6 +134,12 @@ def test_base_chain_and_files(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="no shipped config of that name"):
         load_config("cpu/nonexistent")
+    # a user's file naming a shipped config by its last part only: the full name suggested
+    (tmp_path / "mine.yaml").write_text("base: three-task\noptim: {steps: 9}\n")
+    with pytest.raises(ConfigError, match=r"did you mean 'cpu/three-task'"):
+        load_config(tmp_path / "mine.yaml")
+    (tmp_path / "mine.yaml").write_text("base: cpu/three-task\noptim: {steps: 9}\n")
+    assert load_config(tmp_path / "mine.yaml").optim.steps == 9
 
 
 def test_cli_rejects_a_bad_config_before_any_work(tmp_path, capsys):

@@ -50,6 +50,24 @@ def test_a_run_writes_the_documented_directory(city, tmp_path):
         "depth_rms_error_px",
     } <= set(results["metrics"])
     assert results["frames"] == 8 and results["resolution"] == [32, 64]
+    # TensorBoard: the curves (not the epoch, not pixel counts), a prediction panel at each
+    # validation, and the reported split's numbers at the end
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss/semantic", "val/miou", "test/miou", "test/depth_mean_error_px"} <= set(
+        tags["scalars"]
+    )
+    assert not [t for t in tags["scalars"] if t == "epoch" or t.endswith("_pixels")]
+    panels = events.Images("val/prediction")
+    assert [p.step for p in panels] == [3, 6]
+    # input, then prediction and ground truth for each of the three tasks, at 32×64
+    assert (panels[0].height, panels[0].width) == (32, 64 * 7)
+    assert [e.value for e in events.Scalars("test/miou")] == [
+        pytest.approx(results["metrics"]["miou"])
+    ]
     # where the run's seconds went: the loop's phases are parts of its time, the clustering
     # and the official AP parts of the final evaluation's
     phases = results["training"]["phase_seconds"]
@@ -122,7 +140,7 @@ def test_evaluate_writes_results_for_the_report_split_and_other_splits(city, tmp
     assert main(["evaluate", str(out), "--split", "val", "--checkpoint", "last"]) == 0
     val = json.loads((out / "results-val.json").read_text())
     assert val["split"] == "val" and val["checkpoint"] == "last" and val["step"] == 6
-    assert '"split": "val"' in capsys.readouterr().out
+    assert "val split, " in capsys.readouterr().out
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
 
 
@@ -150,13 +168,13 @@ def test_train_cli_generates_the_synthetic_city_on_first_use_and_quiet_prints_no
     assert (root / "synth.json").is_file()
     assert (tmp_path / "cache" / "train" / "index.json").is_file()  # the caches were built
     captured = capsys.readouterr()
-    assert '"split": "test"' in captured.out
+    assert "test split, " in captured.out
     assert captured.err == ""  # --quiet: neither the city's nor the caches' progress bars
     shutil.rmtree(tmp_path / "cache")  # evaluating rebuilds the split's cache, quietly too
     assert main(["evaluate", str(tmp_path / "run"), "--split", "val", "--quiet"]) == 0
     assert (tmp_path / "cache" / "val" / "index.json").is_file()
     captured = capsys.readouterr()
-    assert '"split": "val"' in captured.out
+    assert "val split, " in captured.out
     assert captured.err == ""
 
 

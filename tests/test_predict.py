@@ -38,6 +38,9 @@ def test_predict_writes_a_panel_and_the_three_outputs_at_the_images_size(trained
     images.mkdir()
     rgb = np.random.default_rng(0).integers(0, 256, (50, 90, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(images / "street.jpg")
+    (images / "nested").mkdir()  # not searched: said, not silently skipped
+    Image.fromarray(rgb).save(images / "nested" / "deeper.png")
+    (images / "notes.txt").write_text("not an image")
     frame = next((trained / "full" / "leftImg8bit" / "test").glob("*/*.png"))
     code = main(
         [
@@ -54,6 +57,17 @@ def test_predict_writes_a_panel_and_the_three_outputs_at_the_images_size(trained
     captured = capsys.readouterr()
     assert "missing.png: cannot read it as an image" in captured.err
     assert "2 image(s) predicted" in captured.out  # ... the others were processed
+    notes = [line for line in captured.err.splitlines() if line.startswith("umtl: note: ")]
+    assert notes == [
+        f"umtl: note: {images}: skipped 1 subdirectory(ies) (nested); name them to predict "
+        "their images",
+        f"umtl: note: {images}: skipped 1 file(s) that are not PNG or JPEG (notes.txt)",
+        # trained at 64×32 (2:1): the 128×64 frame is resized without distortion, the 90×50
+        # photo is squashed
+        "umtl: note: 1 image(s) of another aspect ratio than the network's input (64×32, "
+        "width × height) were resized to it, which squashes shapes (street.jpg 90×50); crop "
+        "them to 2:1 for undistorted predictions",
+    ]
     for stem, size in ((frame.stem.removesuffix("_leftImg8bit"), (128, 64)), ("street", (90, 50))):
         for suffix, mode in (("labelIds", "L"), ("instanceIds", "I;16"), ("disparity", "I;16")):
             with Image.open(tmp_path / "out" / f"{stem}_{suffix}.png") as img:
@@ -87,6 +101,7 @@ def test_predict_writes_a_panel_and_the_three_outputs_at_the_images_size(trained
         assert (instances[plain] == label_ids[plain]).all()
     summary = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert len(summary["images"]) == 2 and len(summary["errors"]) == 1
+    assert summary["notices"] == [n.removeprefix("umtl: note: ") for n in notes]
 
 
 def test_evaluating_at_full_resolution_upsamples_the_predictions(trained):
@@ -119,3 +134,24 @@ def test_upsampling_scales_offsets_and_disparity_and_takes_labels_by_nearest():
     torch.testing.assert_close(out["depth"][0, 0], torch.full((8, 6), 3.0))
     same = upsample_outputs({"depth": depth}, (2, 3))
     torch.testing.assert_close(same["depth"], depth)
+
+
+def test_the_prediction_strip_puts_each_prediction_beside_its_ground_truth():
+    from uncertainty_mtl.data.labels import train_id_colours
+    from uncertainty_mtl.reporting.visualise import prediction_strip
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    truth = {
+        "semantic": np.full((4, 6), 13),  # car
+        "inverse_depth": np.linspace(1, 8, 24).reshape(4, 6),
+        "depth_mask": np.ones((4, 6), bool),
+    }
+    predicted = {"semantic": np.zeros((4, 6), int), "depth": truth["inverse_depth"][None] / 2}
+    strip = prediction_strip(image, predicted, truth)
+    assert strip.shape == (4, 6 * 5, 3) and strip.dtype == np.uint8
+    tiles = np.split(strip, 5, axis=1)
+    assert (tiles[0] == image).all()
+    assert (tiles[1] == train_id_colours()[0]).all() and (tiles[2] == train_id_colours()[13]).all()
+    # depth on the ground truth's scale: the prediction at half the disparity is darker
+    assert tiles[3].astype(int).sum() < tiles[4].astype(int).sum()

@@ -133,7 +133,7 @@ def test_fashion_mnist_study_on_idx_files_through_the_cli(tmp_path, capsys):
     code = main(
         [
             "reproduce",
-            "fashion-mnist",
+            "two-task",
             "--dataset",
             "fashion-mnist",
             "--data-dir",
@@ -157,14 +157,14 @@ def test_fashion_mnist_study_on_idx_files_through_the_cli(tmp_path, capsys):
 
 def test_cli_errors_are_clear_and_write_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["reproduce", "fashion-mnist", "--dataset", "fashion-mnist", "--out", str(out)])
+    code = main(["reproduce", "two-task", "--dataset", "fashion-mnist", "--out", str(out)])
     assert code == 2
     assert "needs data_dir (--data-dir)" in capsys.readouterr().err
     assert not out.exists()
     code = main(
         [
             "reproduce",
-            "fashion-mnist",
+            "two-task",
             "--dataset",
             "fashion-mnist",
             "--data-dir",
@@ -288,9 +288,13 @@ def test_the_old_smoke_spelling_still_works_and_says_the_new_one(capsys):
     from uncertainty_mtl.cli import _build_parser, _two_task_config
 
     parse = _build_parser().parse_args
-    new = _two_task_config(parse(["reproduce", "fashion-mnist", "--preset", "smoke"]))
-    assert "--smoke" not in capsys.readouterr().err
-    old = _two_task_config(parse(["reproduce", "fashion-mnist", "--smoke"]))
+    new = _two_task_config(parse(["reproduce", "two-task", "--preset", "smoke"]))
+    assert capsys.readouterr().err == ""
+    old = _two_task_config(parse(["reproduce", "two-task", "--smoke"]))
     assert "now spelled --preset smoke" in capsys.readouterr().err
-    plain = _two_task_config(parse(["reproduce", "fashion-mnist"]))
+    plain = _two_task_config(parse(["reproduce", "two-task"]))
     assert new == old != plain and new.epochs == 2 and plain.epochs == 100
+    # the study's old name: the same study, and a line that gives the new one
+    renamed = _two_task_config(parse(["reproduce", "fashion-mnist", "--preset", "smoke"]))
+    err = capsys.readouterr().err
+    assert renamed == new and "is now `reproduce two-task`" in err and "here digits" in err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -155,8 +154,10 @@ def _add_reproduce(commands: Any) -> None:
 
 def _add_two_task_study(studies: Any) -> None:
     two_task = studies.add_parser(
-        "fashion-mnist",
-        help="the two-task study of the reproduction report (classification + reconstruction)",
+        "two-task",
+        aliases=["fashion-mnist"],  # its old name (it says the new one)
+        help="the two-task study of the reproduction report (classification + reconstruction; "
+        "digits by default, or Fashion-MNIST)",
         description="Trains every row of the reproduction report's Table 1 (classification only, "
         "reconstruction only, unweighted, approx. optimal fixed weights, learned weights in both "
         "conventions) for several seeds; writes results.json, table.md and three figures.",
@@ -403,12 +404,37 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The unit a printed metric is in, by its key's name (the keys are results.json's).
+_PERCENT = ("miou", "pixel_accuracy", "instance_ap", "instance_ap50", "accuracy")
+
+
+def _with_unit(key: str, value: object) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    if key in _PERCENT:
+        return f"{value:.2f} %"
+    if key.endswith("_pixels"):
+        return f"{value:,} labelled pixels"
+    if key.endswith("_px"):
+        return f"{value:.4g} px"
+    return f"{value:.4g}"
+
+
 def _print_summary(results: dict[str, object]) -> None:
-    """The split and the scalar metrics of a results.json, as JSON on stdout."""
+    """The split and the scalar metrics of a results.json, each with its unit, on stdout."""
     metrics = results["metrics"]
     assert isinstance(metrics, dict)
     scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-    print(json.dumps({"split": results["split"], "metrics": scalars}, indent=2))
+    frames = results.get("frames")
+    print(
+        f"{results['split']} split"
+        + (f", {frames} frames" if frames is not None else "")
+        + (f", {results['checkpoint']} checkpoint" if results.get("checkpoint") else "")
+        + " (every number, per class too, in results.json):"
+    )
+    width = max(map(len, scalars), default=0)
+    for key, value in scalars.items():
+        print(f"  {key:<{width}}  {_with_unit(key, value)}")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -435,9 +461,11 @@ def _predict(args: argparse.Namespace) -> int:
     model = predictor(
         args.run_dir, checkpoint=args.checkpoint, device=args.device, cluster_method=args.cluster
     )
-    done, errors = predict_files(model, args.images, args.out, source=str(args.run_dir))
+    done, errors, notices = predict_files(model, args.images, args.out, source=str(args.run_dir))
     for message in errors:
         print(f"umtl: error: {message}", file=sys.stderr)
+    for message in notices if not args.quiet else ():
+        print(f"umtl: note: {message}", file=sys.stderr)
     if not args.quiet:
         print(f"{len(done)} image(s) predicted into {args.out}")
     return 1 if errors else 0
@@ -537,6 +565,12 @@ def _two_task_config(args: argparse.Namespace) -> Any:
     )
     if getattr(args, "smoke", False):
         print("umtl: --smoke is now spelled --preset smoke, as in every study", file=sys.stderr)
+    if getattr(args, "study", None) == "fashion-mnist":
+        print(
+            "umtl: `reproduce fashion-mnist` is now `reproduce two-task` (the data set is "
+            f"--dataset's, here {args.dataset})",
+            file=sys.stderr,
+        )
     smoke = getattr(args, "smoke", False) or getattr(args, "preset", None) == "smoke"
     return runs.smoke_config(config) if smoke else config
 

@@ -390,6 +390,16 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``data.root`` and ``data.cache_dir`` absolute (relative ones are taken
+    from the current directory), as a run directory stores them: the run is found again from
+    anywhere (``umtl evaluate``, ``umtl predict``)."""
+    data = config.data
+    cache = os.path.abspath(data.cache_dir) if data.cache_dir else data.cache_dir
+    absolute = dataclasses.replace(data, root=os.path.abspath(data.root), cache_dir=cache)
+    return dataclasses.replace(config, data=absolute)
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """``value`` checked against the type ``hint`` (YAML gives ints for floats, strings for
     numbers in exponent notation)."""
@@ -489,9 +499,12 @@ def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None =
     )
     if shipped.is_file():
         return Path(str(shipped))
+    stem = str(name).removesuffix(".yaml")
+    near = [c for c in shipped_configs() if c.rsplit("/", 1)[-1] == stem]
+    hint = f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
     raise ConfigError(
-        f"config {str(name)!r}: no such file, and no shipped config of that name; shipped: "
-        f"{shipped_configs()}"
+        f"config {str(name)!r}: no such file, and no shipped config of that name{hint}; "
+        f"shipped: {shipped_configs()}"
     )
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from uncertainty_mtl.data import transforms as T
 from uncertainty_mtl.data.cityscapes import CityscapesScenes
+from uncertainty_mtl.errors import DataError
 
-__all__ = ["SceneDataSettings", "ensure_scene_data", "scene_frames"]
+__all__ = ["SceneDataSettings", "ensure_scene_data", "is_cityscapes_tree", "scene_frames"]
 
 
 class SceneDataSettings(Protocol):
@@ -29,17 +31,37 @@ class SceneDataSettings(Protocol):
     cache_dir: str | None
 
 
+def is_cityscapes_tree(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` holds Cityscapes' image folder (``leftImg8bit/``) and is not a synthetic
+    city of ours (no ``synth.json``): data to be read as it is, never generated into."""
+    from uncertainty_mtl.data.synthetic.writer import MARKER
+
+    path = Path(root)
+    return (path / "leftImg8bit").is_dir() and not (path / MARKER).exists()
+
+
 def ensure_scene_data(data: SceneDataSettings, *, progress: bool = True) -> None:
     """Generates the synthetic city at ``data.root`` if ``data.synthetic`` and it is not there
-    or not complete (an interrupted generation is finished); call it from one process only."""
+    or not complete (an interrupted generation is finished); call it from one process only.
+
+    A root that holds a Cityscapes tree (real Cityscapes, Tiny Cityscapes, your own files in its
+    layout) is read as it is, whatever ``data.synthetic`` says."""
     if not data.synthetic:
         return
     from tqdm.auto import tqdm
 
     from uncertainty_mtl.data.synthetic import SynthConfig, generate_city, is_complete
+    from uncertainty_mtl.data.synthetic.writer import MARKER
 
-    if is_complete(data.root):
+    if is_complete(data.root) or is_cityscapes_tree(data.root):
         return
+    root = Path(data.root)
+    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).exists():
+        raise DataError(
+            f"data.root {root}: holds files but neither a Cityscapes tree (no leftImg8bit/) nor "
+            "a synthetic city (no synth.json); nothing was written. Point data.root at a "
+            "Cityscapes-layout root, or at a new or empty directory to generate the city in"
+        )
 
     synth = SynthConfig(
         height=data.synth_size[0],

@@ -28,13 +28,20 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from uncertainty_mtl._io import append_line, is_disk_error, write_json, write_text
 from uncertainty_mtl._procs import loader_worker_options
-from uncertainty_mtl.config import ConfigError, TrainConfig, config_to_dict
+from uncertainty_mtl.config import (
+    ConfigError,
+    TrainConfig,
+    config_to_dict,
+    with_absolute_paths,
+)
+from uncertainty_mtl.data.cityscapes import IMAGENET_MEAN, IMAGENET_STD
 from uncertainty_mtl.data.prepare import ensure_scene_data, scene_frames
 from uncertainty_mtl.engine.builders import (
     NetWithLoss,
@@ -76,6 +83,7 @@ from uncertainty_mtl.engine.rundir import open_run_directory
 from uncertainty_mtl.engine.sampling import EpochBatches, SeededFrames
 from uncertainty_mtl.engine.step import check_aggregation, log_record, update
 from uncertainty_mtl.errors import RunDirectoryError, TrainingError
+from uncertainty_mtl.inference.postprocess import upsample_outputs
 from uncertainty_mtl.tasks.registry import task_errors
 
 __all__ = ["TrainingError", "train"]
@@ -234,12 +242,16 @@ class Trainer:
         self.writer = SummaryWriter(log_dir=str(self.out / "tensorboard"), purge_step=self.step)
 
     def log(self, record: dict[str, Any]) -> None:
+        """Appends ``record`` to ``metrics.jsonl``, and its curves to TensorBoard (not the
+        epoch, nor the counts of labelled pixels: numbers, not curves)."""
         if not self.proc.main:
             return
         append_line(self.out / "metrics.jsonl", json.dumps(record))
         try:
             for key, value in record.items():
-                if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                if key in ("step", "epoch") or key.endswith("_pixels"):
+                    continue
+                if isinstance(value, int | float) and math.isfinite(value):
                     self.writer.add_scalar(key, value, record["step"])
         except OSError as err:  # TensorBoard's writer thread reports a full disk here
             if is_disk_error(err):
@@ -313,9 +325,9 @@ class Trainer:
         return 0.0 if start is None else time.perf_counter() - start
 
     def validate(self) -> None:
-        assert self.select_loader is not None
-        sync_buffers(self.model, self.proc)
         split = self.config.eval.select_split
+        assert self.select_loader is not None and split is not None
+        sync_buffers(self.model, self.proc)
         metrics = evaluate(
             self.model,
             self.select_loader,
@@ -337,6 +349,7 @@ class Trainer:
         score = checkpoint_score(errors, self.best.reference)
         scalars = {f"{split}/{k}": v for k, v in metrics.items() if not isinstance(v, dict)}
         self.log({"step": self.step, "split": split, "criterion": score, **scalars})
+        self.log_panel(split)
         if score < self.best.score:
             self.best.score, self.best.step = score, self.step
             if self.proc.main:
@@ -351,6 +364,37 @@ class Trainer:
                         "input_size": self.input_size,
                     },
                 )
+
+    @torch.no_grad()
+    def log_panel(self, split: str) -> None:
+        """TensorBoard's image of the first frame of ``split``: input, then prediction beside
+        ground truth for each task (``<split>/prediction``)."""
+        if not self.proc.main or self.select_loader is None:
+            return
+        from uncertainty_mtl.reporting.visualise import prediction_strip
+
+        image, targets, _ = self.select_loader.dataset[0]
+        x = image[None].to(self.proc.device)
+        size = tuple(image.shape[-2:])
+        if self.input_size is not None and list(self.input_size) != list(size):
+            x = F.interpolate(x, size=tuple(self.input_size), mode="bilinear", antialias=True)
+        was_training = self.model.training
+        self.model.eval()
+        with autocast(self.config, self.proc.device):
+            outputs = {k: v.float() for k, v in self.model(x).items()}
+        self.model.train(was_training)
+        if "depth" in outputs:
+            outputs["depth"] = outputs["depth"] / self.config.data.depth_scale
+        full = upsample_outputs(outputs, size)
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        rgb = ((image * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        strip = prediction_strip(
+            rgb,
+            {k: v[0].cpu().numpy() for k, v in full.items()},
+            {k: v.numpy() for k, v in targets.items()},
+        )
+        self.writer.add_image(f"{split}/prediction", strip, self.step, dataformats="HWC")
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -516,6 +560,11 @@ class Trainer:
             results["distributed"] = distributed
         if proc.main:
             write_json(self.out / "results.json", results)
+            # the reported split's numbers, beside the curves, at the kept checkpoint's step
+            split, step = results["split"], results["step"] or self.step
+            for key, value in results["metrics"].items():
+                if isinstance(value, int | float) and not key.endswith("_pixels"):
+                    self.writer.add_scalar(f"{split}/{key}", value, step)
             self.writer.close()
         return results
 
@@ -551,6 +600,7 @@ def train(
         The content of ``results.json``.
     """
     check_device(config.run.device)
+    config = with_absolute_paths(config)  # config.yaml names the data wherever it is read
     main = int(os.environ.get("RANK", "0")) == 0
     run_dir = open_run_directory(out, config_to_dict(config), resume=resume, main=main)
     trainer: Trainer | None = None

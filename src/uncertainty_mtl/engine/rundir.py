@@ -11,7 +11,13 @@ from typing import Any
 import yaml
 
 from uncertainty_mtl._io import DirectoryLock, claim_directory, remove_temporaries
-from uncertainty_mtl.config import TrainConfig, config_differences, config_to_dict, load_config
+from uncertainty_mtl.config import (
+    TrainConfig,
+    config_differences,
+    config_to_dict,
+    load_config,
+    with_absolute_paths,
+)
 from uncertainty_mtl.errors import ConfigError, RunDirectoryError
 
 __all__ = ["MARKER", "RunDirectory", "open_run_directory", "read_run_config"]
@@ -67,7 +73,9 @@ def _check(out: Path, resolved: dict[str, Any], resume: bool) -> None:
                 f"--resume: {last} does not exist (the run saved no checkpoint yet); "
                 "start it again without --resume"
             )
-        diffs = config_differences(config_to_dict(read_run_config(out)), resolved)
+        # a run saved before its data paths were stored absolute: relative to here, as then
+        saved = with_absolute_paths(read_run_config(out))
+        diffs = config_differences(config_to_dict(saved), resolved)
         if diffs:
             raise ConfigError(f"--resume: {out} was trained with another config: {diffs}")
     elif last.exists() or (out / "results.json").exists():

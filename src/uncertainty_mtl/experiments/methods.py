@@ -312,22 +312,38 @@ def _markdown(summary: Mapping[str, Any]) -> str:
 
 
 def _plot(path: Any, summary: Mapping[str, Any], title: str) -> None:
-    from uncertainty_mtl.reporting.plots import new_figure, save_figure
+    from matplotlib.lines import Line2D
+
+    from uncertainty_mtl.reporting.plots import label_points, new_figure, save_figure
 
     fig, (ax,) = new_figure(1, width=6.5, height=4.5)
+    colours = {
+        "the paper's uncertainty weighting": "tab:red",
+        "loss weighting": "tab:blue",
+        "gradient aggregator": "tab:orange",
+    }
+    points = []
     for method, row in summary["rows"].items():
         if row["cost_vs_equal"] is None:
             continue
-        colour = "tab:orange" if row["kind"] == "aggregator" else "tab:blue"
+        kind = "gradient aggregator" if row["kind"] == "aggregator" else "loss weighting"
         if method == "uncertainty":
-            colour = "tab:red"
+            kind = "the paper's uncertainty weighting"
         x, y = row["cost_vs_equal"], row["delta_m"]["mean"]
-        ax.errorbar(x, y, yerr=row["delta_m"]["std"], fmt="o", color=colour, capsize=3)
-        ax.annotate(method, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.errorbar(x, y, yerr=row["delta_m"]["std"], fmt="o", color=colours[kind], capsize=3)
+        points.append((x, y, method))
     ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.legend(
+        handles=[Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in colours.items()],
+        fontsize=7,
+        loc="best",
+        title="error bars: ± std over seeds",
+        title_fontsize=7,
+    )
     ax.set_xlabel("seconds per step relative to equal")
     ax.set_ylabel("Δm [%] against single-task models (lower is better)")
     ax.set_title(f"{title}, {len(summary['seeds'])} seed(s)")
+    label_points(ax, points)
     save_figure(fig, path)
 
 

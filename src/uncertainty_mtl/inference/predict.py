@@ -9,6 +9,7 @@ Instances are clustered at the network's resolution, where the votes were made.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from uncertainty_mtl._io import claim_directory, write_json
 from uncertainty_mtl.data.cityscapes import IMAGENET_MEAN, IMAGENET_STD
-from uncertainty_mtl.data.labels import id_to_train_id
+from uncertainty_mtl.data.labels import INSTANCE_TRAIN_IDS, id_to_train_id
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.inference.clustering import InstanceMap
 from uncertainty_mtl.inference.postprocess import instances_from_outputs, upsample_outputs
@@ -116,6 +117,7 @@ def _label_ids(train_ids: NDArray[np.int64]) -> NDArray[np.uint8]:
 def _save_panel(path: Path, image: NDArray[np.uint8], prediction: ScenePrediction) -> None:
     from uncertainty_mtl.reporting.plots import new_figure, save_figure
     from uncertainty_mtl.reporting.visualise import (
+        add_keys,
         colour_depth,
         colour_instances,
         colour_offsets,
@@ -123,26 +125,35 @@ def _save_panel(path: Path, image: NDArray[np.uint8], prediction: ScenePredictio
     )
 
     panels: list[tuple[str, Any]] = [("input", image)]
+    keys: dict[str, Any] = {}
     if prediction.semantic is not None:
         panels.append(("semantic", colour_semantic(prediction.semantic)))
+        keys["semantic"] = (len(panels) - 1, prediction.semantic)
     if prediction.instances is not None:
         panels.append(("instances", colour_instances(prediction.instances.ids, min_id=1)))
     if prediction.inverse_depth is not None:
-        panels.append(("inverse depth", colour_depth(prediction.inverse_depth)))
+        top = float(np.percentile(prediction.inverse_depth, 99))
+        panels.append(("inverse depth", colour_depth(prediction.inverse_depth, vmax=top)))
+        keys["depth"] = (len(panels) - 1, top)
     if prediction.offsets is not None:
         mask = (
-            np.isin(prediction.semantic, [11, 12, 13, 14, 15, 16, 17, 18])
+            np.isin(prediction.semantic, INSTANCE_TRAIN_IDS)
             if prediction.semantic is not None
             else np.ones(image.shape[:2], bool)
         )
-        panels.append(("instance offsets", colour_offsets(prediction.offsets, mask)))
+        length = np.hypot(*prediction.offsets)
+        top = float(np.percentile(length[mask], 99)) if mask.any() else 1.0
+        offsets = colour_offsets(prediction.offsets, mask, max_length=top)
+        panels.append(("instance offsets", offsets))
+        keys["offsets"] = (len(panels) - 1, top)
     aspect = image.shape[0] / image.shape[1]
-    fig, axes = new_figure(len(panels), width=3.2, height=max(1.2, 3.2 * aspect + 0.4))
+    fig, axes = new_figure(len(panels), width=3.2, height=max(1.6, 3.2 * aspect + 1.0))
     for ax, (title, panel) in zip(axes, panels, strict=True):
         ax.imshow(panel, interpolation="nearest")
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
+    add_keys(fig, **{kind: (axes[i], value) for kind, (i, value) in keys.items()})
     save_figure(fig, path, dpi=110)
 
 
@@ -152,7 +163,7 @@ def predict_files(
     out: str | os.PathLike[str],
     *,
     source: str = "",
-) -> tuple[list[Path], list[str]]:
+) -> tuple[list[Path], list[str], list[str]]:
     """``umtl predict``: for each image (or every PNG/JPEG in a directory) writes
     ``<stem>_panel.png`` and, in Cityscapes encodings, ``<stem>_labelIds.png`` (8-bit label ids),
     ``<stem>_instanceIds.png`` (16-bit ``labelId*1000 + k`` on instances, the label id
@@ -162,7 +173,9 @@ def predict_files(
     images whose outputs would share a name are refused before anything is written.
 
     Returns:
-        The images done, and one error message per image that could not be read.
+        The images done, one error message per image that could not be read, and notices: what
+        was skipped in a directory (subdirectories, files that are not PNG or JPEG) and images
+        resized to the network's input at another aspect ratio (their shapes are squashed).
 
     Raises:
         RunDirectoryError: ``out`` holds files that are not predictions of ours.
@@ -173,14 +186,26 @@ def predict_files(
 
     images: list[Path] = []
     errors: list[str] = []
+    notices: list[str] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(
-                p for p in item.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")
-            )
+            entries = sorted(item.iterdir())
+            found = [p for p in entries if p.is_file() and p.suffix.lower() in _SUFFIXES]
             if not found:
                 errors.append(f"{item}: no PNG or JPEG images in this directory")
             images += found
+            folders = [p.name for p in entries if p.is_dir()]
+            others = [p.name for p in entries if p.is_file() and p not in found]
+            if folders:
+                notices.append(
+                    f"{item}: skipped {len(folders)} subdirectory(ies) ({_some(folders)}); "
+                    "name them to predict their images"
+                )
+            if others:
+                notices.append(
+                    f"{item}: skipped {len(others)} file(s) that are not PNG or JPEG "
+                    f"({_some(others)})"
+                )
         else:
             images.append(item)
     stems: dict[str, Path] = {}
@@ -194,6 +219,7 @@ def predict_files(
         stems[stem] = path
     out = claim_directory(out, _MARKER, "umtl predict output", legacy=("predict.json",))
     done = []
+    squashed: list[str] = []
     for path in stems.values():
         try:
             with Image.open(path) as img:
@@ -201,6 +227,9 @@ def predict_files(
         except (OSError, UnidentifiedImageError) as err:
             errors.append(f"{path}: cannot read it as an image ({err})")
             continue
+        size = predictor.input_size
+        if size is not None and abs(rgb.shape[0] * size[1] / (rgb.shape[1] * size[0]) - 1) > 0.01:
+            squashed.append(f"{path.name} {rgb.shape[1]}×{rgb.shape[0]}")
         prediction = predictor.predict(rgb)
         stem = _stem(path)
         if prediction.semantic is not None:
@@ -220,9 +249,31 @@ def predict_files(
             )
         _save_panel(out / f"{stem}_panel.png", rgb, prediction)
         done.append(path)
-    summary = {"run": source, "images": [str(p) for p in done], "errors": errors}
+    if squashed:
+        h, w = predictor.input_size or (1, 1)
+        g = math.gcd(w, h)
+        notices.append(
+            f"{len(squashed)} image(s) of another aspect ratio than the network's input "
+            f"({w}×{h}, width × height) were resized to it, which squashes shapes "
+            f"({_some(squashed)}); crop them to {w // g}:{h // g} for undistorted predictions"
+        )
+    summary = {
+        "run": source,
+        "images": [str(p) for p in done],
+        "errors": errors,
+        "notices": notices,
+    }
     write_json(out / "predict.json", summary)
-    return done, errors
+    return done, errors, notices
+
+
+_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (
+        f", and {len(names) - shown} more" if len(names) > shown else ""
+    )
 
 
 def _stem(path: Path) -> str:
