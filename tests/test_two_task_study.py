@@ -155,11 +155,17 @@ def test_fashion_mnist_study_on_idx_files_through_the_cli(tmp_path, capsys):
     assert "Two-task study on fashion-mnist" in capsys.readouterr().out
 
 
-def test_cli_errors_are_clear_and_write_nothing(tmp_path, capsys):
+def test_cli_errors_are_clear_and_write_nothing(tmp_path, capsys, monkeypatch):
+    import uncertainty_mtl.data.mnist_like as mnist_like
+
+    # a machine without Debian's package: the message gives both ways to get the files
+    monkeypatch.setattr(mnist_like, "FASHION_MNIST_DIR", str(tmp_path / "not-installed"))
     out = tmp_path / "out"
     code = main(["reproduce", "two-task", "--dataset", "fashion-mnist", "--out", str(out)])
     assert code == 2
-    assert "needs data_dir (--data-dir)" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "no --data-dir was given" in err and "\n" not in err
+    assert "apt-get install dataset-fashion-mnist" in err and "zalandoresearch" in err
     assert not out.exists()
     code = main(
         [

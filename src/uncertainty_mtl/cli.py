@@ -152,6 +152,12 @@ def _add_reproduce(commands: Any) -> None:
         _add_scene_study(studies, name, text)
 
 
+_DATA_DIR_HELP = (
+    "directory of the Fashion-MNIST IDX files (default: /usr/share/datasets/fashion-mnist, "
+    "where `apt-get install dataset-fashion-mnist` puts them)"
+)
+
+
 def _add_two_task_study(studies: Any) -> None:
     two_task = studies.add_parser(
         "two-task",
@@ -170,7 +176,7 @@ def _add_two_task_study(studies: Any) -> None:
         help="digits: scikit-learn's bundled digits (default, no download); "
         "fashion-mnist: IDX files in --data-dir",
     )
-    two_task.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
+    two_task.add_argument("--data-dir", help=_DATA_DIR_HELP)
     two_task.add_argument("--seeds", type=_positive_int, help="number of seeds (default: 3)")
     two_task.add_argument("--epochs", type=_positive_int, help="override the preset's epochs")
     two_task.add_argument(
@@ -217,7 +223,7 @@ def _add_scene_study(studies: Any, name: str, text: str) -> None:
             "fashion-mnist: the two-task study of the reproduction report (its preset; "
             "--preset smoke shrinks it), output by default in runs/two-task-<dataset>",
         )
-        sub.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
+        sub.add_argument("--data-dir", help=_DATA_DIR_HELP)
     if name != "appendix-b":
         sub.add_argument("--seeds", type=_positive_int, default=1)
     if name in ("table1", "methods"):
@@ -404,37 +410,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The unit a printed metric is in, by its key's name (the keys are results.json's).
-_PERCENT = ("miou", "pixel_accuracy", "instance_ap", "instance_ap50", "accuracy")
-
-
-def _with_unit(key: str, value: object) -> str:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return str(value)
-    if key in _PERCENT:
-        return f"{value:.2f} %"
-    if key.endswith("_pixels"):
-        return f"{value:,} labelled pixels"
-    if key.endswith("_px"):
-        return f"{value:.4g} px"
-    return f"{value:.4g}"
-
-
 def _print_summary(results: dict[str, object]) -> None:
-    """The split and the scalar metrics of a results.json, each with its unit, on stdout."""
-    metrics = results["metrics"]
-    assert isinstance(metrics, dict)
-    scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-    frames = results.get("frames")
-    print(
-        f"{results['split']} split"
-        + (f", {frames} frames" if frames is not None else "")
-        + (f", {results['checkpoint']} checkpoint" if results.get("checkpoint") else "")
-        + " (every number, per class too, in results.json):"
-    )
-    width = max(map(len, scalars), default=0)
-    for key, value in scalars.items():
-        print(f"  {key:<{width}}  {_with_unit(key, value)}")
+    from uncertainty_mtl.reporting.tables import metrics_summary
+
+    print(metrics_summary(results))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -560,6 +539,10 @@ def _two_task_config(args: argparse.Namespace) -> Any:
         "seeds": args.seeds,
         "epochs": getattr(args, "epochs", None),
     }
+    if args.dataset == "fashion-mnist" and given["data_dir"] is None:
+        from uncertainty_mtl.data.mnist_like import default_fashion_mnist_dir
+
+        given["data_dir"] = default_fashion_mnist_dir()  # Debian's package, when installed
     config = replace(
         runs.PRESETS[args.dataset], **{k: v for k, v in given.items() if v is not None}
     )

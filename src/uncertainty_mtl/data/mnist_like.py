@@ -20,9 +20,12 @@ from numpy.typing import NDArray
 from uncertainty_mtl.errors import DataError
 
 __all__ = [
+    "FASHION_MNIST_DIR",
     "FASHION_MNIST_FILES",
+    "FASHION_MNIST_HOW_TO_GET",
     "IdxFormatError",
     "ImageSplits",
+    "default_fashion_mnist_dir",
     "load_digits_splits",
     "load_fashion_mnist_splits",
     "read_idx",
@@ -43,6 +46,26 @@ FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+
+#: Where Debian's and Ubuntu's package ``dataset-fashion-mnist`` installs the four IDX files: the
+#: data directory used when none is given.
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+FASHION_MNIST_HOW_TO_GET = (
+    "install Debian's or Ubuntu's package (apt-get install dataset-fashion-mnist, into "
+    f"{FASHION_MNIST_DIR}), or put the four IDX files of "
+    "https://github.com/zalandoresearch/fashion-mnist (data/fashion/) into a directory and give "
+    "it with --data-dir"
+)
+
+
+def default_fashion_mnist_dir() -> str | None:
+    """:data:`FASHION_MNIST_DIR` when it holds the training images, else ``None``."""
+    stem = FASHION_MNIST_FILES["train"][0]
+    root = Path(FASHION_MNIST_DIR)
+    found = (root / stem).is_file() or (root / f"{stem}.gz").is_file()
+    return FASHION_MNIST_DIR if found else None
 
 
 class IdxFormatError(DataError):

@@ -6,7 +6,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_mean_std", "markdown_table", "summarise", "summarise_metrics"]
+__all__ = [
+    "format_mean_std",
+    "markdown_table",
+    "metrics_summary",
+    "summarise",
+    "summarise_metrics",
+]
 
 
 def summarise(values: Sequence[float]) -> dict[str, float | list[float] | int]:
@@ -48,3 +54,34 @@ def summarise_metrics(results: Iterable[Mapping[str, Any]], keys: Iterable[str])
         if values and all(isinstance(v, float | int) and v == v for v in values):
             out[key] = summarise(values)
     return out
+
+
+#: Metrics that are percentages, by their key in a ``results.json``.
+_PERCENT = ("miou", "pixel_accuracy", "instance_ap", "instance_ap50", "accuracy")
+
+
+def _with_unit(key: str, value: object) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    if key in _PERCENT:
+        return f"{value:.2f} %"
+    if key.endswith("_pixels"):
+        return f"{value:,} labelled pixels"
+    if key.endswith("_px"):
+        return f"{value:.4g} px"
+    return f"{value:.4g}"
+
+
+def metrics_summary(results: Mapping[str, Any]) -> str:
+    """A ``results.json``'s split and scalar metrics, a line each with its unit (what
+    ``umtl train`` and ``umtl evaluate`` print)."""
+    scalars = {k: v for k, v in results["metrics"].items() if not isinstance(v, dict)}
+    frames, kept = results.get("frames"), results.get("checkpoint")
+    head = (
+        f"{results['split']} split"
+        + (f", {frames} frames" if frames is not None else "")
+        + (f", {kept} checkpoint" if kept else "")
+        + " (every number, per class too, in results.json):"
+    )
+    width = max(map(len, scalars), default=0)
+    return "\n".join([head, *(f"  {k:<{width}}  {_with_unit(k, v)}" for k, v in scalars.items())])

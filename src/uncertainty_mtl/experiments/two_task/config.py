@@ -53,7 +53,9 @@ class StudyConfig:
 
     Attributes:
         dataset: ``"digits"`` (scikit-learn's, no download) or ``"fashion-mnist"`` (IDX files).
-        data_dir: directory of the Fashion-MNIST IDX files.
+        data_dir: directory of the Fashion-MNIST IDX files (``None``: where Debian's and
+            Ubuntu's ``dataset-fashion-mnist`` installs them, when it is installed; the CLI
+            writes that directory here).
         seeds: seeds 0..seeds-1; each seed fixes initialisation and batch order of every row.
         epochs: passes over the training split.
         batch_size: images per step.

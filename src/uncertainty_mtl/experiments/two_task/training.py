@@ -17,7 +17,10 @@ from torch import Tensor
 
 from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.data.mnist_like import (
+    FASHION_MNIST_DIR,
+    FASHION_MNIST_HOW_TO_GET,
     ImageSplits,
+    default_fashion_mnist_dir,
     load_digits_splits,
     load_fashion_mnist_splits,
 )
@@ -44,13 +47,14 @@ def load_splits(config: StudyConfig | TwoTaskRun) -> ImageSplits:
 def _splits(
     dataset: str, data_dir: str | None, max_train: int | None, max_eval: int | None
 ) -> ImageSplits:
+    if dataset == "fashion-mnist" and data_dir is None:
+        data_dir = default_fashion_mnist_dir()  # Debian's package, when installed
     if dataset == "digits":
         splits = load_digits_splits()
     elif data_dir is None:
         raise ConfigError(
-            "dataset 'fashion-mnist' needs data_dir (--data-dir): the directory holding "
-            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
-            "t10k-labels-idx1-ubyte (each may be .gz)"
+            "dataset 'fashion-mnist' needs its four IDX files: no --data-dir was given and "
+            f"there are none in {FASHION_MNIST_DIR}; {FASHION_MNIST_HOW_TO_GET}"
         )
     else:
         splits = load_fashion_mnist_splits(data_dir)
