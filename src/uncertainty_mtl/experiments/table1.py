@@ -161,7 +161,8 @@ def approx_optimal(
     search = {
         "search": study.search,
         "eta": halving.eta,
-        "steps": sum(r.steps * len(r.scores) for r in rungs),
+        # each run once: rungs of equal steps (a short preset's) share their runs
+        "steps": sum(steps for _, steps in {(c, r.steps) for r in rungs for c in r.scores}),
         "full_grid_steps": full * len(reached),
         "rungs": [
             {
