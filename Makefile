@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RECIPES := $(VENV)/.recipes
 
 .PHONY: run reproduce two-task test test-fast lint typecheck pytest bench clean-venv
 
@@ -42,11 +43,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+## The trainer frameworks the recipes of examples/ need: for the tests only, so that `make run`
+## installs no more than it uses.
+$(RECIPES): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[recipes]'
+	touch $(RECIPES)
+
+pytest: $(STAMP) $(RECIPES)
 	$(BIN)/pytest
 
 ## While developing: the suite without the tests marked slow (whole studies, kill -9 cases).
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(RECIPES)
 	$(BIN)/pytest -m "not slow"
 
 ## Benchmarks print JSON; they are run on demand, never by the tests.
