@@ -423,3 +423,15 @@ def test_the_scene_data_set_is_importable_from_the_data_package():
     assert Lazy is CityscapesScenes and data.SceneDataError is SceneDataError
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         data.Nothing  # noqa: B018
+
+
+def test_a_root_given_relative_or_absolute_shares_one_cache(tmp_path, monkeypatch):
+    # a study prepares the cache with the preset's relative root; each run reads its data
+    # through the absolute root its config.yaml stores: one cache, not a rebuild per run
+    write_tree(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    CityscapesScenes("data", "val", cache_dir="cache")
+    index = tmp_path / "cache" / "val" / "index.json"
+    built = index.stat().st_mtime_ns
+    CityscapesScenes(tmp_path / "data", "val", cache_dir=tmp_path / "cache")
+    assert index.stat().st_mtime_ns == built

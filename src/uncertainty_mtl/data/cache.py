@@ -38,7 +38,8 @@ _CACHE_VERSION = 2
 
 
 def fingerprint(samples: Sequence[SceneFiles], fields: Sequence[str]) -> list[list[Any]]:
-    """Per source file: its path, size, modification time, inode and status-change time.
+    """Per source file: its absolute path (a root given relative or absolute is the same
+    root), size, modification time, inode and status-change time.
 
     A rewrite in place changes the ctime even when the size and the mtime are set back (setting
     the mtime is itself a change of status), and a file replaced by another (a rename onto it)
@@ -49,7 +50,8 @@ def fingerprint(samples: Sequence[SceneFiles], fields: Sequence[str]) -> list[li
         for field in fields:
             path = sample.image if field == "image" else sample.path(field)
             stat = path.stat()
-            rows.append([str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns])
+            where = os.path.abspath(path)
+            rows.append([where, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns])
     return rows
 
 
