@@ -12,6 +12,7 @@ def test_the_schedule_of_the_cpu_preset_search():
     halving = Halving(eta=3, rungs=3)
     assert halving.steps(600) == [66, 200, 600]
     assert [halving.keep(n) for n in (24, 8, 3, 2, 1)] == [8, 3, 1, 1, 1]
+    assert halving.sizes(24) == [24, 8, 3] and Halving(rungs=1).sizes(24) == [24]
     # 24 at 66, 8 at 200, 3 at 600: about a third of the full grid's 24 × 600
     assert halving.cost(24, 600) == 24 * 66 + 8 * 200 + 3 * 600 == 4984
     assert Halving(rungs=1).steps(600) == [600] and Halving(rungs=1).cost(24, 600) == 14400

@@ -493,19 +493,21 @@ class Trainer:
         bar.close()
         return time.perf_counter() - start
 
-    def _validated_kept(self, kept: str) -> bool:
-        """Whether this session's last validation (always at the last step) measured the kept
-        checkpoint on the report split with everything the final evaluation measures (no
-        instance clustering)."""
+    def _kept_validation(self, kept: str) -> dict[str, Any] | None:
+        """The metrics of this session's last validation (always at the last step) when it
+        measured the kept checkpoint on the report split with everything the final evaluation
+        measures (no instance clustering), else ``None``."""
         c = self.config
         clusters = c.eval.cluster_method is not None and {"semantic", "instance"} <= set(self.tasks)
-        return (
-            kept == "best"
-            and self._validated is not None
-            and self._validated[0] == self.best.step
-            and c.eval.select_split == c.eval.report_split
-            and not clusters
-        )
+        if (
+            kept != "best"
+            or self._validated is None
+            or self._validated[0] != self.best.step
+            or c.eval.select_split != c.eval.report_split
+            or clusters
+        ):
+            return None
+        return self._validated[1]
 
     def finish(self, train_seconds: float) -> dict[str, Any]:
         """Evaluates the kept checkpoint on the report split (phase ``final_evaluation``, of
@@ -524,7 +526,7 @@ class Trainer:
         kept = "best" if self.best.step is not None else "last"
         # a selection run's single validation measured the kept checkpoint (the model as it
         # is) on this very split: not measured twice
-        measured = self._validated[1] if self._validated and self._validated_kept(kept) else None
+        measured = self._kept_validation(kept)
         with self.phases("final_evaluation"):
             if kept == "best" and measured is None:
                 state = load_checkpoint(self.best_path, proc.device) if proc.main else None

@@ -77,14 +77,18 @@ class Halving:
         """How many of ``n`` candidates go on to the next rung."""
         return max(1, math.ceil(n / self.eta))
 
+    def sizes(self, candidates: int) -> list[int]:
+        """How many candidates each rung trains, when the search reaches its last rung."""
+        sizes = [candidates]
+        for _ in range(self.rungs - 1):
+            sizes.append(self.keep(sizes[-1]))
+        return sizes
+
     def cost(self, candidates: int, full: int) -> int:
         """Training steps of the whole search over ``candidates`` (against
         ``candidates * full`` for the full grid)."""
-        total, alive = 0, candidates
-        for steps in self.steps(full):
-            total += alive * steps
-            alive = self.keep(alive)
-        return total
+        pairs = zip(self.sizes(candidates), self.steps(full), strict=True)
+        return sum(n * steps for n, steps in pairs)
 
 
 @dataclass

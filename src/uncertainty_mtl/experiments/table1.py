@@ -188,10 +188,8 @@ def _held_back(runner: Runner[SceneStudy], seeds: int) -> tuple[int, int]:
     slots = runner.executor.slots
     if slots < 2:
         return 0, 0
-    halving, alive = runner.study.halving, len(grid_candidates())
-    for _ in halving.steps(runner.study.spec.selection_steps)[1:]:
-        alive = halving.keep(alive)
-    return (-alive) % slots, (-seeds) % slots
+    last = runner.study.halving.sizes(len(grid_candidates()))[-1]
+    return (-last) % slots, (-seeds) % slots
 
 
 def reproduce_table1(
