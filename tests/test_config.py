@@ -96,7 +96,10 @@ def test_unknown_keys_list_what_is_allowed():
         (["data.crop=[512]"], "data.crop must be 2 positive numbers"),
         (["weighting.init_log_var={normals: 1}"], "init_log_var names ['normals'], which are not"),
         (["weighting.init_log_var=.inf"], "init_log_var must be finite"),
-        (["weighting.init_log_var=high"], "init_log_var: expected a number"),
+        (
+            ["weighting.init_log_var=high"],
+            "init_log_var must be a number, task -> number or 'auto'",
+        ),
     ],
 )
 def test_invalid_values(overrides, message):

@@ -140,7 +140,9 @@ def smoke(city, *overrides):
     return load_config("smoke", [*base, *overrides])
 
 
-@pytest.mark.parametrize("kind", ["equal", "gls", "rlw", "imtl-l", "dwa", "gradnorm"])
+@pytest.mark.parametrize(
+    "kind", ["equal", "gls", "rlw", "imtl-l", "dwa", "gradnorm", "si", "uw-so", "famo"]
+)
 def test_each_kind_trains_logs_its_weights_and_resumes_exactly(kind, city, tmp_path, interrupted):
     # 16 frames, batch 4: 4 steps an epoch, so 14 steps reach DWA's third and fourth epochs
     config = smoke(city, f"weighting.kind={kind}", "optim.steps=14", "eval.every=7")
@@ -179,6 +181,15 @@ def test_each_kind_trains_logs_its_weights_and_resumes_exactly(kind, city, tmp_p
                 expected = 3 * torch.softmax(ratio.double() / 2.0, dim=0)
                 assert w == pytest.approx(expected.tolist(), rel=1e-5)
         assert {r["epoch"] for r in records} == {0, 1, 2, 3}
+    elif kind in ("si", "uw-so", "famo"):
+        for r, w in zip(records, weights, strict=True):
+            losses = torch.tensor([r[f"loss/{t}"] for t in ("semantic", "instance", "depth")])
+            if kind == "si":
+                assert w == pytest.approx((1 / losses).tolist(), rel=1e-5)
+            elif kind == "uw-so":
+                assert w == pytest.approx((3 * torch.softmax(1 / losses, 0)).tolist(), rel=1e-4)
+            else:  # z_t / (c·L_t) sums to 1
+                assert sum(w) == pytest.approx(1.0, rel=1e-5)
     elif kind == "gradnorm":
         assert all(sum(w) == pytest.approx(3.0, rel=1e-5) for w in weights)
         assert len({tuple(w) for w in weights}) == len(weights)  # a step every step

@@ -26,6 +26,16 @@ from typing import Any
 import yaml
 
 from uncertainty_mtl.errors import ConfigError
+from uncertainty_mtl.weighting.options import (
+    CagradConfig,
+    DbMtlConfig,
+    DwaConfig,
+    FairGradConfig,
+    FamoConfig,
+    GradNormConfig,
+    GradVacConfig,
+    UwSoConfig,
+)
 from uncertainty_mtl.weighting.registry import AGGREGATOR, METHODS
 
 __all__ = [
@@ -34,13 +44,18 @@ __all__ = [
     "CagradConfig",
     "ConfigError",
     "DataConfig",
+    "DbMtlConfig",
     "DwaConfig",
     "EvalConfig",
+    "FairGradConfig",
+    "FamoConfig",
     "GradNormConfig",
+    "GradVacConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
+    "UwSoConfig",
     "WeightingConfig",
     "apply_overrides",
     "apply_patch",
@@ -104,32 +119,6 @@ class DataConfig:
 OPTIMIZERS = ("sgd", "adam")
 
 
-def _option(method: str, key: str) -> float:
-    """The default of a method's own key, as the registry gives it."""
-    return next(o.default for o in METHODS[method].options if o.key == key)
-
-
-@dataclass
-class DwaConfig:
-    """``weighting.kind: dwa``."""
-
-    temperature: float = _option("dwa", "temperature")  # τ of softmax(r / τ)
-
-
-@dataclass
-class GradNormConfig:
-    """``weighting.kind: gradnorm`` (its weights' own step uses ``weighting.lr``)."""
-
-    alpha: float = _option("gradnorm", "alpha")  # α, the pull towards equal training rates
-
-
-@dataclass
-class CagradConfig:
-    """``weighting.kind: cagrad``."""
-
-    c: float = _option("cagrad", "c")  # the radius of CAGrad's ball around the mean gradient
-
-
 @dataclass
 class WeightingConfig:
     """How the task losses are combined (SPEC §1, §8)."""
@@ -142,12 +131,18 @@ class WeightingConfig:
     regulariser: str = "log"  # or "positive" (log(1 + σ²))
     likelihoods: dict[str, str] = field(default_factory=dict)  # per-task override, e.g.
     # {semantic: tempered_softmax}; default: softmax, laplace, laplace
-    init_log_var: float | dict[str, float] = 0.0  # initial s: for every task, or task -> s
+    # initial s: for every task, task -> s, or "auto" (each task's optimum for its first loss)
+    init_log_var: float | dict[str, float] | str = 0.0
     lr: float | None = None  # learning rate of the log-variances, IMTL-L's scales and
     # GradNorm's weights (default: optim.lr)
     dwa: DwaConfig = field(default_factory=DwaConfig)
     gradnorm: GradNormConfig = field(default_factory=GradNormConfig)
     cagrad: CagradConfig = field(default_factory=CagradConfig)
+    uw_so: UwSoConfig = field(default_factory=UwSoConfig)
+    famo: FamoConfig = field(default_factory=FamoConfig)
+    fairgrad: FairGradConfig = field(default_factory=FairGradConfig)
+    gradvac: GradVacConfig = field(default_factory=GradVacConfig)
+    db_mtl: DbMtlConfig = field(default_factory=DbMtlConfig)
 
 
 @dataclass
@@ -251,7 +246,14 @@ class TrainConfig:
                     f"tasks: { {t: per_task[t] for t in self.tasks} }"
                 )
         inits = self.weighting.init_log_var
-        values = inits.values() if isinstance(inits, dict) else [inits]
+        if isinstance(inits, str) and inits != "auto":
+            raise ConfigError(
+                f"weighting.init_log_var must be a number, task -> number or 'auto', got {inits!r}"
+            )
+        if inits == "auto" and self.weighting.regulariser != "log":
+            raise ConfigError("weighting.init_log_var: 'auto' needs weighting.regulariser 'log'")
+        values = list(inits.values()) if isinstance(inits, dict) else [inits]
+        values = [0.0 if v == "auto" else float(v) for v in values]
         if isinstance(inits, dict) and not set(inits) <= set(self.tasks):
             raise ConfigError(
                 f"weighting.init_log_var names {sorted(set(inits) - set(self.tasks))}, "

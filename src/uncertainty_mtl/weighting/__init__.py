@@ -10,6 +10,11 @@ from uncertainty_mtl.weighting.methods import (
     RandomWeighting,
 )
 from uncertainty_mtl.weighting.optim import parameter_groups
+from uncertainty_mtl.weighting.recent import (
+    FAMO,
+    AnalyticalUncertaintyWeighting,
+    ScaleInvariantWeighting,
+)
 from uncertainty_mtl.weighting.uncertainty import (
     CONVENTIONS,
     LIKELIHOODS,
@@ -19,8 +24,10 @@ from uncertainty_mtl.weighting.uncertainty import (
 
 __all__ = [
     "CONVENTIONS",
+    "FAMO",
     "LIKELIHOODS",
     "REGULARISERS",
+    "AnalyticalUncertaintyWeighting",
     "DynamicWeightAverage",
     "FixedWeighting",
     "GeometricWeighting",
@@ -28,6 +35,7 @@ __all__ = [
     "IMTLLossWeighting",
     "NonFiniteLossError",
     "RandomWeighting",
+    "ScaleInvariantWeighting",
     "UncertaintyWeighting",
     "Weighting",
     "parameter_groups",

@@ -23,9 +23,10 @@ from uncertainty_mtl.weighting.base import Weighting, check_task_names
 __all__ = ["GradientAggregation"]
 
 
-def _makers(tasks: int, cagrad_c: float) -> dict[str, Callable[[], Any]]:
+def _makers(tasks: int, options: Mapping[str, float]) -> dict[str, Callable[[], Any]]:
     """``weighting.kind`` -> a maker of its torchjd aggregator (the methods' names, references
-    and options are in :mod:`uncertainty_mtl.weighting.registry`)."""
+    and options are in :mod:`uncertainty_mtl.weighting.registry`; ``options`` holds the
+    method's own, by key, their defaults there)."""
     try:
         from torchjd import aggregation as A
     except ModuleNotFoundError as err:  # pragma: no cover - exercised without the extra only
@@ -36,12 +37,51 @@ def _makers(tasks: int, cagrad_c: float) -> dict[str, Callable[[], Any]]:
     return {
         "mgda": A.MGDA,
         "pcgrad": A.PCGrad,
-        "cagrad": lambda: A.CAGrad(c=cagrad_c),
+        "cagrad": lambda: A.CAGrad(c=options.get("c", 0.4)),
         "nash-mtl": lambda: A.NashMTL(n_tasks=tasks),
         "imtl-g": A.IMTLG,
         "aligned-mtl": A.AlignedMTL,
         "upgrad": A.UPGrad,
+        "fairgrad": lambda: A.FairGrad(alpha=options.get("alpha", 1.0)),
+        "dualproj": A.DualProj,
+        "gradvac": lambda: A.GradVac(beta=options.get("beta", 0.5)),
+        "config": A.ConFIG,
+        "db-mtl": lambda: _dual_balancing(A.Aggregator)(
+            options.get("beta", 0.9), options.get("beta_sigma", 0.0)
+        ),
     }
+
+
+#: The aggregators whose rows are the gradients of ``log L_t`` instead of ``L_t``.
+_OF_LOG_LOSSES = ("db-mtl",)
+
+
+def _dual_balancing(base: type) -> type:
+    """DB-MTL's gradient balancing (Lin et al., 2023) as a torchjd aggregator: the rows (the
+    gradients of ``log L_t``) are averaged over steps, ``b_t ← g_t + β_k·(b_t − g_t)`` with
+    ``β_k = β / k^σ`` from ``b = 0``, and combined as ``sum_t (max_j ‖b_j‖ / ‖b_t‖)·b_t``: every
+    task's averaged gradient is scaled to the largest norm. torchjd does not ship it; the
+    hand-computation test checks it."""
+
+    class DualBalancing(base):  # type: ignore[misc]
+        def __init__(self, beta: float, beta_sigma: float) -> None:
+            super().__init__()
+            self.beta, self.beta_sigma = beta, beta_sigma
+            self.steps = 0
+            self.buffer: Tensor | None = None
+            self.weights: Tensor | None = None  # max_j ‖b_j‖ / ‖b_t‖ of the last call
+
+        def forward(self, matrix: Tensor) -> Tensor:
+            self.steps += 1
+            if self.buffer is None or self.buffer.shape != matrix.shape:
+                self.buffer = torch.zeros_like(matrix)
+            rate = self.beta / self.steps**self.beta_sigma
+            self.buffer = matrix + rate * (self.buffer - matrix)
+            norms = self.buffer.norm(dim=1)
+            self.weights = norms.max() / (norms + 1e-8)
+            return self.weights @ self.buffer
+
+    return DualBalancing
 
 
 class GradientAggregation(Weighting):
@@ -58,7 +98,9 @@ class GradientAggregation(Weighting):
         tasks: the task names.
         kind: an aggregator's ``weighting.kind`` (``mgda``, ``pcgrad``, ``cagrad``, ...; see
             :data:`~uncertainty_mtl.weighting.registry.METHODS`).
-        cagrad_c: CAGrad's ``c``, the radius of its ball around the mean gradient.
+        options: the method's own hyper-parameters by key (CAGrad's ``c``, FairGrad's
+            ``alpha``, GradVac's ``beta``, DB-MTL's ``beta`` and ``beta_sigma``); defaults where
+            left out.
         check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
     """
 
@@ -69,12 +111,12 @@ class GradientAggregation(Weighting):
         tasks: Iterable[str],
         kind: str,
         *,
-        cagrad_c: float = 0.4,
+        options: Mapping[str, float] | None = None,
         check_finite: bool = True,
     ) -> None:
         super().__init__(check_finite=check_finite)
         self.tasks = check_task_names(tasks, what="tasks")
-        makers = _makers(len(self.tasks), cagrad_c)
+        makers = _makers(len(self.tasks), options or {})
         if kind not in makers:
             raise ValueError(f"unknown aggregator {kind!r}; expected one of {list(makers)}")
         self.kind = kind
@@ -93,7 +135,10 @@ class GradientAggregation(Weighting):
 
         self._stack_losses(losses, torch.float32)  # checks the tasks
         shared = [p for p in shared if p.requires_grad]
-        mtl_backward([losses[t] for t in self.tasks], features=features, shared_params=shared)
+        rows = [losses[t] for t in self.tasks]
+        if self.kind in _OF_LOG_LOSSES:
+            rows = [loss.clamp(min=1e-30).log() for loss in rows]
+        mtl_backward(rows, features=features, shared_params=shared)
         with warnings.catch_warnings():
             # cvxpy's remarks at every step: CAGrad's problem is not DPP (a speed note), and
             # Nash-MTL's inner solver may stop inexact (it keeps its last weights then)
@@ -103,6 +148,8 @@ class GradientAggregation(Weighting):
             # (a task whose gradient has vanished): its weights then stay as they were
             warnings.filterwarnings("ignore", category=RuntimeWarning, module="cvxpy")
             weights = jac_to_grad(shared, self.aggregator)
+        if weights is None:
+            weights = getattr(self.aggregator, "weights", None)  # our own aggregators'
         if weights is not None:
             values = weights.detach().reshape(-1).float().tolist()
             self._last = dict(zip(self.tasks, values, strict=True))

@@ -84,7 +84,7 @@ class BuildArgs:
     weights: Mapping[str, float] = field(default_factory=dict)
     likelihoods: Mapping[str, str] = field(default_factory=dict)
     event_dims: Mapping[str, int] = field(default_factory=dict)
-    init_log_var: float | Mapping[str, float] = 0.0
+    init_log_var: float | Mapping[str, float] | str = 0.0
     convention: str = "likelihood"
     regulariser: str = "log"
 
@@ -185,18 +185,43 @@ def _gradnorm(a: BuildArgs) -> Weighting:
     return GradNorm(a.tasks, alpha=a.options["alpha"], lr=a.lr, check_finite=a.check_finite)
 
 
+def _si(a: BuildArgs) -> Weighting:
+    from uncertainty_mtl.weighting.recent import ScaleInvariantWeighting
+
+    return ScaleInvariantWeighting(a.tasks, check_finite=a.check_finite)
+
+
+def _uw_so(a: BuildArgs) -> Weighting:
+    from uncertainty_mtl.weighting.recent import AnalyticalUncertaintyWeighting
+
+    return AnalyticalUncertaintyWeighting(
+        a.tasks, temperature=a.options["temperature"], check_finite=a.check_finite
+    )
+
+
+def _famo(a: BuildArgs) -> Weighting:
+    from uncertainty_mtl.weighting.recent import FAMO
+
+    return FAMO(
+        a.tasks,
+        weight_lr=a.options["weight_lr"],
+        gamma=a.options["gamma"],
+        check_finite=a.check_finite,
+    )
+
+
 def _aggregator(name: str) -> Callable[[BuildArgs], Weighting]:
     def build(a: BuildArgs) -> Weighting:
         from uncertainty_mtl.weighting.aggregators import GradientAggregation
 
-        return GradientAggregation(
-            a.tasks, name, cagrad_c=a.options.get("c", 0.0), check_finite=a.check_finite
-        )
+        return GradientAggregation(a.tasks, name, options=a.options, check_finite=a.check_finite)
 
     return build
 
 
-def _torchjd(name: str, reference: str, options: tuple[Option, ...] = ()) -> Method:
+def _torchjd(
+    name: str, reference: str, options: tuple[Option, ...] = (), *, benchmarked: bool = True
+) -> Method:
     return Method(
         name,
         AGGREGATOR,
@@ -206,6 +231,7 @@ def _torchjd(name: str, reference: str, options: tuple[Option, ...] = ()) -> Met
         hooks=("features",),
         extra="methods",
         package="torchjd",
+        benchmarked=benchmarked,
     )
 
 
@@ -257,6 +283,57 @@ _METHODS = (
     _torchjd("imtl-g", "IMTL-G, Liu et al., ICLR 2021"),
     _torchjd("aligned-mtl", "Aligned-MTL, Senushkin et al., CVPR 2023"),
     _torchjd("upgrad", "UPGrad, Quinton & Rey, 2024"),
+    # Added with the tuned protocol of the benchmark: usable everywhere, rows of the benchmark's
+    # tables once those are regenerated under that protocol (benchmarked=False until then).
+    Method(
+        "si",
+        LOSS_WEIGHTING,
+        "sum of log-losses, Navon et al., ICML 2022's baseline",
+        _si,
+        benchmarked=False,
+    ),
+    Method(
+        "uw-so",
+        LOSS_WEIGHTING,
+        "UW-SO, analytical uncertainty weighting, Kirchdorfer et al., 2024",
+        _uw_so,
+        options=(Option("temperature", 1.0, 0.0, False, "τ of T·softmax((1/L)/τ)"),),
+        benchmarked=False,
+    ),
+    Method(
+        "famo",
+        LOSS_WEIGHTING,
+        "FAMO, Liu et al., NeurIPS 2023",
+        _famo,
+        options=(
+            Option("weight_lr", 0.025, 0.0, True, "the Adam step of the task logits"),
+            Option("gamma", 0.01, 0.0, True, "the task logits' weight decay"),
+        ),
+        benchmarked=False,
+    ),
+    _torchjd(
+        "fairgrad",
+        "FairGrad, Ban & Ji, ICML 2024",
+        (Option("alpha", 1.0, 0.0, False, "α of the α-fair utility"),),
+        benchmarked=False,
+    ),
+    _torchjd("dualproj", "DualProj, Quinton & Rey, 2024", benchmarked=False),
+    _torchjd(
+        "gradvac",
+        "GradVac, Wang et al., ICLR 2021",
+        (Option("beta", 0.5, 0.0, False, "the rate of the targets' moving average"),),
+        benchmarked=False,
+    ),
+    _torchjd("config", "ConFIG, Liu et al., ICLR 2025", benchmarked=False),
+    _torchjd(
+        "db-mtl",
+        "DB-MTL, Lin et al., 2023 (our aggregator on torchjd's Jacobian)",
+        (
+            Option("beta", 0.9, 0.0, True, "the moving average of the log-loss gradients"),
+            Option("beta_sigma", 0.0, 0.0, True, "its decay: β / step^σ"),
+        ),
+        benchmarked=False,
+    ),
 )
 
 #: ``weighting.kind`` -> :class:`Method`, in the order the docs and the error messages list them.

@@ -78,7 +78,11 @@ class UncertaintyWeighting(Weighting):
         likelihoods: task name -> ``"gaussian"`` (MSE loss), ``"laplace"`` (L1 loss) or
             ``"softmax"`` (cross-entropy). Declared, never guessed from the loss.
         init_log_var: initial ``s``, one float for every task or a mapping task -> float (tasks
-            it leaves out start at 0.0).
+            it leaves out start at 0.0), or ``"auto"``: each task's ``s`` is set, at the first
+            training call that gives it a positive loss, to the optimum of its term for that
+            loss (:func:`optimal_log_variance`; under ``torch.distributed`` the loss averaged
+            over the ranks, so every rank starts alike), whatever the loss's scale. Needs the
+            ``log`` regulariser; a ``tempered_softmax`` task starts at 0.
         event_dims: task name -> ``d``, the scalars its loss sums per element (default 1 for
             every task; the scene instance loss ``|dx| + |dy|`` has 2). The penalty is
             ``(d/2)·s``. Only ``gaussian`` and ``laplace`` tasks may have ``d > 1``.
@@ -107,7 +111,7 @@ class UncertaintyWeighting(Weighting):
         self,
         likelihoods: Mapping[str, str],
         *,
-        init_log_var: float | Mapping[str, float] = 0.0,
+        init_log_var: float | Mapping[str, float] | str = 0.0,
         event_dims: Mapping[str, int] | None = None,
         convention: str = "likelihood",
         regulariser: str = "log",
@@ -141,7 +145,16 @@ class UncertaintyWeighting(Weighting):
         self.regulariser = regulariser
         self.event_dims = _event_dims(event_dims, self.likelihoods)
 
-        inits = _per_task_init(init_log_var, self.tasks)
+        auto = isinstance(init_log_var, str)
+        if auto and init_log_var != "auto":
+            raise ValueError(
+                f"init_log_var must be a number, a mapping or 'auto', got {init_log_var!r}"
+            )
+        if auto and regulariser != "log":
+            raise ValueError(
+                "init_log_var='auto' needs regulariser='log' (the closed-form optimum)"
+            )
+        inits = _per_task_init(0.0 if auto else init_log_var, self.tasks)  # type: ignore[arg-type]
         # float32 whatever torch's default dtype: the state is the same in every program.
         self.log_vars = nn.Parameter(
             torch.tensor([inits[t] for t in self.tasks], dtype=torch.float32)
@@ -168,6 +181,12 @@ class UncertaintyWeighting(Weighting):
         )
         self._log_scale: Tensor
         self._neg_rate: Tensor
+        # init_log_var="auto": the tasks whose s waits for its first positive loss (saved, so a
+        # resumed run does not set it again).
+        pending = [auto and self.likelihoods[t] != "tempered_softmax" for t in self.tasks]
+        self.register_buffer("_auto_pending", torch.tensor(pending), persistent=auto)
+        self._auto_pending: Tensor
+        self._auto_active = any(pending)  # a Python flag: no data-dependent branch otherwise
 
     def term_likelihood(self, task: str) -> str:
         """The likelihood whose term ``task`` adds, after applying the convention and the
@@ -210,7 +229,22 @@ class UncertaintyWeighting(Weighting):
         if self.missing == "skip":
             return self._forward_present(losses, at_least)
         loss = self._stack_losses(losses, at_least)
+        if self.training and self._auto_active:
+            self._start_at_optimum(loss, torch.arange(len(self.tasks), device=loss.device))
         return self._terms(loss, slice(None)).sum()
+
+    @torch.no_grad()
+    def _start_at_optimum(self, loss: Tensor, index: Tensor) -> None:
+        """``init_log_var="auto"``: the pending tasks among ``index`` with a positive loss (mean
+        over the ranks) start at their term's optimum ``log(a·b·L/p)/b``."""
+        mean = all_reduced(loss.detach().double(), mean=True)
+        a, b = self._log_scale[index].double().exp(), -self._neg_rate[index].double()
+        penalty = self._penalty[index].double()
+        due = self._auto_pending[index] & (mean > 0) & (penalty > 0)
+        optimum = torch.log(a * b * mean.clamp(min=1e-300) / penalty.clamp(min=1e-300)) / b
+        self.log_vars[index] = torch.where(due, optimum.float(), self.log_vars[index])
+        self._auto_pending[index] &= ~due
+        self._auto_active = bool(self._auto_pending.any())
 
     def _terms(self, loss: Tensor, index: slice | Tensor) -> Tensor:
         """Each task's term, for the tasks ``index`` picks out of ``tasks`` (``loss`` in that
@@ -232,6 +266,8 @@ class UncertaintyWeighting(Weighting):
             return self.log_vars.sum() * 0.0  # no term; zero gradients, still in the graph
         loss = self._stack_losses(losses, at_least, present)
         index = torch.tensor([self.index[t] for t in present], device=device)
+        if self.training and self._auto_active:
+            self._start_at_optimum(loss, index)  # every rank, every call (it all-reduces)
         scale = (world_size() / counts[index]).to(loss.dtype)
         return (self._terms(loss, index) * scale).sum()
 
@@ -273,6 +309,12 @@ class UncertaintyWeighting(Weighting):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
+        pending = prefix + "_auto_pending"  # in the state of an init_log_var="auto" weighting
+        if "_auto_pending" in self._non_persistent_buffers_set:
+            state_dict = {k: v for k, v in state_dict.items() if k != pending}
+        elif pending not in state_dict and prefix + "log_vars" in state_dict:
+            # a state without it: its run had started, nothing is pending
+            state_dict = {**state_dict, pending: torch.zeros(len(self.tasks), dtype=torch.bool)}
         extra = state_dict.get(prefix + "_extra_state")
         key = prefix + "log_vars"
         if isinstance(extra, dict) and "tasks" in extra and key in state_dict:
@@ -285,10 +327,14 @@ class UncertaintyWeighting(Weighting):
                 return
             if saved != list(self.tasks):  # same tasks, other order: match by name
                 state_dict = dict(state_dict)
-                state_dict[key] = state_dict[key][[saved.index(t) for t in self.tasks]]
+                order = [saved.index(t) for t in self.tasks]
+                state_dict[key] = state_dict[key][order]
+                if pending in state_dict:
+                    state_dict[pending] = state_dict[pending][order]
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        self._auto_active = bool(self._auto_pending.any())
 
 
 def optimal_log_variance(likelihood: str, loss: float, event_dims: int = 1) -> float:
