@@ -197,7 +197,7 @@ def test_two_workers_give_the_same_numbers_as_one(tmp_path):
 
 def test_method_runs_name_one_weighting_and_keep_the_old_runs_identity():
     config = smoke()
-    base = {k: v for k, v in vars(config).items() if k not in ("seeds", "grid")}
+    base = {k: v for k, v in vars(config).items() if k not in ("seeds", "grid_seeds", "grid")}
     with pytest.raises(ValueError, match="one of"):
         runs.TwoTaskRun(**base, convention="likelihood", method="dwa")
     with pytest.raises(ValueError, match="method must be one of"):

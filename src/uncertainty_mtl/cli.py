@@ -158,6 +158,13 @@ _DATA_DIR_HELP = (
 )
 
 
+_CURVES_HELP = (
+    "instead of the study, the learning curves that choose its batch size and epochs on val "
+    "(default --out: runs/two-task-<dataset>-curves)"
+)
+_GRID_SEEDS_HELP = "seeds of the sweep's other points (default: all; the chosen one trains all)"
+
+
 def _add_two_task_study(studies: Any) -> None:
     two_task = studies.add_parser(
         "two-task",
@@ -179,17 +186,20 @@ def _add_two_task_study(studies: Any) -> None:
     two_task.add_argument("--data-dir", help=_DATA_DIR_HELP)
     two_task.add_argument("--seeds", type=_positive_int, help="number of seeds (default: 3)")
     two_task.add_argument("--epochs", type=_positive_int, help="override the preset's epochs")
+    two_task.add_argument("--grid-seeds", type=_positive_int, help=_GRID_SEEDS_HELP)
     two_task.add_argument(
         "--out", default=None, help="output directory (default: runs/two-task-<dataset>)"
     )
     two_task.add_argument(
         "--preset",
-        choices=["cpu", "smoke"],
+        choices=["cpu", "short", "smoke"],
         default="cpu",
-        help="cpu: the data set's own preset (default); smoke: tiny splits, 2 epochs, 3 grid "
+        help="cpu: the data set's own preset (default); short: Fashion-MNIST's cheaper one (10 "
+        "epochs, the sweep's other points on one seed); smoke: tiny splits, 2 epochs, 3 grid "
         "points, checks the pipeline in seconds (the spelling of every study)",
     )
     two_task.add_argument("--smoke", action="store_true", help="the old spelling of --preset smoke")
+    two_task.add_argument("--curves", action="store_true", help=_CURVES_HELP)
     two_task.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     _add_common(two_task, workers_help="parallel training processes (default: number of CPUs)")
 
@@ -528,24 +538,10 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
 
 
 def _two_task_config(args: argparse.Namespace) -> Any:
-    """The two-task study's config: the data set's preset, the flags given, and the smoke
-    shrinking (``--preset smoke``; ``--smoke``, its old spelling, says so)."""
-    from dataclasses import replace
-
+    """The two-task study's config for the flags given (``--smoke``, the old spelling of
+    ``--preset smoke``, and the study's old name say so)."""
     from uncertainty_mtl.experiments import two_task as runs
 
-    given = {
-        "data_dir": args.data_dir,
-        "seeds": args.seeds,
-        "epochs": getattr(args, "epochs", None),
-    }
-    if args.dataset == "fashion-mnist" and given["data_dir"] is None:
-        from uncertainty_mtl.data.mnist_like import default_fashion_mnist_dir
-
-        given["data_dir"] = default_fashion_mnist_dir()  # Debian's package, when installed
-    config = replace(
-        runs.PRESETS[args.dataset], **{k: v for k, v in given.items() if v is not None}
-    )
     if getattr(args, "smoke", False):
         print("umtl: --smoke is now spelled --preset smoke, as in every study", file=sys.stderr)
     if getattr(args, "study", None) == "fashion-mnist":
@@ -554,23 +550,30 @@ def _two_task_config(args: argparse.Namespace) -> Any:
             f"--dataset's, here {args.dataset})",
             file=sys.stderr,
         )
-    smoke = getattr(args, "smoke", False) or getattr(args, "preset", None) == "smoke"
-    return runs.smoke_config(config) if smoke else config
+    preset = "smoke" if getattr(args, "smoke", False) else getattr(args, "preset", "cpu")
+    given = {k: getattr(args, k, None) for k in ("data_dir", "seeds", "epochs", "grid_seeds")}
+    return runs.preset_config(args.dataset, preset, **given)
 
 
 def _reproduce_two_task(args: argparse.Namespace) -> int:
     from uncertainty_mtl.experiments import two_task as study
 
-    out = args.out or f"runs/two-task-{args.dataset}"
-    summary = study.run_study(
-        _two_task_config(args),
-        out,
-        executor=_executor(args, out, _workers(args)),
-        device=args.device,
-        progress=not args.quiet,
-    )
-    with open(os.path.join(out, "table.md"), encoding="utf-8") as f:
-        print(f.read())
+    suffix = "-curves" if args.curves else "-short" if args.preset == "short" else ""
+    out = args.out or f"runs/two-task-{args.dataset}{suffix}"
+    config = _two_task_config(args)
+    where = {"executor": _executor(args, out, _workers(args)), "device": args.device}
+    if args.curves:  # --preset smoke: as short as its study
+        horizon = config.epochs if config.max_train is not None else study.HORIZON
+        summary = study.learning_curves(
+            config, out, horizon=horizon, **where, progress=not args.quiet
+        )
+    else:
+        summary = study.run_study(config, out, **where, progress=not args.quiet)
+    if args.curves:
+        print(f"chosen on val: {summary['chosen']}  ({summary['rule']})")
+    else:
+        with open(os.path.join(out, "table.md"), encoding="utf-8") as f:
+            print(f.read())
     print(f"wrote {out}/ in {summary['wall_time_s']:.0f} s")
     return 0
 

@@ -36,10 +36,13 @@ from uncertainty_mtl.experiments.two_task.config import (
     fixed_run,
     learned_run,
     method_run,
+    preset_config,
     smoke_config,
 )
+from uncertainty_mtl.experiments.two_task.curves import HORIZON, choose_schedule, learning_curves
 from uncertainty_mtl.experiments.two_task.report import (
     plot_grid,
+    plot_learning_curves,
     plot_log_variances,
     plot_test_curves,
     table,
@@ -60,6 +63,7 @@ from uncertainty_mtl.experiments.two_task.training import (
 )
 
 __all__ = [
+    "HORIZON",
     "LIKELIHOODS",
     "METHOD_KINDS",
     "PRESETS",
@@ -70,15 +74,19 @@ __all__ = [
     "StudyConfig",
     "TwoTaskRun",
     "TwoTaskStudy",
+    "choose_schedule",
     "config_dict",
     "evaluate",
     "fixed_run",
     "learned_run",
+    "learning_curves",
     "load_splits",
     "method_run",
     "plot_grid",
+    "plot_learning_curves",
     "plot_log_variances",
     "plot_test_curves",
+    "preset_config",
     "run_study",
     "select_weight",
     "smoke_config",

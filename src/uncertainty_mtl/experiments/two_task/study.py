@@ -18,6 +18,7 @@ from uncertainty_mtl.data.mnist_like import ImageSplits
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
+from uncertainty_mtl.experiments.two_task.claims import claims
 from uncertainty_mtl.experiments.two_task.config import (
     REFERENCE,
     REFERENCE_APPROX_OPTIMAL,
@@ -38,7 +39,14 @@ from uncertainty_mtl.experiments.two_task.report import (
 from uncertainty_mtl.experiments.two_task.training import RESULT_FILE, load_splits, train_run
 from uncertainty_mtl.reporting.tables import summarise
 
-__all__ = ["TwoTaskStudy", "run_study", "select_weight", "split_summaries", "summarise_study"]
+__all__ = [
+    "TwoTaskStudy",
+    "grid_summaries",
+    "run_study",
+    "select_weight",
+    "split_summaries",
+    "summarise_study",
+]
 
 
 @dataclass
@@ -51,7 +59,8 @@ class TwoTaskStudy:
     result_file: str = RESULT_FILE
 
     def resolve(self, run: Run, *, parallel: bool = False) -> TwoTaskRun:
-        base = {k: v for k, v in asdict(self.config).items() if k not in ("seeds", "grid")}
+        study_only = ("seeds", "grid_seeds", "grid")
+        base = {k: v for k, v in asdict(self.config).items() if k not in study_only}
         return TwoTaskRun(**{**base, **run.patch, "seed": run.seed, "device": self.device})
 
     def identity(self, config: TwoTaskRun) -> dict[str, Any]:
@@ -60,6 +69,8 @@ class TwoTaskStudy:
             settings.pop(volatile)
         if settings["method"] is None:  # the runs from before the methods keep their identity
             settings.pop("method")
+        if not settings["channels_last"]:  # and those from before the memory format
+            settings.pop("channels_last")
         return settings
 
     def job(self, config: TwoTaskRun, run_dir: Path) -> Job:
@@ -105,13 +116,29 @@ def _run_study(
     """:func:`run_study`'s work, in the directory ``runner`` holds."""
     out = runner.out  # claimed and locked (SPEC §10): absent, empty or a study of ours
     write_text(out / "config.yaml", yaml.safe_dump(config_dict(config), sort_keys=False))
+    seeds = range(config.seeds)
     runs = [
-        *(fixed_run(w, seed) for seed in range(config.seeds) for w in config.fixed_weights),
-        *(learned_run(c, seed) for seed in range(config.seeds) for c in ("likelihood", "paper")),
+        *(
+            fixed_run(w, s)
+            for s in seeds
+            for w in config.fixed_weights
+            if s < config.sweep_seeds(w)
+        ),
+        *(learned_run(c, s) for s in seeds for c in ("likelihood", "paper")),
     ]
     done = runner.results(runs)
     results = {(run.name, run.seed): done[run] for run in runs}
+    chosen, _ = select_weight(grid_summaries(config, results))
+    if chosen is not None:  # the chosen point for the seeds the sweep did not train it with
+        rest = [fixed_run(chosen, s) for s in seeds if (fixed_run(chosen).name, s) not in results]
+        results.update({(run.name, run.seed): r for run, r in runner.results(rest).items()})
     summary = summarise_study(config, splits, results)
+
+    def learned_dir(row: str, seed: int) -> Path:
+        return runner.run_dir(learned_run(row.removeprefix("learned_"), seed))
+
+    train_images = summary["split_sizes"]["train"]
+    summary["claims"] = claims(config, summary["rows"], results, learned_dir, train_images)
     timing = runner.timing()
     summary["wall_time_s"] = time.perf_counter() - start
     summary["trained_runs"] = timing["runs_trained"]
@@ -133,7 +160,26 @@ def split_summaries(results: Sequence[Mapping[str, Any]], split: str) -> dict[st
 def _metric_summaries(
     results: Mapping[tuple[str, int], dict[str, Any]], run_id: str, seeds: int, split: str
 ) -> dict[str, Any]:
-    return split_summaries([results[run_id, s] for s in range(seeds)], split)
+    """Over the first ``seeds`` seeds that ``results`` holds for ``run_id``."""
+    found = [results[run_id, s] for s in range(seeds) if (run_id, s) in results]
+    return split_summaries(found, split)
+
+
+def grid_summaries(
+    config: StudyConfig, results: Mapping[tuple[str, int], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each sweep point's val and test metrics over the seeds the sweep trained it with."""
+    return [
+        {
+            "weights": run.patch["weights"],
+            "run_id": run.name,
+            "seeds": config.sweep_seeds(w),
+            "val": _metric_summaries(results, run.name, config.sweep_seeds(w), "val"),
+            "test": _metric_summaries(results, run.name, config.sweep_seeds(w), "test"),
+        }
+        for w in config.fixed_weights
+        for run in (fixed_run(w),)
+    ]
 
 
 def select_weight(grid: Sequence[dict[str, Any]]) -> tuple[float | None, dict[str, float]]:
@@ -156,15 +202,7 @@ def summarise_study(
     results: Mapping[tuple[str, int], dict[str, Any]],
 ) -> dict[str, Any]:
     seeds = config.seeds
-    grid = [
-        {
-            "weights": run.patch["weights"],
-            "run_id": run.name,
-            "val": _metric_summaries(results, run.name, seeds, "val"),
-            "test": _metric_summaries(results, run.name, seeds, "test"),
-        }
-        for run in map(fixed_run, config.fixed_weights)
-    ]
+    grid = grid_summaries(config, results)
     chosen, scores = select_weight(grid)
     row_runs = {
         "classification_only": fixed_run(1.0).name,
@@ -211,7 +249,10 @@ def summarise_study(
         "approx_optimal": {
             "weights": None if chosen is None else fixed_run(chosen).patch["weights"],
             "criterion": "among the grid's multi-task points (0 < w < 1), with the validation "
-            "means over seeds: " + CANDIDATE_CRITERION,
+            "means over "
+            + ("seeds" if config.grid_seeds is None else f"the first {config.grid_seeds} seed(s)")
+            + ": "
+            + CANDIDATE_CRITERION,
             "scores": scores,
         },
         "reference": {

@@ -70,6 +70,7 @@ def evaluate(
     labels: Tensor,
     *,
     batch_size: int = 1000,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Metrics of the model's heads over a whole split.
 
@@ -82,7 +83,7 @@ def evaluate(
     correct, abs_error, n = 0, 0.0, len(labels)
     for start in range(0, n, batch_size):
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
-        out = model(x)
+        out = model(_layout(x, channels_last))
         if "classification" in out:
             correct += classification.correct_count(out["classification"], y)
         if "reconstruction" in out:
@@ -94,6 +95,10 @@ def evaluate(
     if "reconstruction" in model.tasks:
         metrics["reconstruction_l1"] = abs_error / images[0].numel() / n
     return metrics
+
+
+def _layout(images: Tensor, channels_last: bool) -> Tensor:
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
 def task_losses(outputs: dict[str, Tensor], images: Tensor, labels: Tensor) -> dict[str, Tensor]:
@@ -128,6 +133,8 @@ def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict
         mean=float(x_train.mean()),
         std=float(x_train.std()),
     ).to(device)
+    if run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     weighting = run.make_weighting().to(device)
     optimiser = torch.optim.Adam(
         parameter_groups(
@@ -141,7 +148,8 @@ def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict
     def evaluation(step: int) -> dict[str, Any]:
         row: dict[str, Any] = {"step": step}
         for split, (x, y) in evals.items():
-            row.update({f"{split}/{k}": v for k, v in evaluate(model, x, y).items()})
+            metrics = evaluate(model, x, y, channels_last=run.channels_last)
+            row.update({f"{split}/{k}": v for k, v in metrics.items()})
         return row
 
     from tqdm.auto import tqdm
@@ -158,7 +166,7 @@ def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict
     for epoch in range(run.epochs):
         weighting.on_epoch(epoch)  # epoch statistics (DWA's loss ratios)
         for index in torch.split(torch.randperm(len(y_train), generator=order), run.batch_size):
-            x, y = x_train[index], y_train[index]
+            x, y = _layout(x_train[index], run.channels_last), y_train[index]
             code = model.features(x)
             losses = task_losses(model.outputs(code), x, y)
             total = weighting(losses)
@@ -179,7 +187,10 @@ def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict
     bar.close()
     training_seconds = time.perf_counter() - looping - evaluating
     write_text(run_dir / "metrics.jsonl", "\n".join(records) + "\n")
-    final = {"val": evaluate(model, *evals["val"]), "test": evaluate(model, *evals["test"])}
+    final = {
+        split: evaluate(model, *evals[split], channels_last=run.channels_last)
+        for split in ("val", "test")
+    }
     result = {
         # the keys of a scene run's results.json
         "split": "test",

@@ -1,0 +1,58 @@
+"""Paired comparisons over seeds: the statistics behind a sentence that ranks two rows.
+
+Two rows trained with the same seeds share their initialisation and batch order, so their
+per-seed differences are paired; the interval is Student's t over those differences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["paired_difference", "verdict"]
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], *, higher_is_better: bool
+) -> dict[str, Any]:
+    """How row ``a`` compares with row ``b`` over paired seeds.
+
+    Args:
+        a, b: one value per seed, in the same seed order.
+        higher_is_better: the metric's direction (accuracy: True; an error: False).
+
+    Returns:
+        ``differences`` (a − b per seed), ``mean``, ``ci95`` (``[low, high]`` of the mean
+        difference, Student's t; ``None`` for one seed), ``p_improvement`` (the share of seeds
+        where ``a`` is better than ``b``) and ``verdict`` (:func:`verdict`).
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_difference needs equal, non-empty lists, got {len(a)}, {len(b)}")
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(diffs)
+    mean = math.fsum(diffs) / n
+    ci: list[float] | None = None
+    if n > 1:
+        from scipy.stats import t
+
+        sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
+        half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        ci = [mean - half, mean + half]
+    sign = 1.0 if higher_is_better else -1.0
+    return {
+        "differences": diffs,
+        "mean": mean,
+        "ci95": ci,
+        "p_improvement": sum(sign * d > 0 for d in diffs) / n,
+        "verdict": verdict(ci, higher_is_better=higher_is_better),
+    }
+
+
+def verdict(ci: Sequence[float] | None, *, higher_is_better: bool) -> str:
+    """``"better"`` or ``"worse"`` when the 95% interval of a − b excludes 0 (by the metric's
+    direction), ``"not separated"`` when it holds 0 or there is none."""
+    if ci is None or ci[0] <= 0 <= ci[1]:
+        return "not separated"
+    above = ci[0] > 0
+    return "better" if above == higher_is_better else "worse"
