@@ -50,10 +50,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## The trainer frameworks the recipes of examples/ need: for the tests only, so that `make run`
-## installs no more than it uses.
-$(RECIPES): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[recipes]'
+## The trainer frameworks the recipes of examples/ need and QM9's files: for the tests only, so
+## that `make run` installs no more than it uses.
+$(RECIPES): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[recipes,qm9]'
 	touch $(RECIPES)
 
 pytest: $(STAMP) $(RECIPES)

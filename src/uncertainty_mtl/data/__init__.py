@@ -1,4 +1,4 @@
-"""Data: scene data sets (Cityscapes layout) and the small image sets of the two-task study.
+"""Data: scene data sets (Cityscapes layout), the small image sets of the two-task study and QM9.
 
 ``from uncertainty_mtl.data import CityscapesScenes`` works; it is imported on first use, so that
 the two-task study's readers do not load the scene stack.

@@ -7,36 +7,27 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uncertainty_mtl
-from uncertainty_mtl.experiments.executors import LAUNCHERS as _EXECUTOR_LAUNCHERS
-
-if TYPE_CHECKING:
-    from uncertainty_mtl.experiments.executors import Executor
+from uncertainty_mtl.cli.common import (
+    _add_common,
+    _executor,
+    _positive_int,
+    _workers,
+)
+from uncertainty_mtl.cli.studies import (
+    _DATA_DIR_HELP,
+    _add_qm9_study,
+    _add_two_task_study,
+    _reproduce_two_task_methods,
+    _two_task_config,  # noqa: F401 (the tests reach it here)
+)
 
 __all__ = ["main"]
 
 # Spelled out, so that building the parser imports nothing heavy (see inference.clustering).
 CLUSTER_METHODS = ["grid", "dbscan", "hdbscan", "optics"]
-#: Where a study's runs train (the executors' list; executors.py imports nothing heavy).
-LAUNCHERS = list(_EXECUTOR_LAUNCHERS)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
 #: Optional modules -> the extra that installs them (``pip install 'uncertainty-mtl[EXTRA]'``).
 EXTRAS = {
     "torchvision": "scene",
@@ -71,45 +62,6 @@ def _image_size(text: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _add_launcher(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("where the runs train")
-    group.add_argument(
-        "--launcher",
-        choices=LAUNCHERS,
-        default="local",
-        help="local: processes on this machine (default); slurm: one SLURM job per run (job "
-        "arrays for sweeps) through submitit, returns at once; submitit-local: the same path "
-        "on this machine, waits",
-    )
-    group.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    group.add_argument("--slurm-account", default=None, help="SLURM account")
-    group.add_argument("--slurm-qos", default=None, help="SLURM quality of service")
-    group.add_argument(
-        "--slurm-gpus",
-        type=_non_negative_int,
-        default=0,
-        help="GPUs per run; several: one rank per GPU (torch.distributed) in one job",
-    )
-    group.add_argument("--slurm-cpus", type=_positive_int, default=4, help="CPUs per task")
-    group.add_argument(
-        "--slurm-time", type=_positive_int, default=240, help="minutes per job (default 240)"
-    )
-
-
-def _executor(args: argparse.Namespace, out: str, workers: int) -> Executor:
-    from uncertainty_mtl.experiments.executors import SlurmOptions, make_executor
-
-    slurm = SlurmOptions(
-        partition=args.slurm_partition,
-        gpus=args.slurm_gpus,
-        cpus=args.slurm_cpus,
-        time_min=args.slurm_time,
-        account=args.slurm_account,
-        qos=args.slurm_qos,
-    )
-    return make_executor(args.launcher, workers=workers, folder=Path(out) / "submitit", slurm=slurm)
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="umtl",
@@ -137,71 +89,13 @@ SCENE_STUDIES = {
 }
 
 
-def _add_common(parser: argparse.ArgumentParser, *, workers_help: str) -> None:
-    """``--workers``, ``--quiet`` and where the runs train: what every study takes."""
-    parser.add_argument("--workers", type=_positive_int, default=None, help=workers_help)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_launcher(parser)
-
-
 def _add_reproduce(commands: Any) -> None:
     reproduce = commands.add_parser("reproduce", help="rerun an experiment of the paper or report")
     studies = reproduce.add_subparsers(dest="study", required=True, metavar="STUDY")
     _add_two_task_study(studies)
+    _add_qm9_study(studies)
     for name, text in SCENE_STUDIES.items():
         _add_scene_study(studies, name, text)
-
-
-_DATA_DIR_HELP = (
-    "directory of the Fashion-MNIST IDX files (default: /usr/share/datasets/fashion-mnist, "
-    "where `apt-get install dataset-fashion-mnist` puts them)"
-)
-
-
-_CURVES_HELP = (
-    "instead of the study, the learning curves that choose its batch size and epochs on val "
-    "(default --out: runs/two-task-<dataset>-curves)"
-)
-_GRID_SEEDS_HELP = "seeds of the sweep's other points (default: all; the chosen one trains all)"
-
-
-def _add_two_task_study(studies: Any) -> None:
-    two_task = studies.add_parser(
-        "two-task",
-        aliases=["fashion-mnist"],  # its old name (it says the new one)
-        help="the two-task study of the reproduction report (classification + reconstruction; "
-        "digits by default, or Fashion-MNIST)",
-        description="Trains every row of the reproduction report's Table 1 (classification only, "
-        "reconstruction only, unweighted, approx. optimal fixed weights, learned weights in both "
-        "conventions) for several seeds; writes results.json, table.md and three figures.",
-    )
-    two_task.set_defaults(handler=_reproduce_two_task)
-    two_task.add_argument(
-        "--dataset",
-        choices=["digits", "fashion-mnist"],
-        default="digits",
-        help="digits: scikit-learn's bundled digits (default, no download); "
-        "fashion-mnist: IDX files in --data-dir",
-    )
-    two_task.add_argument("--data-dir", help=_DATA_DIR_HELP)
-    two_task.add_argument("--seeds", type=_positive_int, help="number of seeds (default: 3)")
-    two_task.add_argument("--epochs", type=_positive_int, help="override the preset's epochs")
-    two_task.add_argument("--grid-seeds", type=_positive_int, help=_GRID_SEEDS_HELP)
-    two_task.add_argument(
-        "--out", default=None, help="output directory (default: runs/two-task-<dataset>)"
-    )
-    two_task.add_argument(
-        "--preset",
-        choices=["cpu", "short", "smoke"],
-        default="cpu",
-        help="cpu: the data set's own preset (default); short: Fashion-MNIST's cheaper one (10 "
-        "epochs, the sweep's other points on one seed); smoke: tiny splits, 2 epochs, 3 grid "
-        "points, checks the pipeline in seconds (the spelling of every study)",
-    )
-    two_task.add_argument("--smoke", action="store_true", help="the old spelling of --preset smoke")
-    two_task.add_argument("--curves", action="store_true", help=_CURVES_HELP)
-    two_task.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    _add_common(two_task, workers_help="parallel training processes (default: number of CPUs)")
 
 
 def _add_scene_study(studies: Any, name: str, text: str) -> None:
@@ -460,10 +354,6 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _workers(args: argparse.Namespace) -> int:
-    return getattr(args, "workers", None) or (os.cpu_count() or 1)
-
-
 def _data_tiny(args: argparse.Namespace) -> int:
     from uncertainty_mtl.data.tiny import convert_tiny
 
@@ -533,75 +423,6 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
     print(
         f"wrote {out}/ in {timing['wall_time_s']:.0f} s, training {timing['runs_trained']} of "
         f"the {timing['runs_used']} runs it uses (the others were finished on disk)"
-    )
-    return 0
-
-
-def _two_task_config(args: argparse.Namespace) -> Any:
-    """The two-task study's config for the flags given (``--smoke``, the old spelling of
-    ``--preset smoke``, and the study's old name say so)."""
-    from uncertainty_mtl.experiments import two_task as runs
-
-    if getattr(args, "smoke", False):
-        print("umtl: --smoke is now spelled --preset smoke, as in every study", file=sys.stderr)
-    if getattr(args, "study", None) == "fashion-mnist":
-        print(
-            "umtl: `reproduce fashion-mnist` is now `reproduce two-task` (the data set is "
-            f"--dataset's, here {args.dataset})",
-            file=sys.stderr,
-        )
-    preset = "smoke" if getattr(args, "smoke", False) else getattr(args, "preset", "cpu")
-    given = {k: getattr(args, k, None) for k in ("data_dir", "seeds", "epochs", "grid_seeds")}
-    return runs.preset_config(args.dataset, preset, **given)
-
-
-def _reproduce_two_task(args: argparse.Namespace) -> int:
-    from uncertainty_mtl.experiments import two_task as study
-
-    suffix = "-curves" if args.curves else "-short" if args.preset == "short" else ""
-    out = args.out or f"runs/two-task-{args.dataset}{suffix}"
-    config = _two_task_config(args)
-    where = {"executor": _executor(args, out, _workers(args)), "device": args.device}
-    if args.curves:  # --preset smoke: as short as its study
-        horizon = config.epochs if config.max_train is not None else study.HORIZON
-        summary = study.learning_curves(
-            config, out, horizon=horizon, **where, progress=not args.quiet
-        )
-    else:
-        summary = study.run_study(config, out, **where, progress=not args.quiet)
-    if args.curves:
-        print(f"chosen on val: {summary['chosen']}  ({summary['rule']})")
-    else:
-        with open(os.path.join(out, "table.md"), encoding="utf-8") as f:
-            print(f.read())
-    print(f"wrote {out}/ in {summary['wall_time_s']:.0f} s")
-    return 0
-
-
-def _reproduce_two_task_methods(args: argparse.Namespace) -> int:
-    from uncertainty_mtl.errors import ConfigError
-    from uncertainty_mtl.experiments import methods
-
-    for flag, value in (("--data", args.data), ("--set", args.overrides)):
-        if value:
-            raise ConfigError(f"{flag} is for the scene study; --dataset {args.dataset} has none")
-    if args.preset == "paper":
-        raise ConfigError(
-            f"--preset paper is the scene study's; --dataset {args.dataset} takes cpu (its own "
-            "preset) or smoke"
-        )
-    out = args.out or f"runs/two-task-{args.dataset}"
-    summary = methods.reproduce_two_task_methods(
-        _two_task_config(args),
-        out,
-        executor=_executor(args, out, _workers(args)),
-        progress=not args.quiet,
-    )
-    with open(os.path.join(out, "methods.md"), encoding="utf-8") as f:
-        print(f.read())
-    print(
-        f"wrote {out}/ in {summary['wall_time_s']:.0f} s, training {summary['runs_trained']} of "
-        f"the {summary['runs_used']} runs the table uses (the others were finished on disk)"
     )
     return 0
 

@@ -1,0 +1,35 @@
+"""QM9 as a many-task regression benchmark: 11 targets in 11 units (``umtl reproduce qm9``).
+
+``config`` (the study's settings and one run's), ``training`` (one run through the engine's
+step) and ``study`` (the runs, Δm, paired intervals, learned σ against the errors).
+"""
+
+from uncertainty_mtl.experiments.qm9.config import (
+    PRESETS,
+    QM9_TASKS,
+    UNITS,
+    QM9Run,
+    QM9StudyConfig,
+    method_run,
+    single_run,
+    smoke_config,
+)
+from uncertainty_mtl.experiments.qm9.study import QM9Study, delta_m, run_study
+from uncertainty_mtl.experiments.qm9.training import load_arrays, mean_absolute_errors, train_run
+
+__all__ = [
+    "PRESETS",
+    "QM9_TASKS",
+    "UNITS",
+    "QM9Run",
+    "QM9Study",
+    "QM9StudyConfig",
+    "delta_m",
+    "load_arrays",
+    "mean_absolute_errors",
+    "method_run",
+    "run_study",
+    "single_run",
+    "smoke_config",
+    "train_run",
+]
