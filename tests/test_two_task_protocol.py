@@ -25,13 +25,13 @@ def test_paired_difference_by_hand():
     out = paired_difference([2, 4, 6], [1, 2, 3], higher_is_better=True)
     assert out["differences"] == [1, 2, 3] and out["mean"] == 2
     assert out["ci95"] == pytest.approx([2 - 2.484138, 2 + 2.484138], abs=1e-5)
-    assert out["p_improvement"] == 1.0 and out["verdict"] == "not separated"
+    assert out["p_improve"] == 1.0 and out["verdict"] == "not separated"
     # differences 5, 6, 7 (sd 1): the interval [3.52, 8.48] excludes 0
     tight = paired_difference([5, 6, 8], [0, 0, 1], higher_is_better=True)
     assert tight["verdict"] == "better"
     assert paired_difference([5, 6, 8], [0, 0, 1], higher_is_better=False)["verdict"] == "worse"
     assert paired_difference([0.1], [0.2], higher_is_better=False)["ci95"] is None
-    assert paired_difference([1, 1], [2, 0], higher_is_better=True)["p_improvement"] == 0.5
+    assert paired_difference([1, 1], [2, 0], higher_is_better=True)["p_improve"] == 0.5
     with pytest.raises(ValueError, match="equal"):
         paired_difference([1, 2], [1], higher_is_better=True)
 

@@ -24,8 +24,8 @@ def paired_difference(
 
     Returns:
         ``differences`` (a − b per seed), ``mean``, ``ci95`` (``[low, high]`` of the mean
-        difference, Student's t; ``None`` for one seed), ``p_improvement`` (the share of seeds
-        where ``a`` is better than ``b``) and ``verdict`` (:func:`verdict`).
+        difference, Student's t; ``None`` for one seed), ``p_improve`` (the share of seeds
+        where ``a`` is better than ``b``), ``n`` (the seeds) and ``verdict`` (:func:`verdict`).
     """
     if len(a) != len(b) or not a:
         raise ValueError(f"paired_difference needs equal, non-empty lists, got {len(a)}, {len(b)}")
@@ -44,7 +44,8 @@ def paired_difference(
         "differences": diffs,
         "mean": mean,
         "ci95": ci,
-        "p_improvement": sum(sign * d > 0 for d in diffs) / n,
+        "p_improve": sum(sign * d > 0 for d in diffs) / n,
+        "n": n,
         "verdict": verdict(ci, higher_is_better=higher_is_better),
     }
 
