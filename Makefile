@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_clustering.py
+	$(BIN)/python bench/bench_fashion_mnist.py
 
 clean-venv:
 	rm -rf $(VENV)
