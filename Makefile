@@ -35,7 +35,8 @@ two-task: $(STAMP)
 
 ## The same study on Fashion-MNIST (Debian's dataset-fashion-mnist, or --data-dir): the
 ## learning curves that chose its presets' batch and epochs on val, then the short preset's
-## study, 3 seeds (about 2 hours on 2 cores; `--preset cpu` is the full protocol, 5.5 hours).
+## study, 3 seeds (about 40 min of curves and 90 min of study on 2 cores; `--preset cpu`, the
+## full protocol, about 4.5 hours).
 fashion-mnist: $(STAMP)
 	$(BIN)/umtl reproduce two-task --dataset fashion-mnist --curves
 	$(BIN)/umtl reproduce two-task --dataset fashion-mnist --preset short --seeds 3

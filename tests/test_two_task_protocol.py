@@ -113,7 +113,10 @@ def test_the_sweep_on_fewer_seeds_trains_the_chosen_point_for_every_seed(tmp_pat
         assert {f"fixed-{w:.2f}/seed0", f"fixed-{w:.2f}/seed1"} <= trained
     assert result["rows"]["approx_optimal"]["test"]["accuracy"]["n"] == 2
     grid = {g["weights"]["classification"]: g["seeds"] for g in result["grid"]}
-    assert grid == {0.0: 2, 0.25: 1, 0.5: 2, 0.75: 1, 1.0: 2}
+    assert grid == {0.0: 1, 0.25: 1, 0.5: 1, 0.75: 1, 1.0: 1}  # compared on the same seed
+    point = {g["weights"]["classification"]: g for g in result["grid"]}[0.5]
+    row = result["rows"]["unweighted"]["val"]["accuracy"]["values"]
+    assert point["val"]["accuracy"]["values"] == row[:1] and len(row) == 2
     assert "first 1 seed(s)" in result["approx_optimal"]["criterion"]
     with pytest.raises(ConfigError, match="grid_seeds"):
         smoke(grid_seeds=3)

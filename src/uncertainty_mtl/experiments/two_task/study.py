@@ -168,17 +168,18 @@ def _metric_summaries(
 def grid_summaries(
     config: StudyConfig, results: Mapping[tuple[str, int], dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Each sweep point's val and test metrics over the seeds the sweep trained it with."""
+    """Each sweep point's val and test metrics over the sweep's seeds: the first ``grid_seeds``
+    for every point, the rows' points included, so that the choice compares like with like."""
+    seeds = config.grid_seeds or config.seeds
     return [
         {
             "weights": run.patch["weights"],
             "run_id": run.name,
-            "seeds": config.sweep_seeds(w),
-            "val": _metric_summaries(results, run.name, config.sweep_seeds(w), "val"),
-            "test": _metric_summaries(results, run.name, config.sweep_seeds(w), "test"),
+            "seeds": seeds,
+            "val": _metric_summaries(results, run.name, seeds, "val"),
+            "test": _metric_summaries(results, run.name, seeds, "test"),
         }
-        for w in config.fixed_weights
-        for run in (fixed_run(w),)
+        for run in map(fixed_run, config.fixed_weights)
     ]
 
 
