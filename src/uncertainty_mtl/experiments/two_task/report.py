@@ -206,19 +206,23 @@ def plot_grid(path: Path, summary: dict[str, Any]) -> None:
     for ax, (metric, ylabel) in zip(axes, panels, strict=True):
         points = [g for g in summary["grid"] if metric in g["val"]]
         xs = [g["weights"]["classification"] for g in points]
+        # the learned rows on the sweep's seeds, so that lines and points compare like with like
+        n = points[0].get("seeds", len(summary["seeds"])) if points else len(summary["seeds"])
+        on = "" if n == len(summary["seeds"]) else " (seed 0)" if n == 1 else f" (seeds 0–{n - 1})"
         ax.errorbar(
             xs,
             [g["val"][metric]["mean"] for g in points],
             yerr=[g["val"][metric]["std"] for g in points],
             marker="o",
             capsize=3,
-            label="fixed weights",
+            label="fixed weights" + on,
         )
         for key, style in (("learned_likelihood", "-"), ("learned_paper", ":")):
             row = summary["rows"].get(key)
             if row:
+                values = row["val"][metric]["values"][:n]
                 ax.axhline(
-                    row["val"][metric]["mean"], color="tab:red", ls=style, label=row["label"]
+                    sum(values) / len(values), color="tab:red", ls=style, label=row["label"] + on
                 )
         if chosen is not None:
             ax.axvline(
