@@ -194,8 +194,12 @@ def test_arrays_are_cached_by_the_files_they_came_from(tmp_path):
     again = data.load_qm9_arrays(folder, cache_dir=tmp_path / "cache", sizes=(20, 10))
     assert (again.features == first.features).all() and (again.targets == first.targets).all()
     assert first.features.shape == (41, data.MAX_ATOMS)
-    (folder / data.FILES[2]).write_text((folder / data.FILES[2]).read_text() + "")
-    assert len(list((tmp_path / "cache").glob("qm9-*.npz"))) == 1 and cached.is_file()
+    assert len(list((tmp_path / "cache").glob("qm9-*.npz"))) == 1  # the second read hit it
+    text = (folder / data.FILES[2]).read_text()
+    (folder / data.FILES[2]).write_text(text.replace("1.0", "2.0", 1))  # another file
+    changed = data.load_qm9_arrays(folder, cache_dir=tmp_path / "cache", sizes=(20, 10))
+    assert len(list((tmp_path / "cache").glob("qm9-*.npz"))) == 2 and cached.is_file()
+    assert changed.targets.shape == first.targets.shape
 
 
 def test_errors_are_reported_in_each_target_s_own_unit():

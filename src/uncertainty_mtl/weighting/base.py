@@ -173,6 +173,14 @@ class Weighting(nn.Module, ABC):
         return stacked
 
 
+def positive_losses(loss: Tensor) -> tuple[Tensor, Tensor]:
+    """The mask of the positive losses, and the losses with 1 where they are not (safe to take
+    the logarithm of and to divide by): a loss of exactly 0 (a scene batch without labelled
+    pixels of a task) is left out by the weightings that log or invert it."""
+    present = loss > 0
+    return present, torch.where(present, loss, torch.ones_like(loss))
+
+
 def all_reduced(value: Tensor, *, mean: bool = False) -> Tensor:
     """A copy of ``value`` summed (or averaged) over the ranks of ``torch.distributed``; the
     copy alone without it."""

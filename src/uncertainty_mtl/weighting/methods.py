@@ -16,7 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from uncertainty_mtl.weighting.base import Weighting, all_reduced, check_task_names
+from uncertainty_mtl.weighting.base import (
+    Weighting,
+    all_reduced,
+    check_task_names,
+    positive_losses,
+)
 
 __all__ = [
     "DynamicWeightAverage",
@@ -65,9 +70,8 @@ class GeometricWeighting(Weighting):
 
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
         loss = self._stack_losses(losses, torch.float32)
-        present = loss > 0
+        present, safe = positive_losses(loss)
         count = present.sum()
-        safe = torch.where(present, loss, torch.ones_like(loss))
         logs = torch.where(present, safe.log(), torch.zeros_like(loss))
         mean_log = logs.sum() / count.clamp(min=1)
         total = torch.where(count > 0, mean_log.exp(), loss.sum() * 0)

@@ -16,16 +16,14 @@ import torch
 from torch import Tensor
 from torch.optim.adam import adam
 
-from uncertainty_mtl.weighting.base import Weighting, all_reduced, check_task_names
+from uncertainty_mtl.weighting.base import (
+    Weighting,
+    all_reduced,
+    check_task_names,
+    positive_losses,
+)
 
 __all__ = ["FAMO", "AnalyticalUncertaintyWeighting", "ScaleInvariantWeighting"]
-
-
-def _positive(loss: Tensor) -> tuple[Tensor, Tensor]:
-    """The mask of positive losses, and the losses with 1 where they are not (safe to log and
-    to divide by)."""
-    present = loss > 0
-    return present, torch.where(present, loss, torch.ones_like(loss))
 
 
 class ScaleInvariantWeighting(Weighting):
@@ -47,7 +45,7 @@ class ScaleInvariantWeighting(Weighting):
 
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
         loss = self._stack_losses(losses, torch.float32)
-        present, safe = _positive(loss)
+        present, safe = positive_losses(loss)
         self._last = torch.where(present, 1.0 / safe.detach(), 0.0)
         return torch.where(present, safe.log(), loss * 0).sum()
 
@@ -83,7 +81,7 @@ class AnalyticalUncertaintyWeighting(Weighting):
 
     def weights(self, loss: Tensor) -> Tensor:
         """``T·softmax((1/L)/τ)`` over the tasks with a positive loss (0 for the others)."""
-        present, safe = _positive(all_reduced(loss.detach().float(), mean=True))
+        present, safe = positive_losses(all_reduced(loss.detach().float(), mean=True))
         logits = torch.where(present, 1.0 / (safe * self.temperature), -torch.inf)
         if not bool(present.any()):
             return torch.zeros_like(loss)
@@ -181,7 +179,7 @@ class FAMO(Weighting):
 
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
         loss = self._stack_losses(losses, torch.float32)
-        present, safe = _positive(loss)
+        present, safe = positive_losses(loss)
         if self.training and torch.is_grad_enabled() and bool(present.all()):
             self.update(all_reduced(safe.detach().float().log(), mean=True))
         z = torch.softmax(self.logits, dim=0).to(loss.dtype) * present
