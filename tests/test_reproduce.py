@@ -129,6 +129,10 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
     methods = json.loads((out / "methods.json").read_text())
     assert list(methods["rows"]) == list(methods_module.METHODS)
     assert methods["rows"]["equal"]["cost_vs_equal"] == 1.0
+    assert methods["protocol"] == "fixed-lr" and methods["optimiser"] == "sgd"
+    assert methods["rows"]["equal"]["update_norm_vs_equal"] == pytest.approx(1.0, rel=1e-5)
+    assert set(methods["rows"]["equal"]["paired"]) == {"uncertainty", "approx-optimal"}
+    assert methods["rows"]["mgda"]["effective_weights"]["final"].keys() == set(table1.TASKS)
     # the uncertainty weighting and the tuned baseline are Table 1's runs, not new ones
     assert methods["rows"]["uncertainty"]["runs"] == t1["rows"]["uw-three"]["runs"]
     assert methods["rows"]["approx-optimal"]["runs"] == t1["rows"]["approx-optimal"]["runs"]

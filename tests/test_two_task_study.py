@@ -271,6 +271,24 @@ def test_methods_on_the_two_task_study_share_its_rows_and_compute_delta_m(
         json.loads((Path(r) / "results.json").read_text())["training"]["seconds"] for r in used
     ]
     assert len(used) == 6 and summary["training_time_s"] == pytest.approx(sum(seconds))
+    # what a reader needs to tell a direction from a step size, and to rank two rows
+    assert summary["protocol"] == "fixed-lr" and summary["optimiser"] == "adam"
+    assert {row["lr"] for row in rows.values()} == {runs.smoke_config(runs.PRESETS["digits"]).lr}
+    assert rows["equal"]["update_norm_vs_equal"] == pytest.approx(1.0, rel=1e-6)
+    assert rows["equal"]["effective_weights"]["final"] == {
+        "classification": 1.0,
+        "reconstruction": 1.0,
+    }
+    learned = rows["uncertainty"]["effective_weights"]
+    assert learned["final"] != learned["mean"] and rows["mgda"]["update_norm_vs_equal"] < 1.0
+    paired = rows["uncertainty"]["paired"]
+    assert set(paired) == {"equal", "approx-optimal"}  # never against itself
+    assert paired["equal"]["delta_m"]["mean"] == pytest.approx(
+        rows["uncertainty"]["delta_m"]["values"][0] - rows["equal"]["delta_m"]["values"][0]
+    )
+    # per task the 4 rows hold the ranks 1..4 (ties share theirs): the means sum to 10
+    assert sum(row["mean_rank"] for row in rows.values()) == pytest.approx(10.0)
+    assert rows["equal"]["delta_m_all_pairs"]["values"] == rows["equal"]["delta_m"]["values"]
     assert (tmp_path / "methods.png").read_bytes()[:4] == b"\x89PNG"
     assert "| mgda |" in (tmp_path / "methods.md").read_text()
     assert "| mgda |" in capsys.readouterr().out

@@ -422,16 +422,28 @@ class Trainer:
         )
 
     def train_step(
-        self, images: Tensor, targets: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, Tensor], float]:
+        self, images: Tensor, targets: dict[str, Tensor], *, measure: bool = False
+    ) -> tuple[Tensor, dict[str, Tensor], float, float | None]:
+        """One step; with ``measure`` (a step that is logged) also the norm of its shared
+        update against ``equal``'s on the same batch, on one process without compile."""
         with autocast(self.config, self.proc.device):
             total, losses, features = self.step_module(images, targets)
         self._nonfinite |= ~torch.isfinite(total.detach())
-        update(self.model, self.weighting, self.optimiser, self.scaler, total, losses, features)
+        measure = measure and self.proc.world == 1 and not self.config.run.compile
+        ratio = update(
+            self.model,
+            self.weighting,
+            self.optimiser,
+            self.scaler,
+            total,
+            losses,
+            features,
+            compare_to_equal=measure,
+        )
         lr = float(self.optimiser.param_groups[0]["lr"])  # the rate this step used
         self.scheduler.step()
         self.step += 1
-        return total, losses, lr
+        return total, losses, lr, ratio
 
     def run(self, on_step: Callable[[int], None] | None = None) -> float:
         """Trains to ``optim.steps``; returns the seconds it took. Its phases: ``steps``
@@ -462,10 +474,10 @@ class Trainer:
             epoch = self.step // self.steps_per_epoch
             if self.step % self.steps_per_epoch == 0:
                 self.weighting.on_epoch(epoch)  # epoch statistics (e.g. DWA's loss ratios)
+            logging = (self.step + 1) % c.run.log_every == 0 or self.step + 1 == steps
             with phases("steps"):
-                total, losses, lr = self.train_step(images, targets)
+                total, losses, lr, ratio = self.train_step(images, targets, measure=logging)
             bar.update()
-            logging = self.step % c.run.log_every == 0 or self.step == steps
             checkpointing = self.step % c.run.checkpoint_every == 0 or self.step == steps
             validating = self.select_loader is not None and (
                 self.step % c.eval.every == 0 or self.step == steps
@@ -475,7 +487,7 @@ class Trainer:
                 if syncing or self.step % self.finite_check_every == 0:
                     self.check_finite(losses, total, parameters=syncing)
                 if logging:
-                    record = log_record(self.step, epoch, losses, total, self.weighting, lr)
+                    record = log_record(self.step, epoch, losses, total, self.weighting, lr, ratio)
                     self.log(record)
                     shown = {t: f"{record[f'loss/{t}']:.3g}" for t in self.tasks}
                     variances = self.weighting.variances().items()

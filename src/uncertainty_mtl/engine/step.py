@@ -25,6 +25,11 @@ class SharedTrunk(Protocol):
     def shared_parameters(self) -> list[nn.Parameter]: ...
 
 
+def _norm(gradients: list[Tensor | None]) -> float:
+    squares = [g.detach().float().pow(2).sum() for g in gradients if g is not None]
+    return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+
+
 def update(
     model: SharedTrunk,
     weighting: Weighting,
@@ -33,11 +38,25 @@ def update(
     total: Tensor,
     losses: dict[str, Tensor],
     features: Tensor | None,
-) -> None:
+    *,
+    compare_to_equal: bool = False,
+) -> float | None:
     """One optimiser update from a forward pass's outputs (``NetWithLoss``), with the hooks a
     weighting may need: GradNorm's task gradients at the last shared layer before the backward
     pass and its own step after the optimiser's; a gradient aggregator's backward from the
-    shared ``features`` instead of ``total.backward()``."""
+    shared ``features`` instead of ``total.backward()``.
+
+    With ``compare_to_equal`` (a diagnostic of the methods benchmark, on one process and not
+    under ``torch.compile``): also the gradient of ``Σ_t L_t`` (``equal``) on the same batch,
+    by one more backward pass; returns the norm of the shared parameters' gradient the
+    optimiser is given over that of ``equal`` (the ratio of the SGD steps the two would take
+    at one learning rate), else ``None``."""
+    equal_norm = 0.0
+    if compare_to_equal:
+        shared = [p for p in model.shared_parameters() if p.requires_grad]
+        plain = torch.stack([loss.float() for loss in losses.values()]).sum()
+        grads = torch.autograd.grad(plain, shared, retain_graph=True, allow_unused=True)
+        equal_norm = _norm(list(grads))
     if weighting.needs_task_gradients:  # one backward per task, down to W only
         scale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
         shared = list(model.last_shared_layer().parameters())
@@ -49,9 +68,15 @@ def update(
     else:
         scaled: Tensor = scaler.scale(total)
         scaled.backward()  # type: ignore[no-untyped-call]
+    ratio = None
+    if compare_to_equal and equal_norm > 0:
+        unscale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
+        shared = [p for p in model.shared_parameters() if p.requires_grad]
+        ratio = _norm([p.grad for p in shared]) / unscale / equal_norm
     scaler.step(optimiser)
     scaler.update()
     weighting.after_step()
+    return ratio
 
 
 def check_aggregation(config: TrainConfig, proc: Process) -> None:
@@ -73,11 +98,13 @@ def log_record(
     total: Tensor,
     weighting: Weighting,
     lr: float,
+    update_norm_vs_equal: float | None = None,
 ) -> dict[str, Any]:
     """One line of a run's ``metrics.jsonl`` (every loop writes the same keys): ``step``,
     ``epoch``, ``loss/<task>``, ``loss/total``, the weighting's ``log_dict`` (``log_var/``,
-    ``var/``, ``weight/<task>`` as it has them) and ``lr``, the rate the step used."""
-    return {
+    ``var/``, ``weight/<task>`` as it has them), ``lr``, the rate the step used, and
+    ``update_norm_vs_equal`` where the step measured it (:func:`update`)."""
+    record = {
         "step": step,
         "epoch": epoch,
         **{f"loss/{t}": float(v.detach()) for t, v in losses.items()},
@@ -85,3 +112,6 @@ def log_record(
         **weighting.log_dict(),
         "lr": lr,
     }
+    if update_norm_vs_equal is not None:
+        record["update_norm_vs_equal"] = update_norm_vs_equal
+    return record

@@ -24,6 +24,12 @@ from typing import Any
 from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.experiments import table1, two_task
 from uncertainty_mtl.experiments.executors import Executor
+from uncertainty_mtl.experiments.methods_stats import (
+    all_pairs_delta_m,
+    mean_ranks,
+    paired_rows,
+    rows_diagnostics,
+)
 from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, mean_metrics
 from uncertainty_mtl.experiments.units import SCALE, in_units
@@ -99,6 +105,50 @@ def _relative_costs(rows: Mapping[str, dict[str, Any]]) -> None:
         )
 
 
+def _references(
+    done: Mapping[Run, Mapping[str, Any]],
+    singles: Mapping[str, Sequence[Run]],
+    tasks: Sequence[str],
+) -> list[dict[str, dict[str, float]]]:
+    """Each seed's single-task references, ``{task: {metric: value}}`` (for Δm with their
+    spread)."""
+    seeds = len(next(iter(singles.values())))
+    return [
+        {
+            t: {SPECS[t].metric: float(done[singles[t][s]]["metrics"][SPECS[t].metric])}
+            for t in tasks
+        }
+        for s in range(seeds)
+    ]
+
+
+def _compare(rows: dict[str, dict[str, Any]], tasks: Sequence[str]) -> None:
+    """The paired Δm differences against the baselines, and each row's mean rank over tasks."""
+    paired_rows(rows)
+    for method, rank in mean_ranks(rows, tasks, lambda t: SPECS[t].metric).items():
+        rows[method]["mean_rank"] = rank
+
+
+_PAIRED_NOTE = (
+    "Every row at the preset's learning rate (the fixed-lr protocol: it ranks step sizes as "
+    "much as methods). Δm − equal: the mean of the per-seed differences of Δm against equal's "
+    "run of the same seed, with its 95% Student-t interval (a row is better or worse than equal "
+    "only where the interval excludes 0). Mean rank: each task's rank among the rows (1 = best), "
+    "averaged over the tasks."
+)
+
+
+def _versus_equal(row: Mapping[str, Any]) -> str:
+    """``"−1.2 [−2.0, −0.4]"``: the paired Δm difference against ``equal`` and its interval."""
+    found = row.get("paired", {}).get("equal")
+    if found is None:
+        return "–"
+    d = found["delta_m"]
+    if d["ci95"] is None:
+        return f"{d['mean']:+.1f}"
+    return f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+
+
 def _cost_cell(row: Mapping[str, Any]) -> str:
     if row["cost_vs_equal"] is None:
         return "–"
@@ -129,14 +179,18 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
     )
     single_means = {t: mean_metrics([done[r] for r in singles[t]]) for t in TASKS}
     single = {t: {SPECS[t].metric: single_means[t][SPECS[t].metric]["mean"]} for t in TASKS}
+    references = _references(done, singles, TASKS)
     rows: dict[str, Any] = {}
     for method in METHODS:
         results = [done[r] for r in runs[method]]
         row: dict[str, Any] = {
             "kind": "aggregator" if method in AGGREGATORS else "loss weighting",
+            "lr": runner.study.resolve(runs[method][0]).optim.lr,
             "metrics": mean_metrics(results),
             "delta_m": summarise([delta_m(r["metrics"], single) for r in results]),
+            "delta_m_all_pairs": all_pairs_delta_m(results, references, delta_m),
             **_per_step(results),
+            **rows_diagnostics([runner.run_dir(r) for r in runs[method]], TASKS),
             "runs": [str(runner.run_dir(r)) for r in runs[method]],
         }
         if method == "approx-optimal":
@@ -149,8 +203,11 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
             }
         rows[method] = row
     _relative_costs(rows)
+    _compare(rows, TASKS)
     summary: dict[str, Any] = {
         "experiment": "methods",
+        "protocol": "fixed-lr",
+        "optimiser": runner.study.resolve(runs["equal"][0]).optim.optimizer,
         "preset": runner.study.preset,
         "report_split": runner.study.spec.report_split,
         "seeds": list(range(seeds)),
@@ -222,22 +279,33 @@ def _two_task_methods(
         t: two_task.split_summaries([done[r] for r in singles[t]], "test") for t in tasks
     }
     single = {t: {SPECS[t].metric: single_means[t][SPECS[t].metric]["mean"]} for t in tasks}
+    references = _references(done, singles, tasks)
+
+    def two_task_delta_m(metrics: Mapping[str, float], base: Mapping[str, Any]) -> float:
+        return delta_m(metrics, base, tasks)
+
     rows: dict[str, Any] = {}
     for method in methods:
         results = [done[r] for r in runs[method]]
         row: dict[str, Any] = {
             "kind": "aggregator" if method in AGGREGATORS else "loss weighting",
+            "lr": config.lr,
             "metrics": two_task.split_summaries(results, "test"),
             "delta_m": summarise([delta_m(r["metrics"], single, tasks) for r in results]),
+            "delta_m_all_pairs": all_pairs_delta_m(results, references, two_task_delta_m),
             **_per_step(results),
+            **rows_diagnostics([runner.run_dir(r) for r in runs[method]], tasks),
             "runs": [str(runner.run_dir(r)) for r in runs[method]],
         }
         if method == "approx-optimal":
             row["weights"] = weights
         rows[method] = row
     _relative_costs(rows)
+    _compare(rows, tasks)
     summary: dict[str, Any] = {
         "experiment": "methods",
+        "protocol": "fixed-lr",
+        "optimiser": "adam",
         "dataset": config.dataset,
         "report_split": "test",
         "seeds": list(seeds),
@@ -261,6 +329,8 @@ def _markdown(summary: Mapping[str, Any]) -> str:
         "inv. depth err. [px] ↓",
         "instance AP [%] ↑",
         "Δm [%] ↓",
+        "Δm − equal, paired [95% CI]",
+        "mean rank",
         "s / step (× equal)",
         "peak memory [MB]",
         "depth ×100: IoU / depth err. / Δm",
@@ -278,6 +348,8 @@ def _markdown(summary: Mapping[str, Any]) -> str:
                 cell(m, "depth_mean_error_px", 3),
                 cell(m, "instance_ap", 1),
                 format_mean_std(row["delta_m"], 1),
+                _versus_equal(row),
+                f"{row['mean_rank']:.1f}",
                 _cost_cell(row),
                 "–" if memory is None else f"{memory['mean']:.0f}",
                 "–"
@@ -298,9 +370,10 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             "",
             f"Reported split: {summary['report_split']}; mean ± std over "
             f"{len(summary['seeds'])} seed(s). Δm against the single-task models of Table 1 "
-            "(lower is better). Seconds per step: each run's training time over its steps, "
-            "which compares methods only where their runs trained under the same load (runs "
-            "trained in other invocations, beside other work or on another machine are not "
+            f"(lower is better). {_PAIRED_NOTE} Seconds per step: each run's training time "
+            "over its steps, which compares methods only where their runs trained under the "
+            "same load (runs trained in other invocations, beside other work or on another "
+            "machine are not "
             "comparable; `bench/bench_methods.py` measures the cost of a step alone); "
             f"{memory_note}. The last "
             "column repeats each loss weighting with the depth labels ×100 (metrics in pixels); "
@@ -353,6 +426,8 @@ def _two_task_markdown(summary: Mapping[str, Any]) -> str:
         "accuracy [%] ↑",
         "reconstruction L1 ↓",
         "Δm [%] ↓",
+        "Δm − equal, paired [95% CI]",
+        "mean rank",
         "s / step (× equal)",
         "peak memory [MB]",
     ]
@@ -368,6 +443,8 @@ def _two_task_markdown(summary: Mapping[str, Any]) -> str:
                 format_mean_std(m["accuracy"], 1),
                 format_mean_std(m["reconstruction_l1"], 4),
                 format_mean_std(row["delta_m"], 1),
+                _versus_equal(row),
+                f"{row['mean_rank']:.1f}",
                 _cost_cell(row),
                 "–" if memory is None else f"{memory['mean']:.0f}",
             ]
@@ -383,6 +460,7 @@ def _two_task_markdown(summary: Mapping[str, Any]) -> str:
             "single-task models (accuracy "
             f"{single['classification']['accuracy']['mean']:.1f} %, reconstruction L1 "
             f"{single['reconstruction']['reconstruction_l1']['mean']:.4f}; lower Δm is better). "
+            f"{_PAIRED_NOTE} "
             "The approx.-optimal weights are the study's grid point chosen on the validation "
             "split (Adam is nearly blind to the weights' overall scale, so the grid is not "
             "repeated at other sums), the uncertainty row is its learned row (likelihood "

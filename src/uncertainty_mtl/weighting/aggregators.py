@@ -122,6 +122,7 @@ class GradientAggregation(Weighting):
         self.kind = kind
         self.aggregator = makers[kind]()
         self._last = dict.fromkeys(self.tasks, 1.0)
+        self._exposed = False  # whether the aggregator has given its weights (ConFIG never does)
 
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
         return self._stack_losses(losses, torch.float32).sum()
@@ -153,9 +154,20 @@ class GradientAggregation(Weighting):
         if weights is not None:
             values = weights.detach().reshape(-1).float().tolist()
             self._last = dict(zip(self.tasks, values, strict=True))
+            self._exposed = True
 
     def effective_weights(self) -> dict[str, float]:
+        """The weights the aggregator gave the task gradients at the last step (1 each before
+        the first step, and for an aggregator that does not expose them)."""
         return dict(self._last)
+
+    def log_dict(self) -> dict[str, float]:
+        """As every weighting's, without ``weight/<task>`` where the aggregator has not exposed
+        its weights (ConFIG): there are none to log."""
+        out = super().log_dict()
+        if not self._exposed:
+            out = {k: v for k, v in out.items() if not k.startswith("weight/")}
+        return out
 
     def extra_repr(self) -> str:
         return f"tasks={list(self.tasks)}, kind={self.kind!r}"

@@ -171,12 +171,15 @@ def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict
             losses = task_losses(model.outputs(code), x, y)
             total = weighting(losses)
             features = code if weighting.needs_features else None
-            update(model, weighting, optimiser, scaler, total, losses, features)
+            logging = (step + 1) % run.log_every == 0
+            ratio = update(
+                model, weighting, optimiser, scaler, total, losses, features,
+                compare_to_equal=logging,
+            )  # fmt: skip
             step += 1
-            if step % run.log_every == 0:
-                record = log_record(
-                    step, epoch, losses, total, weighting, optimiser.param_groups[0]["lr"]
-                )
+            if logging:
+                lr = optimiser.param_groups[0]["lr"]
+                record = log_record(step, epoch, losses, total, weighting, lr, ratio)
                 records.append(json.dumps(record))
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.startswith("loss/")})
             if step % run.eval_every == 0 or step == total_steps:

@@ -1,0 +1,117 @@
+"""The methods benchmark's statistics and diagnostics, for every benchmark alike (the scene's three
+tasks, the two-task study): what a sentence that ranks two methods needs, and what tells a method's
+direction from its step size.
+
+* :func:`paired_rows`: each row's per-seed paired Δm difference against ``equal``, the uncertainty
+  weighting and the tuned fixed weights (mean, 95% interval, probability of improvement);
+* :func:`all_pairs_delta_m`: Δm with the single-task references' spread in it (every seed of the
+  row against every seed's references);
+* :func:`mean_ranks`: each row's rank per task (1 = best), averaged over the tasks;
+* :func:`run_diagnostics`: from a run's ``metrics.jsonl``, its effective task weights (final and
+  averaged over the logged steps) and the norm of its shared update over ``equal``'s on the same
+  batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from uncertainty_mtl.reporting.stats import paired_difference
+from uncertainty_mtl.reporting.tables import summarise
+from uncertainty_mtl.tasks.registry import TASKS as SPECS
+
+__all__ = [
+    "BASELINES",
+    "all_pairs_delta_m",
+    "mean_ranks",
+    "paired_rows",
+    "rows_diagnostics",
+    "run_diagnostics",
+]
+
+#: The rows every method is compared with, seed by seed.
+BASELINES = ("equal", "uncertainty", "approx-optimal")
+
+
+def paired_rows(rows: Mapping[str, dict[str, Any]]) -> None:
+    """Adds ``paired`` = ``{baseline: {"delta_m": paired_difference(...)}}`` to every row, for
+    the :data:`BASELINES` present (not against itself); the rows' ``delta_m`` hold one value a
+    seed, in the same seed order."""
+    for method, row in rows.items():
+        row["paired"] = {
+            base: {
+                "delta_m": paired_difference(
+                    row["delta_m"]["values"],
+                    rows[base]["delta_m"]["values"],
+                    higher_is_better=False,
+                )
+            }
+            for base in BASELINES
+            if base in rows and base != method
+        }
+
+
+def all_pairs_delta_m(
+    results: Sequence[Mapping[str, Any]],
+    references: Sequence[Mapping[str, Mapping[str, float]]],
+    delta_m: Callable[[Mapping[str, float], Mapping[str, Mapping[str, float]]], float],
+) -> dict[str, Any]:
+    """Δm of every run of a row against every seed's single-task references (``references``:
+    one ``{task: {metric: value}}`` a seed): its spread holds the references' spread too."""
+    return summarise([delta_m(r["metrics"], ref) for r in results for ref in references])
+
+
+def mean_ranks(
+    rows: Mapping[str, dict[str, Any]], tasks: Sequence[str], metric_of: Callable[[str], str]
+) -> dict[str, float]:
+    """Each row's rank by its mean metric on each task (1 = best, ties share the mean of their
+    ranks), averaged over ``tasks``."""
+    ranks: dict[str, list[float]] = {m: [] for m in rows}
+    for task in tasks:
+        spec, name = SPECS[task], metric_of(task)
+        values = {m: float(row["metrics"][name]["mean"]) for m, row in rows.items()}
+        ordered = sorted(values.values(), reverse=spec.higher_is_better)
+        for method, value in values.items():
+            places = [i + 1 for i, v in enumerate(ordered) if v == value]
+            ranks[method].append(sum(places) / len(places))
+    return {m: sum(r) / len(r) for m, r in ranks.items()}
+
+
+def run_diagnostics(run_dir: str | Path, tasks: Sequence[str]) -> dict[str, Any]:
+    """From one run's ``metrics.jsonl``: ``weights_final`` and ``weights_mean`` (``{task: w}``
+    at the last logged step and averaged over the logged steps; ``None`` where the run logged
+    no weights) and ``update_norm_vs_equal`` (the mean over the steps that measured it;
+    ``None`` where none did)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    weighted = [r for r in records if all(f"weight/{t}" in r for t in tasks)]
+    ratios = [r["update_norm_vs_equal"] for r in records if "update_norm_vs_equal" in r]
+    out: dict[str, Any] = {"weights_final": None, "weights_mean": None}
+    if weighted:
+        out["weights_final"] = {t: float(weighted[-1][f"weight/{t}"]) for t in tasks}
+        out["weights_mean"] = {
+            t: math.fsum(r[f"weight/{t}"] for r in weighted) / len(weighted) for t in tasks
+        }
+    out["update_norm_vs_equal"] = math.fsum(ratios) / len(ratios) if ratios else None
+    return out
+
+
+def rows_diagnostics(run_dirs: Sequence[str | Path], tasks: Sequence[str]) -> dict[str, Any]:
+    """A row's ``effective_weights`` (``{"final": {task: w}, "mean": {task: w}}``, each the
+    mean over the row's runs; ``None`` where a run logged no weights) and its
+    ``update_norm_vs_equal`` (the mean over its runs; ``None`` where a run did not measure it,
+    as runs trained before the measurement existed)."""
+    found = [run_diagnostics(d, tasks) for d in run_dirs]
+    weights = None
+    if found and all(f["weights_final"] is not None for f in found):
+        weights = {
+            kind: {t: math.fsum(f[f"weights_{kind}"][t] for f in found) / len(found) for t in tasks}
+            for kind in ("final", "mean")
+        }
+    ratios = [f["update_norm_vs_equal"] for f in found]
+    ratio = None if not ratios or None in ratios else math.fsum(ratios) / len(ratios)
+    return {"effective_weights": weights, "update_norm_vs_equal": ratio}
