@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from uncertainty_mtl.data import qm9 as data
-from uncertainty_mtl.errors import DataError
+from uncertainty_mtl.errors import ConfigError, DataError
 from uncertainty_mtl.experiments import qm9
 
 HEADER = [
@@ -114,7 +114,25 @@ def test_the_reader_gives_each_molecule_its_atoms_and_targets(tmp_path):
     assert molecules.charges[0].tolist() == [6, 1, 1, 1, 1] + [0] * 24
     assert molecules.positions[0, 1].tolist() == [0.002150416, -0.0060313176, 0.0019761204]
     assert not molecules.positions[0, 5:].any()
-    assert [t.name for t in data.TARGETS[:11]] == list(qm9.QM9_TASKS)
+    # Nash-MTL's 11: no gap, the energies as atomisation energies, Cv last
+    assert qm9.QM9_TASKS == (
+        "mu", "alpha", "homo", "lumo", "r2", "zpve", "u0_atom", "u_atom", "h_atom", "g_atom", "cv",
+    )  # fmt: skip
+
+
+def test_atomisation_energies_subtract_each_atom_s_reference_by_hand(tmp_path):
+    folder = write_fixture(tmp_path / "qm9")  # methane alone
+    molecules = data.read_qm9(folder)
+    got = data.atomisation_energies(molecules.charges, molecules.targets)[0]
+    # methane, CH4: U0 −40.47893 less C −37.846772 and 4 × H −0.500273, and so on for U, H, G
+    expected = [
+        -40.47893 - (-37.846772 + 4 * -0.500273),
+        -40.476062 - (-37.845355 + 4 * -0.498857),
+        -40.475117 - (-37.844411 + 4 * -0.497912),
+        -40.498597 - (-37.861317 + 4 * -0.510927),
+    ]
+    assert got.tolist() == pytest.approx(expected, abs=1e-9)
+    assert got[0] == pytest.approx(-0.631066, abs=1e-9)  # methane's binding energy, in Ha
 
 
 @pytest.mark.parametrize(
@@ -194,6 +212,11 @@ def test_arrays_are_cached_by_the_files_they_came_from(tmp_path):
     again = data.load_qm9_arrays(folder, cache_dir=tmp_path / "cache", sizes=(20, 10))
     assert (again.features == first.features).all() and (again.targets == first.targets).all()
     assert first.features.shape == (41, data.MAX_ATOMS)
+    assert first.targets.shape == (41, len(data.ALL_TARGETS)) == (41, 16)
+    u0 = [t.name for t in data.ALL_TARGETS].index("u0_atom")
+    assert first.targets[0, u0] == pytest.approx(-0.631066)  # methane's, appended
+    assert first.charges is not None and first.charges[0, :5].tolist() == [6, 1, 1, 1, 1]
+    assert first.positions is not None and first.positions.shape == (41, data.MAX_ATOMS, 3)
     assert len(list((tmp_path / "cache").glob("qm9-*.npz"))) == 1  # the second read hit it
     text = (folder / data.FILES[2]).read_text()
     (folder / data.FILES[2]).write_text(text.replace("1.0", "2.0", 1))  # another file
@@ -253,7 +276,21 @@ def test_the_study_end_to_end_on_the_fixture(tmp_path, monkeypatch):
     assert set(sigma["targets"]) == set(qm9.QM9_TASKS) and -1 <= sigma["spearman"] <= 1
     assert raw["rows"]["pcgrad"]["step_cost_vs_equal"] > 0
     assert "## Targets raw" in (tmp_path / "out" / "table.md").read_text()
-    assert summary["runs_trained"] == 2 * 2 * (11 + 4)
+    # one set of single-task references (standardised) serves both scalings
+    assert saved["single_task_units"] == "standardised"
+    assert raw["single_task_mae"] == saved["units"]["standardised"]["single_task_mae"]
+    effect = saved["units_effect"]["uncertainty"]
+    std = saved["units"]["standardised"]["rows"]["uncertainty"]["delta_m"]["values"]
+    assert effect["differences"] == pytest.approx(
+        [a - b for a, b in zip(raw["rows"]["uncertainty"]["delta_m"]["values"], std, strict=True)]
+    )
+    assert "## What raw units cost each row" in (tmp_path / "out" / "table.md").read_text()
+    # Δm with the references' spread: 2 seeds of the row × 2 seeds of references
+    refs = [{t: raw["single_task_mae"][t]["values"][j] for t in qm9.QM9_TASKS} for j in range(2)]
+    expected = [qm9.delta_m(m, ref) for m in maes for ref in refs]
+    assert equal["delta_m_all_pairs"]["values"] == pytest.approx(expected)
+    assert (tmp_path / "out" / "fig_qm9.png").stat().st_size > 10_000
+    assert summary["runs_trained"] == 2 * 11 + 2 * 2 * 4
     assert qm9.run_study(config, tmp_path / "out", progress=False)["runs_trained"] == 0
 
 
@@ -281,3 +318,102 @@ def test_the_real_files_of_qm9pack():
         with open(folder / name, encoding="utf-8") as f:
             rows += sum(1 for _ in f) - 1
     assert rows == 130_831
+
+
+def test_an_mlp_run_keeps_its_identity_and_a_schnet_run_names_its_model():
+    base = qm9.PRESETS["cpu"]
+    mlp = qm9.QM9Study(base).resolve(qm9.method_run("equal", "raw"))
+    # the keys an MLP run had before the graph network came: its finished runs stay finished
+    assert set(mlp.identity()) == {
+        "epochs", "batch_size", "lr", "hidden", "max_train", "max_eval", "split", "tasks",
+        "method", "units",
+    }  # fmt: skip
+    gnn = qm9.QM9Study(replace(base, model="schnet")).resolve(qm9.method_run("equal", "raw"))
+    assert gnn.identity()["model"] == "schnet" and "hidden" not in gnn.identity()
+    with pytest.raises(ConfigError, match="model: 'gcn'"):
+        replace(base, model="gcn")
+
+
+def test_the_molecule_graph_joins_every_close_pair_within_a_molecule_only():
+    from uncertainty_mtl.models.molecule_gnn import MoleculeGraph
+
+    generator = torch.Generator().manual_seed(0)
+    counts = [3, 1, 4, 2]
+    pos = torch.randn(sum(counts), 3, generator=generator) * 2
+    batch = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    edges, distance = MoleculeGraph(cutoff=2.5)(pos, batch)
+    expected = {
+        (i, j)
+        for i in range(len(pos))
+        for j in range(len(pos))
+        if i != j and batch[i] == batch[j] and float((pos[i] - pos[j]).norm()) < 2.5
+    }
+    found = list(zip(edges[0].tolist(), edges[1].tolist(), strict=True))
+    assert set(found) == expected and len(found) == len(expected) > 0
+    for (i, j), d in zip(found, distance.tolist(), strict=True):
+        assert d == pytest.approx(float((pos[i] - pos[j]).norm()))
+
+
+def _molecules(count: int, atoms: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    charges = torch.zeros(count, atoms, dtype=torch.long)
+    positions = torch.zeros(count, atoms, 3)
+    for m in range(count):
+        n = 2 + m % (atoms - 1)
+        charges[m, :n] = torch.tensor([1, 6, 7, 8, 9])[torch.randint(5, (n,), generator=generator)]
+        positions[m, :n] = torch.randn(n, 3, generator=generator)
+    return charges, positions
+
+
+def test_schnet_sees_each_molecule_alone_and_ignores_its_pose_and_atom_order():
+    pytest.importorskip("torch_geometric")
+    from uncertainty_mtl.models.molecule_gnn import SchNetMultiTask
+
+    torch.manual_seed(0)
+    net = SchNetMultiTask(["a", "b"], hidden=16, interactions=2, cutoff=5.0).eval()
+    charges, positions = _molecules(5)
+    with torch.no_grad():
+        together = net((charges, positions))
+        alone = [net((charges[m : m + 1], positions[m : m + 1])) for m in range(5)]
+        q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(1)))
+        present = (charges > 0).unsqueeze(-1)
+        moved = torch.where(present, positions @ q.T + torch.tensor([3.0, -1.0, 2.0]), 0.0)
+        order = torch.tensor([1, 0, 2, 3, 4, 5])  # the first two atoms of every molecule swap
+        turned = net((charges[:, order], moved[:, order]))
+    for t in ("a", "b"):
+        assert together[t].shape == (5,)
+        stacked = torch.cat([a[t] for a in alone])
+        torch.testing.assert_close(together[t], stacked, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(turned[t], together[t], rtol=1e-4, atol=1e-4)
+    assert net.outputs(net.features((charges, positions)))["a"].shape == (5,)
+
+
+def test_schnet_without_pyg_says_which_extra(monkeypatch):
+    import sys
+
+    from uncertainty_mtl.models.molecule_gnn import SchNetMultiTask
+
+    monkeypatch.setitem(sys.modules, "torch_geometric.nn.models", None)
+    with pytest.raises(ConfigError, match=r"uncertainty-mtl\[gnn\]"):
+        SchNetMultiTask(["a"])
+
+
+def test_the_study_trains_schnet_on_the_fixture(tmp_path, monkeypatch):
+    pytest.importorskip("torch_geometric")
+    monkeypatch.chdir(tmp_path)
+    folder = write_fixture(tmp_path / "qm9", count=120)
+    config = replace(
+        qm9.smoke_config(qm9.PRESETS["cpu"]),
+        data_dir=str(folder),
+        split=(80, 20),
+        seeds=1,
+        units=("standardised",),
+        methods=("equal", "uncertainty"),
+        model="schnet",
+    )
+    summary = qm9.run_study(config, tmp_path / "out", progress=False)
+    assert "SchNet" in summary["model"] and summary["runs_trained"] == 11 + 2
+    row = summary["units"]["standardised"]["rows"]["uncertainty"]
+    assert all(np.isfinite(row["mae"][t]["mean"]) for t in qm9.QM9_TASKS)
+    (found,) = (tmp_path / "out" / "runs").glob("uncertainty-standardised-*/seed0/results.json")
+    assert json.loads(found.read_text())["training"]["steps"] == 2 * 3  # 2 epochs of 80 at 32

@@ -150,6 +150,11 @@ def _add_qm9_study(studies: Any) -> None:
     qm9.add_argument("--units", nargs="+", choices=["standardised", "raw"], help="default: both")
     qm9.add_argument("--methods", nargs="+", metavar="KIND", help="the multi-task rows' kinds")
     qm9.add_argument("--preset", choices=["cpu", "smoke"], default="cpu", help="smoke: seconds")
+    qm9.add_argument(
+        "--model",
+        choices=["mlp", "schnet"],
+        help="mlp (default): the CPU's descriptor MLP; schnet: PyG's SchNet, for a GPU",
+    )
     qm9.add_argument("--out", default="runs/qm9", help="output directory (default: runs/qm9)")
     qm9.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     _add_common(qm9, workers_help="parallel training processes (default: number of CPUs)")
@@ -166,6 +171,7 @@ def _reproduce_qm9(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "units": tuple(args.units) if args.units else None,
         "methods": tuple(args.methods) if args.methods else None,
+        "model": args.model,
     }
     config = qm9.PRESETS["cpu"]
     if args.preset == "smoke":

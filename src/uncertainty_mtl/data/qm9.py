@@ -5,9 +5,11 @@ Our own reader of ``qm9pack/data/qm9_part{1,2,3}.csv``: the package's loader nee
 ``pkg_resources`` and pandas, so it is never imported; its data directory is found from its
 install location. Nothing is downloaded.
 
-* :data:`TARGETS`: the 11 targets of the multi-task literature (Nash-MTL, FAMO, FairGrad,
-  LibMTL), each in its own unit as the files give it (Debye, bohr³, Hartree, bohr²), and ``cv``
-  for studies that use 12;
+* :data:`TARGETS`: the files' 12 properties, each in its own unit as the files give it (Debye,
+  bohr³, Hartree, bohr², cal/(mol·K)); :data:`ATOMISATION`: the four energies less their atoms'
+  reference energies (:data:`ATOM_REFERENCE`), which is what the multi-task literature trains;
+  :data:`LITERATURE_TARGETS`: the 11 targets of Nash-MTL's protocol (FAMO, FairGrad and LibMTL
+  use it too): every property but the gap, the energies as atomisation energies;
 * :func:`read_qm9`: the molecules (elements, coordinates in Å) and their targets; a bad or
   missing value is a :class:`~uncertainty_mtl.errors.DataError` naming the file, the line and
   the column;
@@ -35,13 +37,18 @@ from uncertainty_mtl._io import atomic_write
 from uncertainty_mtl.errors import DataError
 
 __all__ = [
+    "ALL_TARGETS",
+    "ATOMISATION",
+    "ATOM_REFERENCE",
     "FILES",
+    "LITERATURE_TARGETS",
     "MAX_ATOMS",
     "QM9_HOW_TO_GET",
     "TARGETS",
     "Molecules",
     "QM9Arrays",
     "Target",
+    "atomisation_energies",
     "coulomb_eigenvalues",
     "load_qm9_arrays",
     "qm9pack_dir",
@@ -72,7 +79,7 @@ class Target:
     label: str
 
 
-#: The 11 targets of the MTL literature, in its order, then Cv (a 12th in some studies).
+#: The properties the files give, in their units.
 TARGETS: tuple[Target, ...] = (
     Target("mu", "Dipole_debye", "D", "dipole moment"),
     Target("alpha", "Polarizability_bohr3", "bohr³", "isotropic polarisability"),
@@ -88,6 +95,40 @@ TARGETS: tuple[Target, ...] = (
     Target("cv", "Heatcapacity_Cv_cal_mol_K", "cal/(mol·K)", "heat capacity at 298.15 K"),
 )
 _COLUMNS = ("XYZ_file", "N_atoms", "Elements", "XYZ_Ang")
+#: Each element's energy as a free atom at the files' level of theory (B3LYP/6-31G(2df,p)),
+#: in Hartree, for U0, U, H and G: the reference table published with QM9 (``atomref``).
+ATOM_REFERENCE: dict[int, tuple[float, float, float, float]] = {
+    1: (-0.500273, -0.498857, -0.497912, -0.510927),
+    6: (-37.846772, -37.845355, -37.844411, -37.861317),
+    7: (-54.583861, -54.582445, -54.581501, -54.598897),
+    8: (-75.064579, -75.063163, -75.062219, -75.079532),
+    9: (-99.718730, -99.717314, -99.716370, -99.733544),
+}
+#: U0, U, H and G less the sum of their atoms' :data:`ATOM_REFERENCE` (the energy that
+#: binds the atoms), computed by :func:`atomisation_energies`; ``column`` names the source.
+ATOMISATION: tuple[Target, ...] = (
+    Target("u0_atom", "InternalEnergy_0K_au", "Ha", "atomisation energy U0"),
+    Target("u_atom", "InternalEnergy_298K_au", "Ha", "atomisation energy U"),
+    Target("h_atom", "Enthalphy_298K_au", "Ha", "atomisation enthalpy H"),
+    Target("g_atom", "GibbsFreeEnergy_298K_au", "Ha", "atomisation free energy G"),
+)
+#: The columns of :attr:`QM9Arrays.targets`.
+ALL_TARGETS: tuple[Target, ...] = TARGETS + ATOMISATION
+#: Nash-MTL's 11 targets, in its order (its ``target_idx`` of PyG's QM9: the gap left out,
+#: the energies as atomisation energies, Cv last).
+LITERATURE_TARGETS = (
+    "mu",
+    "alpha",
+    "homo",
+    "lumo",
+    "r2",
+    "zpve",
+    "u0_atom",
+    "u_atom",
+    "h_atom",
+    "g_atom",
+    "cv",
+)
 
 
 @dataclass(frozen=True)
@@ -258,6 +299,26 @@ def coulomb_eigenvalues(
     return out
 
 
+def atomisation_energies(charges: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """U0, U, H and G of each molecule less its atoms' reference energies.
+
+    Args:
+        charges: ``[N, A]`` nuclear charges (0 = no atom).
+        targets: ``[N, len(TARGETS)]`` in :data:`TARGETS`' order.
+
+    Returns:
+        ``[N, 4]`` float64 in Hartree, in :data:`ATOMISATION`'s order.
+    """
+    table = np.zeros((max(ATOM_REFERENCE) + 1, 4))
+    for z, energies in ATOM_REFERENCE.items():
+        table[z] = energies
+    atoms = table[charges].sum(axis=1)  # padded atoms (Z = 0) add nothing
+    index = {t.column: i for i, t in enumerate(TARGETS)}
+    total = targets[:, [index[t.column] for t in ATOMISATION]]
+    out: np.ndarray = total - atoms
+    return out
+
+
 def split_indices(
     count: int, seed: int = 0, train: int = 110_000, val: int = 10_000
 ) -> dict[str, np.ndarray]:
@@ -280,15 +341,20 @@ class QM9Arrays:
 
     Attributes:
         features: ``[N, MAX_ATOMS]`` float32 Coulomb-matrix eigenvalues.
-        targets: ``[N, len(TARGETS)]`` float64 in each target's own unit.
+        targets: ``[N, len(ALL_TARGETS)]`` float64 in each target's own unit.
         split: ``train`` / ``val`` / ``test`` -> molecule indices.
         source: the files' directory.
+        charges: ``[N, MAX_ATOMS]`` int8 nuclear charges, 0 past the last atom (a graph
+            network's input).
+        positions: ``[N, MAX_ATOMS, 3]`` float32 coordinates in Å.
     """
 
     features: np.ndarray
     targets: np.ndarray
     split: dict[str, np.ndarray]
     source: str
+    charges: np.ndarray | None = None
+    positions: np.ndarray | None = None
 
 
 def load_qm9_arrays(
@@ -317,17 +383,24 @@ def load_qm9_arrays(
             for name in FILES
             if (root / name).is_file()
         ]
-        key = hashlib.sha1(repr((str(root.resolve()), stamp)).encode()).hexdigest()[:12]
+        key = hashlib.sha1(repr((str(root.resolve()), stamp, 3)).encode()).hexdigest()[:12]
         cached = Path(cache_dir) / f"qm9-{key}.npz"
     if cached is not None and cached.is_file():
         with np.load(cached) as saved:
-            features, targets = saved["features"], saved["targets"]
+            arrays = {name: saved[name] for name in saved.files}
     else:
         molecules = read_qm9(root)
-        features = coulomb_eigenvalues(molecules.charges, molecules.positions)
-        targets = molecules.targets
+        arrays = {
+            "features": coulomb_eigenvalues(molecules.charges, molecules.positions),
+            "targets": np.concatenate(
+                [molecules.targets, atomisation_energies(molecules.charges, molecules.targets)],
+                axis=1,
+            ),
+            "charges": molecules.charges.astype(np.int8),
+            "positions": molecules.positions.astype(np.float32),
+        }
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(cached, lambda f: np.savez(f, features=features, targets=targets))
-    split = split_indices(len(targets), seed, *sizes)
-    return QM9Arrays(features, targets, split, str(root))
+            atomic_write(cached, lambda f: np.savez(f, **arrays))
+    split = split_indices(len(arrays["targets"]), seed, *sizes)
+    return QM9Arrays(split=split, source=str(root), **arrays)

@@ -1,11 +1,12 @@
 """``umtl reproduce qm9``: eleven targets in eleven units.
 
-Per target scaling (:data:`~uncertainty_mtl.experiments.qm9.config.UNITS`): the 11 single-task
-references and every multi-task row, for every seed; then per row each target's test MAE in its
-unit, Δm against the single-task references, the per-seed paired Δm difference against
-``equal`` and against the uncertainty weighting, the step cost, and, for the learned rows,
-whether the learned σ_t tracks each target's error (a Gaussian with standard deviation σ has a
-mean absolute error of σ·√(2/π)).
+The 11 single-task references (standardised targets) and, per target scaling
+(:data:`~uncertainty_mtl.experiments.qm9.config.UNITS`), every multi-task row, for every seed;
+then per row each target's test MAE in its unit, Δm against the single-task references, the
+per-seed paired Δm difference against ``equal`` and against the uncertainty weighting, the step
+cost, and, for the learned rows, whether the learned σ_t tracks each target's error (a Gaussian
+with standard deviation σ has a mean absolute error of σ·√(2/π)). With both scalings, each
+row's paired Δm difference raw − standardised: what the units cost that method.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from typing import Any
 import yaml
 
 from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.data.qm9 import TARGETS
+from uncertainty_mtl.data.qm9 import ALL_TARGETS
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 from uncertainty_mtl.experiments.qm9.config import (
     QM9_TASKS,
+    REFERENCE_UNITS,
     QM9Run,
     QM9StudyConfig,
     method_run,
     single_run,
 )
+from uncertainty_mtl.experiments.qm9.figures import plot_qm9
 from uncertainty_mtl.experiments.qm9.training import RESULT_FILE, load_arrays, train_run
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.reporting.stats import paired_difference
@@ -36,7 +39,11 @@ from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, su
 
 __all__ = ["QM9Study", "delta_m", "run_study"]
 
-_UNIT = {t.name: t.unit for t in TARGETS}
+_UNIT = {t.name: t.unit for t in ALL_TARGETS}
+_MODEL_TEXT = {
+    "mlp": "DescriptorMLP on Coulomb-matrix eigenvalues (not the literature's GNNs)",
+    "schnet": "PyG's SchNet, a shared per-molecule code and one linear head per target",
+}
 
 
 @dataclass
@@ -91,23 +98,27 @@ def run_study(
         out_dir = runner.out
         write_text(out_dir / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
         runs = [
-            *(single_run(t, u, s) for u in config.units for s in seeds for t in QM9_TASKS),
+            *(single_run(t, REFERENCE_UNITS, s) for s in seeds for t in QM9_TASKS),
             *(method_run(m, u, s) for u in config.units for s in seeds for m in config.methods),
         ]
         done = runner.results(runs)
         results = {(run.name, run.seed): r for run, r in done.items()}
+        units = {u: _summarise_units(config, u, results) for u in config.units}
         summary: dict[str, Any] = {
             "study": "qm9",
-            "model": "DescriptorMLP on Coulomb-matrix eigenvalues (not the literature's GNNs)",
+            "model": _MODEL_TEXT[config.model],
             "targets": {t: _UNIT[t] for t in QM9_TASKS},
             "seeds": list(seeds),
             "config": asdict(config),
-            "units": {u: _summarise_units(config, u, results) for u in config.units},
+            "single_task_units": REFERENCE_UNITS,
+            "units": units,
+            "units_effect": _units_effect(units),
             **runner.timing(),
             "wall_time_s": time.perf_counter() - start,
         }
         write_json(out_dir / "results.json", summary)
         write_text(out_dir / "table.md", table(summary))
+        plot_qm9(summary, out_dir / "fig_qm9.png")
     return summary
 
 
@@ -116,10 +127,14 @@ def _summarise_units(
 ) -> dict[str, Any]:
     seeds = range(config.seeds)
     single = {
-        t: summarise([results[single_run(t, units).name, s]["metrics"][t] for s in seeds])
+        t: summarise([results[single_run(t).name, s]["metrics"][t] for s in seeds])
         for t in QM9_TASKS
     }
     reference = {t: float(v["mean"]) for t, v in single.items()}  # type: ignore[arg-type]
+    # each seed's own references, for Δm with the references' spread in it
+    references = [
+        {t: results[single_run(t).name, s]["metrics"][t] for t in QM9_TASKS} for s in seeds
+    ]
     rows: dict[str, Any] = {}
     per_seed_dm: dict[str, list[float]] = {}
     for method in config.methods:
@@ -128,6 +143,10 @@ def _summarise_units(
         row: dict[str, Any] = {
             "mae": {t: summarise([r["metrics"][t] for r in found]) for t in QM9_TASKS},
             "delta_m": summarise(per_seed_dm[method]),
+            # every seed of the row against every seed's single-task references
+            "delta_m_all_pairs": summarise(
+                [delta_m(r["metrics"], ref) for r in found for ref in references]
+            ),
             "seconds_per_step": summarise([r["training"]["seconds_per_step"] for r in found]),
             "effective_weights": {
                 t: summarise([r["effective_weights"][t] for r in found]) for t in QM9_TASKS
@@ -150,6 +169,23 @@ def _summarise_units(
     for row in rows.values():
         row["step_cost_vs_equal"] = row["seconds_per_step"]["mean"] / equal if equal else None
     return {"single_task_mae": single, "rows": rows}
+
+
+def _units_effect(units: dict[str, Any]) -> dict[str, Any]:
+    """Per row trained under both scalings: the per-seed paired Δm difference raw −
+    standardised (positive: raw units cost the row accuracy)."""
+    if set(units) != {"standardised", "raw"}:
+        return {}
+    raw, std = units["raw"]["rows"], units["standardised"]["rows"]
+    return {
+        method: paired_difference(
+            raw[method]["delta_m"]["values"],
+            std[method]["delta_m"]["values"],
+            higher_is_better=False,
+        )
+        for method in raw
+        if method in std
+    }
 
 
 def _sigma_vs_mae(found: list[dict[str, Any]]) -> dict[str, Any]:
@@ -180,8 +216,8 @@ def table(summary: dict[str, Any]) -> str:
         "# QM9: 11 targets, each in its own unit",
         "",
         f"Test MAE in each target's unit, mean ± std over {len(summary['seeds'])} seed(s); Δm % "
-        "against the single-task references (lower is better). Model: "
-        f"{summary['model']}.",
+        "against the single-task references (lower is better), which train on standardised "
+        f"targets under both scalings. Model: {summary['model']}.",
         "",
     ]
     headers = ["row", *(f"{t} [{u}]" for t, u in summary["targets"].items()), "Δm % ↓", "vs equal"]
@@ -204,5 +240,18 @@ def table(summary: dict[str, Any]) -> str:
                     "–" if vs is None else f"{vs['mean']:+.1f} ({vs['verdict']})",
                 ]
             )
-        lines += [f"## Targets {units}", "", markdown_table(headers, cells)]
+        lines += [f"## Targets {units}", "", markdown_table(headers, cells), ""]
+    if summary.get("units_effect"):
+        cells = [
+            [m, f"{d['mean']:+.1f}", f"[{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]", d["verdict"]]
+            for m, d in summary["units_effect"].items()
+        ]
+        lines += [
+            "## What raw units cost each row",
+            "",
+            "Paired Δm difference raw − standardised over the seeds (positive: worse in raw "
+            "units); both against the same single-task references.",
+            "",
+            markdown_table(["row", "Δm raw − std", "95% CI", "raw units are"], cells),
+        ]
     return "\n".join(lines)

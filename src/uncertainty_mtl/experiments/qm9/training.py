@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,18 @@ import torch
 from torch import Tensor
 
 from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.data.qm9 import TARGETS, QM9Arrays, load_qm9_arrays
+from uncertainty_mtl.data.qm9 import ALL_TARGETS, QM9Arrays, load_qm9_arrays
 from uncertainty_mtl.engine.cost import peak_memory, reset_peak_memory
 from uncertainty_mtl.engine.step import log_record, update
 from uncertainty_mtl.experiments.qm9.config import QM9Run
 from uncertainty_mtl.models.descriptor_mlp import DescriptorMLP
+from uncertainty_mtl.models.molecule_gnn import SchNetMultiTask
 from uncertainty_mtl.weighting import parameter_groups
 
 __all__ = ["RESULT_FILE", "load_arrays", "mean_absolute_errors", "train_run"]
 
 RESULT_FILE = "results.json"
-_COLUMN = {t.name: i for i, t in enumerate(TARGETS)}
+_COLUMN = {t.name: i for i, t in enumerate(ALL_TARGETS)}
 #: Where the descriptors are cached between runs and studies.
 CACHE_DIR = Path("data") / "cache"
 
@@ -44,7 +46,38 @@ def load_arrays(
         return arrays
     cut = {"train": max_train, "val": max_eval, "test": max_eval}
     kept = {s: idx[: cut[s]] if cut[s] else idx for s, idx in arrays.split.items()}
-    return QM9Arrays(arrays.features, arrays.targets, kept, arrays.source)
+    return replace(arrays, split=kept)
+
+
+#: A batch of the model's inputs: the descriptors ``[B, F]`` (MLP), or the charges ``[B, A]``
+#: and positions ``[B, A, 3]`` (SchNet).
+Inputs = Tensor | tuple[Tensor, Tensor]
+#: Molecules a forward pass of the evaluation takes at once.
+EVAL_CHUNK = 2048
+
+
+def _take(x: Inputs, index: Tensor | slice) -> Inputs:
+    return (x[0][index], x[1][index]) if isinstance(x, tuple) else x[index]
+
+
+def _inputs(run: QM9Run, arrays: QM9Arrays, idx: np.ndarray, device: torch.device) -> Inputs:
+    if run.model == "schnet":
+        assert arrays.charges is not None and arrays.positions is not None
+        charges = torch.from_numpy(arrays.charges[idx].astype(np.int64))
+        return charges.to(device), torch.from_numpy(arrays.positions[idx]).to(device)
+    return torch.from_numpy(arrays.features[idx]).to(device)
+
+
+def _model(run: QM9Run, x_train: Inputs) -> DescriptorMLP | SchNetMultiTask:
+    if run.model == "schnet":
+        hidden, interactions, cutoff = run.schnet
+        return SchNetMultiTask(
+            run.tasks, hidden=int(hidden), interactions=int(interactions), cutoff=cutoff
+        )
+    assert isinstance(x_train, Tensor)
+    return DescriptorMLP(
+        x_train.shape[1], run.tasks, hidden=run.hidden, mean=x_train.mean(0), std=x_train.std(0)
+    )
 
 
 def _scaling(run: QM9Run, arrays: QM9Arrays) -> tuple[np.ndarray, np.ndarray]:
@@ -58,19 +91,22 @@ def _scaling(run: QM9Run, arrays: QM9Arrays) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.no_grad()
 def mean_absolute_errors(
-    model: DescriptorMLP, x: Tensor, y: Tensor, centre: Tensor, scale: Tensor
+    model: DescriptorMLP | SchNetMultiTask, x: Inputs, y: Tensor, centre: Tensor, scale: Tensor
 ) -> dict[str, float]:
     """Each target's MAE in its own unit (``y`` in those units; the model's outputs are
-    mapped back with ``centre`` and ``scale``)."""
+    mapped back with ``centre`` and ``scale``), :data:`EVAL_CHUNK` molecules at a time."""
     was_training = model.training
     model.eval()
-    out = model(x)
+    tasks = model.tasks
+    total = dict.fromkeys(tasks, 0.0)
+    for start in range(0, len(y), EVAL_CHUNK):
+        chunk = slice(start, start + EVAL_CHUNK)
+        out = model(_take(x, chunk))
+        for i, task in enumerate(tasks):
+            prediction = out[task].double() * scale[i] + centre[i]
+            total[task] += float((prediction - y[chunk, i]).abs().sum())
     model.train(was_training)
-    errors = {}
-    for i, task in enumerate(model.tasks):
-        prediction = out[task].double() * scale[i] + centre[i]
-        errors[task] = float((prediction - y[:, i]).abs().mean())
-    return errors
+    return {t: v / len(y) for t, v in total.items()}
 
 
 def train_run(run: QM9Run, run_dir: Path, *, progress: bool = False) -> dict[str, Any]:
@@ -83,22 +119,16 @@ def train_run(run: QM9Run, run_dir: Path, *, progress: bool = False) -> dict[str
     centre = torch.from_numpy(centre_np).to(device)
     scale = torch.from_numpy(scale_np).to(device)
 
-    def split(name: str) -> tuple[Tensor, Tensor]:
+    def split(name: str) -> tuple[Inputs, Tensor]:
         idx = arrays.split[name]
-        x = torch.from_numpy(arrays.features[idx]).to(device)
+        x = _inputs(run, arrays, idx, device)
         return x, torch.from_numpy(arrays.targets[idx][:, columns]).to(device)
 
     x_train, y_train = split("train")
     evals = {s: split(s) for s in ("val", "test")}
     targets = ((y_train - centre) / scale).float()
     torch.manual_seed(run.seed)
-    model = DescriptorMLP(
-        x_train.shape[1],
-        run.tasks,
-        hidden=run.hidden,
-        mean=x_train.mean(0),
-        std=x_train.std(0),
-    ).to(device)
+    model = _model(run, x_train).to(device)
     weighting = run.make_weighting().to(device)
     optimiser = torch.optim.Adam(parameter_groups(model, weighting, lr=run.lr, weight_decay=0.0))
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # the update's hooks expect one
@@ -118,12 +148,13 @@ def train_run(run: QM9Run, run_dir: Path, *, progress: bool = False) -> dict[str
     for epoch in range(run.epochs):
         weighting.on_epoch(epoch)
         for index in torch.split(torch.randperm(len(y_train), generator=order), run.batch_size):
-            code = model.features(x_train[index])
+            code = model.features(_take(x_train, index))  # type: ignore[arg-type]
             out = model.outputs(code)
             truth = targets[index]
             losses = {t: ((out[t] - truth[:, i]) ** 2).mean() for i, t in enumerate(run.tasks)}
             total = weighting(losses)
-            update(
+            logging = (step + 1) % log_every == 0
+            ratio = update(
                 model,
                 weighting,
                 optimiser,
@@ -131,11 +162,13 @@ def train_run(run: QM9Run, run_dir: Path, *, progress: bool = False) -> dict[str
                 total,
                 losses,
                 code if weighting.needs_features else None,
+                compare_to_equal=logging,
             )
             step += 1
-            if step % log_every == 0:
+            if logging:
                 lr = optimiser.param_groups[0]["lr"]
-                records.append(json.dumps(log_record(step, epoch, losses, total, weighting, lr)))
+                record = log_record(step, epoch, losses, total, weighting, lr, ratio)
+                records.append(json.dumps(record))
             bar.update()
         tic = time.perf_counter()
         val = mean_absolute_errors(model, *evals["val"], centre, scale)
