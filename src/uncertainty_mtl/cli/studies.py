@@ -123,8 +123,10 @@ def _reproduce_two_task_methods(args: argparse.Namespace) -> int:
         out,
         executor=_executor(args, out, _workers(args)),
         progress=not args.quiet,
+        protocol=args.protocol,
     )
-    with open(os.path.join(out, "methods.md"), encoding="utf-8") as f:
+    name = "methods.md" if args.protocol == "fixed-lr" else "methods-tuned.md"
+    with open(os.path.join(out, name), encoding="utf-8") as f:
         print(f.read())
     print(
         f"wrote {out}/ in {summary['wall_time_s']:.0f} s, training {summary['runs_trained']} of "

@@ -22,16 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments import table1, two_task
 from uncertainty_mtl.experiments.executors import Executor
 from uncertainty_mtl.experiments.methods_stats import (
     all_pairs_delta_m,
     mean_ranks,
+    paired_cell,
     paired_rows,
     rows_diagnostics,
 )
+from uncertainty_mtl.experiments.methods_stats import delta_m as task_delta_m
+from uncertainty_mtl.experiments.methods_tuned import two_task_tuned
 from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, mean_metrics
+from uncertainty_mtl.experiments.tuning import LrSearch
 from uncertainty_mtl.experiments.units import SCALE, in_units
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
@@ -41,11 +46,15 @@ from uncertainty_mtl.weighting.registry import AGGREGATOR, LOSS_WEIGHTING, bench
 __all__ = [
     "LOSS_WEIGHTINGS",
     "METHODS",
+    "PROTOCOLS",
     "delta_m",
     "reproduce_methods",
     "reproduce_two_task_methods",
 ]
 
+#: ``fixed-lr``: every row at the preset's learning rate (the paper's way); ``tuned``: every row
+#: chooses its own on the selection split first.
+PROTOCOLS = ("fixed-lr", "tuned")
 #: The rows, from the registry of methods: its loss weightings (``equal`` first), the tuned fixed
 #: weights, its gradient aggregators.
 LOSS_WEIGHTINGS = benchmarked(LOSS_WEIGHTING)
@@ -68,16 +77,9 @@ def delta_m(
     single: Mapping[str, Mapping[str, float]],
     tasks: Sequence[str] = TASKS,
 ) -> float:
-    """Δm % = (1/T)·Σ_t (−1)^{l_t}·(M_t − M_t^single)/M_t^single·100, ``l_t = 1`` where higher
-    is better: the mean relative loss against the single-task models (lower is better; 0 is as
-    good as them on average)."""
-    terms = []
-    for task in tasks:
-        spec = SPECS[task]
-        value, base = float(metrics[spec.metric]), float(single[task][spec.metric])
-        sign = -1.0 if spec.higher_is_better else 1.0
-        terms.append(sign * (value - base) / base * 100.0)
-    return sum(terms) / len(terms)
+    """Δm % against the single-task models (:func:`methods_stats.delta_m`; the scene's three
+    tasks by default)."""
+    return task_delta_m(metrics, single, tasks)
 
 
 def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -136,17 +138,6 @@ _PAIRED_NOTE = (
     "only where the interval excludes 0). Mean rank: each task's rank among the rows (1 = best), "
     "averaged over the tasks."
 )
-
-
-def _versus_equal(row: Mapping[str, Any]) -> str:
-    """``"−1.2 [−2.0, −0.4]"``: the paired Δm difference against ``equal`` and its interval."""
-    found = row.get("paired", {}).get("equal")
-    if found is None:
-        return "–"
-    d = found["delta_m"]
-    if d["ci95"] is None:
-        return f"{d['mean']:+.1f}"
-    return f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
 
 
 def _cost_cell(row: Mapping[str, Any]) -> str:
@@ -240,19 +231,45 @@ def reproduce_two_task_methods(
     executor: Executor,
     device: str = "cpu",
     progress: bool = True,
+    protocol: str = "fixed-lr",
+    search: LrSearch | None = None,
 ) -> dict[str, Any]:
     """The methods on the two-task study (classification + reconstruction): first the study
     itself (:func:`~uncertainty_mtl.experiments.two_task.run_study`, in ``out``: its single-task
     rows, its approx.-optimal weight chosen on val and its learned row are the baselines), then
     every other method for ``config.seeds`` seeds; writes ``methods.md``, ``methods.json`` and
-    ``methods.png`` into ``out``. Reported on the test split."""
+    ``methods.png`` into ``out``. Reported on the test split.
+
+    With ``protocol="tuned"``, every row (the single-task references included) chooses its
+    learning rate by ``search`` (default :class:`~uncertainty_mtl.experiments.tuning.LrSearch`)
+    on val before its ``config.seeds`` seeds: ``methods-tuned.json`` and ``methods-tuned.md``
+    (:mod:`~uncertainty_mtl.experiments.methods_tuned`)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
     start = time.perf_counter()
     two_task.load_splits(config)  # bad data fails here, before anything is written
     with Runner(
         two_task.TwoTaskStudy(config, device), Path(out), executor, progress
     ) as runner:  # locked before the study's runner takes the same lock again (SPEC §10)
         study = two_task.run_study(config, out, executor=executor, device=device, progress=progress)
-        return _two_task_methods(config, study, runner, start)
+        if protocol == "fixed-lr":
+            return _two_task_methods(config, study, runner, start)
+        weights = study["approx_optimal"]["weights"]
+        chosen = None if weights is None else float(weights["classification"])
+        rows = {
+            m: _two_task_run(m, 0, chosen)
+            for m in METHODS
+            if m != "approx-optimal" or chosen is not None
+        }
+        return two_task_tuned(
+            config,
+            runner,
+            rows,
+            seeds=config.seeds,
+            search=search or LrSearch(),
+            start=start,
+            aggregators=AGGREGATORS,
+        )
 
 
 def _two_task_methods(
@@ -348,7 +365,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
                 cell(m, "depth_mean_error_px", 3),
                 cell(m, "instance_ap", 1),
                 format_mean_std(row["delta_m"], 1),
-                _versus_equal(row),
+                paired_cell(row, "equal"),
                 f"{row['mean_rank']:.1f}",
                 _cost_cell(row),
                 "–" if memory is None else f"{memory['mean']:.0f}",
@@ -443,7 +460,7 @@ def _two_task_markdown(summary: Mapping[str, Any]) -> str:
                 format_mean_std(m["accuracy"], 1),
                 format_mean_std(m["reconstruction_l1"], 4),
                 format_mean_std(row["delta_m"], 1),
-                _versus_equal(row),
+                paired_cell(row, "equal"),
                 f"{row['mean_rank']:.1f}",
                 _cost_cell(row),
                 "–" if memory is None else f"{memory['mean']:.0f}",

@@ -27,7 +27,9 @@ from uncertainty_mtl.tasks.registry import TASKS as SPECS
 __all__ = [
     "BASELINES",
     "all_pairs_delta_m",
+    "delta_m",
     "mean_ranks",
+    "paired_cell",
     "paired_rows",
     "rows_diagnostics",
     "run_diagnostics",
@@ -35,6 +37,23 @@ __all__ = [
 
 #: The rows every method is compared with, seed by seed.
 BASELINES = ("equal", "uncertainty", "approx-optimal")
+
+
+def delta_m(
+    metrics: Mapping[str, float],
+    single: Mapping[str, Mapping[str, float]],
+    tasks: Sequence[str],
+) -> float:
+    """Δm % = (1/T)·Σ_t (−1)^{l_t}·(M_t − M_t^single)/M_t^single·100, ``l_t = 1`` where higher
+    is better: the mean relative loss against the single-task models (lower is better; 0 is as
+    good as them on average)."""
+    terms = []
+    for task in tasks:
+        spec = SPECS[task]
+        value, base = float(metrics[spec.metric]), float(single[task][spec.metric])
+        sign = -1.0 if spec.higher_is_better else 1.0
+        terms.append(sign * (value - base) / base * 100.0)
+    return sum(terms) / len(terms)
 
 
 def paired_rows(rows: Mapping[str, dict[str, Any]]) -> None:
@@ -53,6 +72,19 @@ def paired_rows(rows: Mapping[str, dict[str, Any]]) -> None:
             for base in BASELINES
             if base in rows and base != method
         }
+
+
+def paired_cell(row: Mapping[str, Any], base: str, *, verdict: bool = False) -> str:
+    """``"-1.2 [-2.0, -0.4]"`` (and the verdict): a row's paired Δm difference against
+    ``base`` with its 95% interval, for a table; ``"–"`` where it has none."""
+    found = row.get("paired", {}).get(base)
+    if found is None:
+        return "–"
+    d = found["delta_m"]
+    text = f"{d['mean']:+.1f}"
+    if d["ci95"] is not None:
+        text += f" [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+    return f"{text} {d['verdict']}" if verdict else text
 
 
 def all_pairs_delta_m(

@@ -1,0 +1,97 @@
+"""The tuned protocol's learning-rate search, against a score whose best rate is known, and the
+tuned methods table on the digits study's smoke preset."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from uncertainty_mtl.cli import main
+from uncertainty_mtl.experiments.tuning import LrSearch, tune_lr
+
+
+def peaked_at(best: float, calls: list[tuple[tuple[float, ...], int]]):
+    """A ``train`` whose accuracy peaks at ``best`` (falls by 1 point a factor 2 away)."""
+
+    def train(rates, steps):
+        calls.append((tuple(rates), steps))
+        return {lr: {"accuracy": 90.0 - math.log2(lr / best) ** 2} for lr in rates}
+
+    return train
+
+
+def test_the_search_finds_an_inner_optimum_by_halving_the_grid():
+    calls: list = []
+    chosen, record = tune_lr(
+        0.1, peaked_at(0.2, calls), ["classification"], steps=30, search=LrSearch()
+    )
+    assert chosen == 0.2 and record["extensions"] == []
+    # the first rung trains the 5 rates at a third of the steps, the second the best 2 in full
+    assert calls == [((0.025, 0.05, 0.1, 0.2, 0.4), 10), ((0.2, 0.1), 30)]
+    assert record["grid"] == [0.025, 0.05, 0.1, 0.2, 0.4] and record["chosen"] == 0.2
+    assert LrSearch().budget(30) == 5 * 10 + 2 * 30
+
+
+@pytest.mark.parametrize(
+    ("best", "chosen", "tried"),
+    [
+        (1.6, 1.6, [0.8, 1.6]),  # two steps past the edge 0.4: found
+        (100.0, 1.6, [0.8, 1.6]),  # further away: the search stops after two extensions
+        (0.004, 0.00625, [0.0125, 0.00625]),  # the low edge extends downwards
+    ],
+)
+def test_a_choice_on_the_edge_extends_the_grid(best, chosen, tried):
+    calls: list = []
+    found, record = tune_lr(
+        0.1, peaked_at(best, calls), ["classification"], steps=30, search=LrSearch()
+    )
+    assert found == chosen
+    assert [e["lr"] for e in record["extensions"]] == tried
+    # each extension trains the edge (a run already trained in full) and the next rate, in full
+    assert [steps for _, steps in calls[2:]] == [30] * len(tried)
+
+
+def test_no_extension_when_the_search_is_told_so():
+    found, record = tune_lr(
+        0.1, peaked_at(100.0, []), ["classification"], steps=9, search=LrSearch(extensions=0)
+    )
+    assert found == 0.4 and record["extensions"] == []
+
+
+def test_the_city_refuses_the_tuned_protocol_in_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["reproduce", "methods", "--protocol", "tuned", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--protocol tuned" in err[0] and not out.exists()
+
+
+def test_the_tuned_table_on_digits_gives_every_row_its_own_rate(tmp_path, monkeypatch):
+    from uncertainty_mtl.experiments import methods
+
+    monkeypatch.setattr(methods, "METHODS", ("equal", "uncertainty", "approx-optimal", "mgda"))
+    argv = [
+        "reproduce", "methods", "--dataset", "digits", "--preset", "smoke", "--seeds", "2",
+        "--protocol", "tuned", "--out", str(tmp_path), "--workers", "1", "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "methods-tuned.json").read_text())
+    assert summary["protocol"] == "tuned" and summary["seeds"] == [0, 1]
+    rows, searches = summary["rows"], summary["searches"]
+    assert list(rows) == ["equal", "uncertainty", "approx-optimal", "mgda"]
+    assert set(searches) == {"classification-only", "reconstruction-only", *rows}
+    for name, row in rows.items():
+        search = searches[name]
+        assert row["lr"] == search["chosen"] and row["lr"] in search["grid"]
+        # seed 0's reported run is the search's full-length run at the chosen rate
+        seed0 = json.loads((tmp_path / row["runs"][0] / "results.json").read_text())
+        assert seed0["seed"] == 0 and len(row["runs"]) == 2
+        assert row["delta_m"]["n"] == 2 and row["delta_m_all_pairs"]["n"] == 4
+    single = summary["single_task"]
+    for name in ("classification-only", "reconstruction-only"):
+        assert single[name]["lr"] == searches[name]["chosen"]
+    paired = rows["mgda"]["paired"]["equal"]["delta_m"]
+    mgda, equal = rows["mgda"]["delta_m"]["values"], rows["equal"]["delta_m"]["values"]
+    assert paired["mean"] == pytest.approx(sum(a - b for a, b in zip(mgda, equal, strict=True)) / 2)
+    assert "| mgda |" in (tmp_path / "methods-tuned.md").read_text()
