@@ -417,3 +417,14 @@ def test_the_study_trains_schnet_on_the_fixture(tmp_path, monkeypatch):
     assert all(np.isfinite(row["mae"][t]["mean"]) for t in qm9.QM9_TASKS)
     (found,) = (tmp_path / "out" / "runs").glob("uncertainty-standardised-*/seed0/results.json")
     assert json.loads(found.read_text())["training"]["steps"] == 2 * 3  # 2 epochs of 80 at 32
+
+
+def test_the_committed_study_is_of_these_targets_and_rows():
+    """docs/qm9/ holds the study of this code: the literature's 11 targets, both scalings, the
+    default rows and seeds (a change of the targets or rows must regenerate it)."""
+    saved = json.loads((Path(__file__).parent.parent / "docs" / "qm9" / "results.json").read_text())
+    preset = qm9.PRESETS["cpu"]
+    assert tuple(saved["targets"]) == qm9.QM9_TASKS and saved["seeds"] == list(range(preset.seeds))
+    assert tuple(saved["units"]) == preset.units
+    for part in saved["units"].values():
+        assert tuple(part["rows"]) == preset.methods
