@@ -8,8 +8,8 @@ install location. Nothing is downloaded.
 * :data:`TARGETS`: the files' 12 properties, each in its own unit as the files give it (Debye,
   bohr³, Hartree, bohr², cal/(mol·K)); :data:`ATOMISATION`: the four energies less their atoms'
   reference energies (:data:`ATOM_REFERENCE`), which is what the multi-task literature trains;
-  :data:`LITERATURE_TARGETS`: the 11 targets of Nash-MTL's protocol (FAMO, FairGrad and LibMTL
-  use it too): every property but the gap, the energies as atomisation energies;
+  :data:`LITERATURE_TARGETS`: the 11 targets of Nash-MTL's protocol (FAMO's code trains the
+  same): every property but the gap, the energies as atomisation energies;
 * :func:`read_qm9`: the molecules (elements, coordinates in Å) and their targets; a bad or
   missing value is a :class:`~uncertainty_mtl.errors.DataError` naming the file, the line and
   the column;
