@@ -370,6 +370,31 @@ def test_two_processes_building_the_same_cache(tmp_path):
     np.testing.assert_array_equal(data[0][1]["semantic"].numpy(), EXPECTED_SEMANTIC)
 
 
+def test_a_builder_keeps_the_cache_another_builder_put_there_first(tmp_path, monkeypatch):
+    """The race of two builders, one step at a time: the second checked the cache before the
+    first had put it in place, built its own, and then finds the first's, which may be mapped
+    by its reader already: it keeps it (removing it failed that reader)."""
+    from uncertainty_mtl.data.cache import ArrayCache
+
+    root = write_tree(tmp_path / "data", stems=("aachen_000000_000019", "bonn_000001_000002"))
+    first = CityscapesScenes(root, "val", cache_dir=tmp_path / "cache")
+    first[1]  # its reader maps the arrays
+    image = tmp_path / "cache" / "val" / "image.npy"
+    inode = image.stat().st_ino
+    real, checks = ArrayCache._matches, []
+
+    def stale_when_first_checked(self, expected):
+        checks.append(1)
+        return False if len(checks) == 1 else real(self, expected)
+
+    monkeypatch.setattr(ArrayCache, "_matches", stale_when_first_checked)
+    second = CityscapesScenes(root, "val", cache_dir=tmp_path / "cache")
+    assert len(checks) == 2 and image.stat().st_ino == inode  # the first's cache, untouched
+    np.testing.assert_array_equal(first[0][1]["semantic"].numpy(), EXPECTED_SEMANTIC)
+    np.testing.assert_array_equal(second[0][1]["semantic"].numpy(), EXPECTED_SEMANTIC)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["val"]  # no build left
+
+
 def _build_and_read(root, cache):
     data = CityscapesScenes(root, "val", cache_dir=cache)
     data[1]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,20 @@ def _remove_dead_builds(parent: Path, prefix: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
         except PermissionError:
             pass  # alive, another user's
+
+
+@contextmanager
+def _builders_excluded(parent: Path) -> Iterator[None]:
+    """Held while a build swaps its result into place: an exclusive ``flock`` on the cache's
+    parent directory, so that a builder never removes a cache another builder has just put
+    there (and may be reading). Where the file system cannot lock, the swap goes on unlocked."""
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        with suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 class ArrayCache:
@@ -163,15 +179,15 @@ class ArrayCache:
                 array.flush()
             del arrays
             write_json(tmp / "index.json", expected | {"shape": [height, width]})
-            if self.directory.exists():
-                shutil.rmtree(self.directory, ignore_errors=True)
-            try:
+            with _builders_excluded(self.directory.parent):
+                if self._matches(expected):
+                    # another process (e.g. another DDP rank) finished the same build first,
+                    # and may be reading it already: keep it
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return
+                if self.directory.exists():  # a stale cache
+                    shutil.rmtree(self.directory, ignore_errors=True)
                 os.replace(tmp, self.directory)
-            except OSError:
-                # Another process (e.g. another DDP rank) finished the same build first.
-                if not self._matches(expected):
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
