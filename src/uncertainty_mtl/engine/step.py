@@ -53,9 +53,9 @@ def update(
     at one learning rate), else ``None``."""
     equal_norm = 0.0
     if compare_to_equal:
-        shared = [p for p in model.shared_parameters() if p.requires_grad]
+        trunk = [p for p in model.shared_parameters() if p.requires_grad]
         plain = torch.stack([loss.float() for loss in losses.values()]).sum()
-        grads = torch.autograd.grad(plain, shared, retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(plain, trunk, retain_graph=True, allow_unused=True)
         equal_norm = _norm(list(grads))
     if weighting.needs_task_gradients:  # one backward per task, down to W only
         scale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
@@ -71,8 +71,7 @@ def update(
     ratio = None
     if compare_to_equal and equal_norm > 0:
         unscale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
-        shared = [p for p in model.shared_parameters() if p.requires_grad]
-        ratio = _norm([p.grad for p in shared]) / unscale / equal_norm
+        ratio = _norm([p.grad for p in trunk]) / unscale / equal_norm
     scaler.step(optimiser)
     scaler.update()
     weighting.after_step()

@@ -31,6 +31,7 @@ from uncertainty_mtl.experiments.methods_stats import (
     paired_cell,
     paired_rows,
     rows_diagnostics,
+    seed_references,
 )
 from uncertainty_mtl.experiments.methods_stats import delta_m as task_delta_m
 from uncertainty_mtl.experiments.methods_tuned import two_task_tuned
@@ -107,23 +108,6 @@ def _relative_costs(rows: Mapping[str, dict[str, Any]]) -> None:
         )
 
 
-def _references(
-    done: Mapping[Run, Mapping[str, Any]],
-    singles: Mapping[str, Sequence[Run]],
-    tasks: Sequence[str],
-) -> list[dict[str, dict[str, float]]]:
-    """Each seed's single-task references, ``{task: {metric: value}}`` (for Δm with their
-    spread)."""
-    seeds = len(next(iter(singles.values())))
-    return [
-        {
-            t: {SPECS[t].metric: float(done[singles[t][s]]["metrics"][SPECS[t].metric])}
-            for t in tasks
-        }
-        for s in range(seeds)
-    ]
-
-
 def _compare(rows: dict[str, dict[str, Any]], tasks: Sequence[str]) -> None:
     """The paired Δm differences against the baselines, and each row's mean rank over tasks."""
     paired_rows(rows)
@@ -170,7 +154,7 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
     )
     single_means = {t: mean_metrics([done[r] for r in singles[t]]) for t in TASKS}
     single = {t: {SPECS[t].metric: single_means[t][SPECS[t].metric]["mean"]} for t in TASKS}
-    references = _references(done, singles, TASKS)
+    references = seed_references(done, singles, TASKS)
     rows: dict[str, Any] = {}
     for method in METHODS:
         results = [done[r] for r in runs[method]]
@@ -296,7 +280,7 @@ def _two_task_methods(
         t: two_task.split_summaries([done[r] for r in singles[t]], "test") for t in tasks
     }
     single = {t: {SPECS[t].metric: single_means[t][SPECS[t].metric]["mean"]} for t in tasks}
-    references = _references(done, singles, tasks)
+    references = seed_references(done, singles, tasks)
 
     def two_task_delta_m(metrics: Mapping[str, float], base: Mapping[str, Any]) -> float:
         return delta_m(metrics, base, tasks)

@@ -33,6 +33,7 @@ __all__ = [
     "paired_rows",
     "rows_diagnostics",
     "run_diagnostics",
+    "seed_references",
 ]
 
 #: The rows every method is compared with, seed by seed.
@@ -85,6 +86,24 @@ def paired_cell(row: Mapping[str, Any], base: str, *, verdict: bool = False) -> 
     if d["ci95"] is not None:
         text += f" [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
     return f"{text} {d['verdict']}" if verdict else text
+
+
+def seed_references(
+    done: Mapping[Any, Mapping[str, Any]],
+    singles: Mapping[str, Sequence[Any]],
+    tasks: Sequence[str],
+) -> list[dict[str, dict[str, float]]]:
+    """Each seed's single-task references, ``{task: {metric: value}}``, from the results
+    (``done``) of each task's single-task runs (``singles``, one a seed): for Δm with their
+    spread."""
+    seeds = len(next(iter(singles.values())))
+    return [
+        {
+            t: {SPECS[t].metric: float(done[singles[t][s]]["metrics"][SPECS[t].metric])}
+            for t in tasks
+        }
+        for s in range(seeds)
+    ]
 
 
 def all_pairs_delta_m(

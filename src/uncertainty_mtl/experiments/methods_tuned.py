@@ -13,6 +13,7 @@ row tuned twice (said in the table's note).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from uncertainty_mtl.experiments.methods_stats import (
     paired_cell,
     paired_rows,
     rows_diagnostics,
+    seed_references,
 )
 from uncertainty_mtl.experiments.methods_stats import delta_m as task_delta_m
 from uncertainty_mtl.experiments.runner import Run, Runner
@@ -81,20 +83,12 @@ def two_task_tuned(
         for name, base in every.items()
     }
     done = runner.results([r for runs in finals.values() for r in runs])
-    singles = {n.removesuffix("-only"): [done[r] for r in finals[n]] for n in SINGLES}
+    singles = {n.removesuffix("-only"): finals[n] for n in SINGLES}
+    references = seed_references(done, singles, tasks)
     single = {
-        t: {
-            SPECS[t].metric: summarise([r["final"]["test"][SPECS[t].metric] for r in found])["mean"]
-        }
-        for t, found in singles.items()
+        t: {SPECS[t].metric: math.fsum(r[t][SPECS[t].metric] for r in references) / seeds}
+        for t in tasks
     }
-    references = [
-        {
-            t: {SPECS[t].metric: float(singles[t][s]["final"]["test"][SPECS[t].metric])}
-            for t in tasks
-        }
-        for s in range(seeds)
-    ]
 
     def delta_m(metrics: Mapping[str, float], base: Mapping[str, Any]) -> float:
         return task_delta_m(metrics, base, tasks)
@@ -106,10 +100,8 @@ def two_task_tuned(
             "kind": "aggregator" if name in aggregators else "loss weighting",
             "lr": chosen[name],
             "metrics": two_task.split_summaries(results, "test"),
-            "delta_m": summarise([delta_m(r["final"]["test"], single) for r in results]),
-            "delta_m_all_pairs": all_pairs_delta_m(
-                [{"metrics": r["final"]["test"]} for r in results], references, delta_m
-            ),
+            "delta_m": summarise([delta_m(r["metrics"], single) for r in results]),
+            "delta_m_all_pairs": all_pairs_delta_m(results, references, delta_m),
             **rows_diagnostics([runner.run_dir(r) for r in finals[name]], tasks),
             "runs": [str(runner.run_dir(r)) for r in finals[name]],
         }
@@ -135,7 +127,7 @@ def two_task_tuned(
         "single_task": {
             n: {
                 "lr": chosen[n],
-                "metrics": two_task.split_summaries(singles[n.removesuffix("-only")], "test"),
+                "metrics": two_task.split_summaries([done[r] for r in finals[n]], "test"),
             }
             for n in SINGLES
         },

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["paired_difference", "verdict"]
+__all__ = ["mean_interval", "paired_difference", "verdict"]
 
 
 def paired_difference(
@@ -32,13 +32,8 @@ def paired_difference(
     diffs = [x - y for x, y in zip(a, b, strict=True)]
     n = len(diffs)
     mean = math.fsum(diffs) / n
-    ci: list[float] | None = None
-    if n > 1:
-        from scipy.stats import t
-
-        sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
-        half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-        ci = [mean - half, mean + half]
+    half = mean_interval(diffs)
+    ci = None if n < 2 else [mean - half, mean + half]
     sign = 1.0 if higher_is_better else -1.0
     return {
         "differences": diffs,
@@ -48,6 +43,18 @@ def paired_difference(
         "n": n,
         "verdict": verdict(ci, higher_is_better=higher_is_better),
     }
+
+
+def mean_interval(values: Sequence[float]) -> float:
+    """Half the width of the 95% Student-t interval of the mean of ``values`` (0 for one)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    from scipy.stats import t
+
+    mean = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    return float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
 
 
 def verdict(ci: Sequence[float] | None, *, higher_is_better: bool) -> str:

@@ -101,8 +101,8 @@ class QM9StudyConfig:
 PRESETS: dict[str, QM9StudyConfig] = {
     # Adam at 1e-3, batch 128 (Nash-MTL's protocol trains 300 epochs at batch 120 with a
     # plateau schedule). 30 epochs are 25,800 steps: about 75 s for a loss weighting here
-    # (2.9 ms a step on one thread), 45 s for a single task, 5.5 min for IMTL-G (12.6 ms).
-    # Nash-MTL (69 ms a step at T = 11) would take 30 min a run and is left out.
+    # (2.9 ms a step on one thread), 45 s for a single task, 5.7 min for IMTL-G (13 ms).
+    # Nash-MTL (58 ms a step at T = 11, bench/bench_qm9.py) would take 25 min a run: left out.
     "cpu": QM9StudyConfig(),
 }
 

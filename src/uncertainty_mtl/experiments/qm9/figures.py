@@ -3,27 +3,15 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 from uncertainty_mtl.reporting.plots import label_points, new_figure, save_figure
+from uncertainty_mtl.reporting.stats import mean_interval
 
 __all__ = ["plot_qm9"]
 
 _MARKERS = {"standardised": ("o", "tab:blue"), "raw": ("s", "tab:red")}
-
-
-def _interval(values: list[float]) -> float:
-    """Half the 95% Student-t interval of the mean of ``values`` (0 for one value)."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    from scipy.stats import t
-
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
 
 
 def plot_qm9(summary: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -41,7 +29,7 @@ def plot_qm9(summary: dict[str, Any], path: str | os.PathLike[str]) -> None:
         left.errorbar(
             [sum(v) / len(v) for v in values],
             ys,
-            xerr=[_interval(v) for v in values],
+            xerr=[mean_interval(v) for v in values],
             fmt=marker,
             color=colour,
             capsize=3,
