@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RECIPES := $(VENV)/.recipes
 
-.PHONY: run reproduce two-task fashion-mnist qm9 test test-fast lint typecheck pytest bench clean-venv
+.PHONY: run reproduce two-task fashion-mnist qm9 test test-fast lint typecheck docs docs-serve pytest bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,20 +47,29 @@ qm9: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[qm9]'
 	$(BIN)/umtl reproduce qm9 --out runs/qm9
 
-## Lint, type-check the package, run the test suite.
-test: lint typecheck pytest
+## Lint, type-check the package, build the docs site, run the test suite.
+test: lint typecheck docs pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples tools
+	$(BIN)/ruff format --check src tests bench examples tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## The trainer frameworks the recipes of examples/ need, QM9's files and its graph network: for
+## The documentation site (MkDocs Material, API reference by mkdocstrings) into site/; a warning
+## fails the build. `make docs-serve` serves it at http://127.0.0.1:8000 while you edit.
+docs: $(STAMP) $(RECIPES)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP) $(RECIPES)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+## The trainer frameworks the recipes of examples/ need, QM9's files, its graph network and the
+## documentation's tools: for
 ## the tests only, so that `make run` installs no more than it uses.
 $(RECIPES): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[recipes,qm9,gnn]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[recipes,qm9,gnn,docs]'
 	touch $(RECIPES)
 
 pytest: $(STAMP) $(RECIPES)

@@ -24,16 +24,16 @@ from uncertainty_mtl.weighting.registry import (
 )
 
 TASKS = ["semantic", "instance", "depth"]
-README = Path(__file__).parents[1] / "README.md"
+METHODS_PAGE = Path(__file__).parents[1] / "docs" / "methods.md"
 HAS_TORCHJD = importlib.util.find_spec("torchjd") is not None
 
 
-def test_the_config_the_benchmark_and_the_readme_read_the_registry():
+def test_the_config_the_benchmark_and_the_docs_read_the_registry():
     assert tuple(METHODS) == WEIGHTING_KINDS
     benchmarked = [m for m in methods_study.METHODS if m != "approx-optimal"]
     assert sorted(benchmarked) == sorted(n for n, m in METHODS.items() if m.benchmarked)
     assert methods_study.LOSS_WEIGHTINGS[0] == "equal"
-    assert markdown_table() in README.read_text()
+    assert markdown_table() in METHODS_PAGE.read_text(encoding="utf-8")
 
 
 def test_an_unknown_method_is_an_error_everywhere(tmp_path, capsys):

@@ -426,6 +426,30 @@ def test_parameter_groups_keep_weight_decay_off_the_log_variances():
     assert naive == pytest.approx(2.0 - 0.1 * (grad + 0.5 * 2.0), abs=1e-7)
 
 
+def test_adam_moves_s_by_about_its_learning_rate_a_step_and_weighting_lr_frees_it():
+    """Why learned weights "never move" under Adam: whatever the gradient, Adam's step on ``s``
+    is about ``lr``, so ``s`` travels at most ``lr`` a step; its own larger rate gets it to the
+    optimum ``log 2L`` of a cross-entropy of 0.01 (s* = -3.91)."""
+    loss = torch.tensor(0.01)
+
+    def travel(weighting_lr: float, steps: int = 200) -> float:
+        w = UncertaintyWeighting({"a": "softmax"})
+        groups = parameter_groups(
+            nn.Linear(1, 1), w, lr=1e-3, weight_decay=0.0, weighting_lr=weighting_lr
+        )
+        opt = torch.optim.Adam(groups)
+        for _ in range(steps):
+            opt.zero_grad()
+            w({"a": loss}).backward()
+            opt.step()
+        return w.log_variances()["a"]
+
+    optimum = math.log(2 * 0.01)
+    slow = travel(1e-3)
+    assert -0.2 - 1e-4 <= slow < -0.19  # 200 steps of at most 1e-3: s is still near 0
+    assert travel(0.1) == pytest.approx(optimum, abs=0.05)
+
+
 def test_parameter_groups_when_the_weighting_is_a_submodule_and_for_fixed_weights():
     model = nn.ModuleDict(
         {"net": nn.Linear(2, 2), "weighting": UncertaintyWeighting({"a": "softmax"})}

@@ -1,4 +1,4 @@
-"""Files and directories of ours (SPEC §10): written atomically, claimed with a marker, locked
+"""Files and directories of ours: written atomically, claimed with a marker, locked
 while a process writes into them, and cleaned of an interrupted writer's temporary files."""
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def claim_directory(
 ) -> Path:
     """Makes ``path`` ours: created if absent, marked if empty, accepted if it holds ``marker``
     (or, from before markers, one of the ``legacy`` paths); anything else is refused before a
-    file is written (SPEC §10).
+    file is written.
 
     Args:
         path: the output directory.

@@ -1,4 +1,4 @@
-"""Worker processes that die with their parent (SPEC §10): a pool's workers must not go on
+"""Worker processes that die with their parent: a pool's workers must not go on
 writing after ``kill -9`` of the process that started them."""
 
 from __future__ import annotations

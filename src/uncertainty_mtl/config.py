@@ -76,14 +76,14 @@ WEIGHTING_KINDS = tuple(METHODS)
 
 @dataclass
 class ModelConfig:
-    """The network (SPEC §3)."""
+    """The network."""
 
     backbone: str = "resnet101"  # resnet18/34/50/101, or "small" (a CPU encoder, not the paper's)
     pretrained: bool = False  # ImageNet weights via torchvision (downloaded on first use)
-    aspp_rates: list[int] = field(default_factory=lambda: [12, 24, 36])
-    aspp_channels: int = 256
-    decoder_channels: int = 256
-    aspp_dropout: float = 0.0
+    aspp_rates: list[int] = field(default_factory=lambda: [12, 24, 36])  # ASPP dilation rates
+    aspp_channels: int = 256  # channels of the ASPP output
+    decoder_channels: int = 256  # channels of each task decoder's 3×3 convolution
+    aspp_dropout: float = 0.0  # dropout after the ASPP projection (torchvision uses 0.5)
     small_width: int = 32  # first-stage width of the small encoder
     sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
 
@@ -97,8 +97,8 @@ class DataConfig:
     synth_size: list[int] = field(default_factory=lambda: [256, 512])  # [height, width]
     synth_split_sizes: dict[str, int] = field(
         default_factory=lambda: {"train": 2975, "val": 500, "test": 500}
-    )
-    synth_seed: int = 0
+    )  # frames per split of the generated city
+    synth_seed: int = 0  # seed of the generated city
     size: list[int] | None = None  # resize every frame to [height, width]
     flip: bool = True  # random horizontal flip (the paper's augmentation on Tiny Cityscapes)
     scale: list[float] | None = None  # random scale range [min, max] (paper, full size: 0.7–2.0)
@@ -106,7 +106,7 @@ class DataConfig:
     cache_dir: str | None = None  # memory-mapped decoded frames
     depth_scale: float = 1.0  # train on inverse depth × this (other units); metrics stay in pixels
     workers: int = 2  # DataLoader worker processes
-    train_split: str = "train"
+    train_split: str = "train"  # the split trained on
 
     def __post_init__(self) -> None:
         # "~/city" in a YAML file or after --set is the user's home, as in a shell.
@@ -121,7 +121,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 @dataclass
 class WeightingConfig:
-    """How the task losses are combined (SPEC §1, §8)."""
+    """How the task losses are combined."""
 
     kind: str = "uncertainty"  # "uncertainty" (learned), "fixed", or another method of
     # weighting.registry.METHODS: "equal", "gls", "rlw", "imtl-l", "dwa", "gradnorm", and the
@@ -131,8 +131,8 @@ class WeightingConfig:
     regulariser: str = "log"  # or "positive" (log(1 + σ²))
     likelihoods: dict[str, str] = field(default_factory=dict)  # per-task override, e.g.
     # {semantic: tempered_softmax}; default: softmax, laplace, laplace
-    # initial s: for every task, task -> s, or "auto" (each task's optimum for its first loss)
-    init_log_var: float | dict[str, float] | str = 0.0
+    init_log_var: float | dict[str, float] | str = 0.0  # initial s: for every task, task -> s,
+    # or "auto" (each task's optimum for its first loss)
     lr: float | None = None  # learning rate of the log-variances, IMTL-L's scales and
     # GradNorm's weights (default: optim.lr)
     dwa: DwaConfig = field(default_factory=DwaConfig)
@@ -150,12 +150,12 @@ class OptimConfig:
     """SGD with Nesterov momentum and polynomial decay (paper, Appendix A)."""
 
     optimizer: str = "sgd"  # or "adam" (torch.optim.Adam; momentum and nesterov unused)
-    lr: float = 2.5e-3
-    momentum: float = 0.9
-    nesterov: bool = True
+    lr: float = 2.5e-3  # base learning rate, decayed polynomially to 0
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = True  # SGD only
     weight_decay: float = 1e-4  # never applied to the log-variances
-    poly_power: float = 0.9
-    steps: int = 50000
+    poly_power: float = 0.9  # lr × (1 − step / steps) ** poly_power
+    steps: int = 50000  # optimiser steps
     batch_size: int = 8  # over all processes
     amp: bool = False  # autocast: bfloat16 (CPU, GPUs that support it), else float16 + scaling
 
@@ -167,17 +167,17 @@ class EvalConfig:
     every: int = 1000  # steps between validations
     select_split: str | None = "val"  # split that picks the best checkpoint (None: keep the last)
     report_split: str = "test"  # split of results.json, never looked at during training
-    batch_size: int = 8
+    batch_size: int = 8  # frames per evaluation batch
     max_frames: int | None = None  # evaluate the first frames only (smoke runs)
     cluster_method: str | None = "grid"  # instances for AP in the final evaluation (None: no AP)
 
 
 @dataclass
 class RunConfig:
-    seed: int = 0
+    seed: int = 0  # initialisation, batch order and augmentation
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"; under torchrun each rank takes its own GPU
     log_every: int = 20  # steps between records in metrics.jsonl and TensorBoard
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500  # steps between saves of checkpoints/last.pt
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     channels_last: bool = False  # NHWC memory format (faster convolutions on tensor cores)
     compile: bool = False  # torch.compile the network (the first steps compile it)
@@ -188,7 +188,7 @@ class RunConfig:
 class TrainConfig:
     """Everything a training run depends on."""
 
-    tasks: list[str] = field(default_factory=lambda: ["semantic", "instance", "depth"])
+    tasks: list[str] = field(default_factory=lambda: ["semantic", "instance", "depth"])  # a subset
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)

@@ -1,4 +1,4 @@
-"""The errors a user can cause, one hierarchy (SPEC §10).
+"""The errors a user can cause, one hierarchy.
 
 Every :class:`UmtlError` is a user error: its message is one line that names the file or the
 config key and what was expected. ``umtl`` prints it as ``umtl: error: ...`` and exits with 2;

@@ -1,4 +1,4 @@
-"""Scene metrics accumulated over a whole split (SPEC §5), never averaged per image.
+"""Scene metrics accumulated over a whole split, never averaged per image.
 
 * semantic: a 19×19 confusion matrix over pixels with a label; IoU per class
   ``tp / (tp + fp + fn)``; mean IoU over the classes present in the ground truth or the

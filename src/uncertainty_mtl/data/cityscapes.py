@@ -57,7 +57,7 @@ SceneTransform = Callable[[Tensor, dict[str, Tensor]], tuple[Tensor, dict[str, T
 
 
 class CityscapesScenes(Dataset[tuple[Tensor, dict[str, Tensor]]]):
-    """Frames of a Cityscapes-layout split as ``(image, targets)`` (SPEC §2).
+    """Frames of a Cityscapes-layout split as ``(image, targets)``.
 
     Args:
         root: the directory holding ``leftImg8bit/``, ``gtFine/``, ``disparity/``.

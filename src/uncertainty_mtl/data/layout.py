@@ -31,7 +31,7 @@ __all__ = [
     "write_png",
 ]
 
-#: The markers of data sets we write, and the command that finishes each (SPEC §10).
+#: The markers of data sets we write, and the command that finishes each.
 DATA_MARKERS = {"synth.json": "umtl data synth", "umtl_tiny.json": "umtl data tiny"}
 
 #: field -> (top directory, file suffix)

@@ -1,4 +1,4 @@
-"""Training targets from the decoded Cityscapes files (SPEC §2, §4), on NumPy arrays.
+"""Training targets from the decoded Cityscapes files, on NumPy arrays.
 
 All targets are at the resolution of the arrays given; offsets and disparity are in pixels of
 that resolution.

@@ -1,6 +1,6 @@
 """Tiny Cityscapes: a copy of a Cityscapes-layout tree downsampled by an integer factor.
 
-Per file (SPEC §4): images area-resampled (the mean of each ``factor × factor`` block); label and
+Per file: images area-resampled (the mean of each ``factor × factor`` block); label and
 instance ids by nearest neighbour (the pixel under each block's centre, as PIL's ``NEAREST``);
 disparity by nearest neighbour, decoded, divided by the factor and re-encoded (a disparity is a
 horizontal distance in pixels, so it shrinks with the image: 1024×2048 -> 128×256 is a factor of

@@ -1,5 +1,5 @@
 """Checkpoints and the random state they carry, written atomically and read without running
-code (SPEC §10): a checkpoint holds tensors and plain values only (dicts, lists, tuples, numbers,
+code: a checkpoint holds tensors and plain values only (dicts, lists, tuples, numbers,
 strings, ``None``), so ``torch.load(weights_only=True)`` reads it, and a file that would need
 arbitrary unpickling is refused in one line."""
 

@@ -1,4 +1,4 @@
-"""The training loop of the scene network (SPEC §7).
+"""The training loop of the scene network.
 
 A run directory holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one record per logging step
 and per validation), ``results.json`` (final evaluation), ``checkpoints/last.pt`` and
@@ -603,7 +603,7 @@ def train(
 
     Raises:
         RunDirectoryError: ``out`` is not ours, another process trains into it, it already
-            holds a run (without ``resume``) or no checkpoint (with it) (SPEC §10).
+            holds a run (without ``resume``) or no checkpoint (with it).
         ConfigError: with ``resume``, ``out`` holds a run of another configuration.
         DataError: a split the run touches is missing, unreadable, or has no labelled pixels
             for a task (found before the first step).

@@ -1,4 +1,4 @@
-"""What a run directory promises (SPEC §10): ours or refused, one writer at a time, no stray
+"""What a run directory promises: ours or refused, one writer at a time, no stray
 temporary files, and a resume only of the same configuration."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _check(out: Path, resolved: dict[str, Any], resume: bool) -> None:
 def open_run_directory(
     out: str | os.PathLike[str], resolved: dict[str, Any], *, resume: bool, main: bool = True
 ) -> RunDirectory:
-    """Claims ``out`` for a run (SPEC §10) before anything is written into it.
+    """Claims ``out`` for a run before anything is written into it.
 
     The main process claims the directory (absent, empty or ours; anything else refused),
     takes its lock, checks it against ``resume``, and removes the temporary files a killed run

@@ -1,4 +1,4 @@
-"""Where a study's runs train (SPEC §9).
+"""Where a study's runs train.
 
 - :class:`LocalExecutor` (``--launcher local``, the default): a pool of processes on this
   machine, and waits for them.

@@ -1,4 +1,4 @@
-"""The methods benchmark (SPEC §8): every loss weighting and gradient aggregator trains the
+"""The methods benchmark: every loss weighting and gradient aggregator trains the
 3-task scene network on Table 1's protocol (same preset, steps, seeds, selection and report
 splits), beside the uncertainty weighting and the approximately optimal fixed weights of Table 1
 (the tuned baseline, chosen with their overall scale). Runs are shared with Table 1 (the
@@ -234,7 +234,7 @@ def reproduce_two_task_methods(
     two_task.load_splits(config)  # bad data fails here, before anything is written
     with Runner(
         two_task.TwoTaskStudy(config, device), Path(out), executor, progress
-    ) as runner:  # locked before the study's runner takes the same lock again (SPEC §10)
+    ) as runner:  # locked before the study's runner takes the same lock again
         study = two_task.run_study(config, out, executor=executor, device=device, progress=progress)
         if protocol == "fixed-lr":
             return _two_task_methods(config, study, runner, start)

@@ -1,4 +1,4 @@
-"""One runner for every study (SPEC §9).
+"""One runner for every study.
 
 A *run* is a named, typed config patch and a seed. A *study* (the scene experiments, the
 two-task study) turns a run into its resolved config once, and says how that config trains. The
@@ -9,7 +9,7 @@ finds the same run: a finished run is read from disk and never retrained, an int
 resumes, and the rest go to an executor (``experiments.executors``) that trains them here or
 on a cluster.
 
-A study directory keeps a run's promises (SPEC §10): one invocation writes into it at a time (a
+A study directory keeps a run's promises: one invocation writes into it at a time (a
 :class:`~uncertainty_mtl._io.DirectoryLock` on ``<out>/umtl.lock``, held from the
 :class:`Runner`'s construction to its :meth:`~Runner.close`), and a study killed at any moment
 and started again trains no finished run twice and writes the same tables.

@@ -169,7 +169,7 @@ def predict_files(
     ``<stem>_instanceIds.png`` (16-bit ``labelId*1000 + k`` on instances, the label id
     elsewhere) and ``<stem>_disparity.png`` (16-bit ``p = 256·d + 1``), for the network's tasks.
 
-    ``out`` must be absent, empty, or an earlier ``umtl predict`` output (SPEC §10); two
+    ``out`` must be absent, empty, or an earlier ``umtl predict`` output; two
     images whose outputs would share a name are refused before anything is written.
 
     Returns:

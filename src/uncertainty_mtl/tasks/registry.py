@@ -34,7 +34,7 @@ class TaskSpec:
             default (``softmax``, ``laplace``, ``gaussian``).
         likelihoods: the likelihoods a config may choose for it.
         event_dims: scalars the loss sums per element (instance: ``|dx| + |dy|``, 2). The
-            likelihood's penalty is ``(d/2)·s`` (SPEC §1); the configured weighting takes it
+            likelihood's penalty is ``(d/2)·s``; the configured weighting takes it
             from here.
         metric: the key of its headline metric in a results' ``metrics``.
         higher_is_better: whether a larger ``metric`` is better (then it is a percentage, and

@@ -7,7 +7,7 @@ from torch import Tensor
 
 __all__ = ["IGNORE_INDEX", "LIKELIHOOD", "semantic_loss"]
 
-#: The trainId of unlabelled pixels (SPEC §2), which no loss or metric counts.
+#: The trainId of unlabelled pixels, which no loss or metric counts.
 IGNORE_INDEX = 255
 
 LIKELIHOOD = "softmax"

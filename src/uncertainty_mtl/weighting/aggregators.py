@@ -1,4 +1,4 @@
-"""Gradient aggregators of the methods benchmark (SPEC §8), through torchjd.
+"""Gradient aggregators of the methods benchmark, through torchjd.
 
 These combine the per-task gradients of the shared parameters into one update instead of
 weighing the losses: torchjd's ``mtl_backward`` differentiates each task's loss down to the

@@ -1,4 +1,4 @@
-"""Other loss weightings of the methods benchmark (SPEC §8): the geometric mean (GLS), random
+"""Other loss weightings of the methods benchmark: the geometric mean (GLS), random
 weights (RLW), IMTL's learned loss scales (IMTL-L), dynamic weight average (DWA, which needs
 the training loop's ``on_epoch`` call) and GradNorm (which needs its ``task_gradients`` and
 ``after_step`` calls).

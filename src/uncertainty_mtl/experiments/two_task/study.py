@@ -114,7 +114,7 @@ def _run_study(
     config: StudyConfig, splits: ImageSplits, runner: Runner[TwoTaskStudy], start: float
 ) -> dict[str, Any]:
     """:func:`run_study`'s work, in the directory ``runner`` holds."""
-    out = runner.out  # claimed and locked (SPEC §10): absent, empty or a study of ours
+    out = runner.out  # claimed and locked: absent, empty or a study of ours
     write_text(out / "config.yaml", yaml.safe_dump(config_dict(config), sort_keys=False))
     seeds = range(config.seeds)
     runs = [
