@@ -1,6 +1,7 @@
 """What each method of the benchmark costs in a training step. Prints JSON; run on demand.
 
-    python bench/bench_methods.py [--part steps|tasks|all] [--configs NAME ...] [--repeats 5]
+    python bench/bench_methods.py [--part steps|tasks|two-task|all] [--configs NAME ...]
+                                  [--datasets digits fashion-mnist] [--repeats 5]
 
 * ``steps``: one full training update (forward, the method's backward and hooks, SGD step) of a
   shipped config's network on a random batch, per ``weighting.kind``, the kinds interleaved
@@ -9,6 +10,10 @@
 * ``tasks``: how a gradient aggregator's update grows with the number of tasks: the cpu preset's
   encoder and ASPP shared by T one-layer heads (T = 2, 3, 5, 8), the update of each aggregator
   against the plain sum's.
+* ``two-task``: one training step of the two-task study (its auto-encoder, Adam, its batch) per
+  method of the tuned protocol, on each data set's image size, 1 thread, the methods in turns
+  (:func:`uncertainty_mtl.experiments.two_task.cost.step_costs`, what the tuned table's figure
+  plots).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from bench_train import random_batch  # the same random batch as the step benchm
 from uncertainty_mtl.config import load_config
 from uncertainty_mtl.engine.builders import NetWithLoss, build_model, build_weighting, grad_scaler
 from uncertainty_mtl.engine.step import update
-from uncertainty_mtl.experiments.methods import AGGREGATORS, LOSS_WEIGHTINGS
+from uncertainty_mtl.experiments import two_task
+from uncertainty_mtl.experiments.methods import AGGREGATORS, LOSS_WEIGHTINGS, TUNED_METHODS
+from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.weighting import FixedWeighting, parameter_groups
 from uncertainty_mtl.weighting.aggregators import GradientAggregation
 
@@ -138,9 +145,32 @@ def task_growth(repeats: int) -> list[dict[str, Any]]:
     return out
 
 
+def two_task_steps(datasets: list[str], repeats: int) -> list[dict[str, Any]]:
+    out = []
+    for dataset in datasets:
+        study = two_task.TwoTaskStudy(two_task.preset_config(dataset), "cpu")
+        runs = {
+            m: study.resolve(two_task.method_run(m), parallel=True)
+            for m in TUNED_METHODS
+            if m not in ("uncertainty", "approx-optimal")
+        }
+        runs["uncertainty"] = study.resolve(two_task.learned_run("likelihood"), parallel=True)
+        seconds = step_costs(runs, rounds=repeats)
+        out.append(
+            {
+                "dataset": dataset,
+                "batch": study.config.batch_size,
+                "seconds_per_step": seconds,
+                "relative_to_equal": {k: v / seconds["equal"] for k, v in seconds.items()},
+            }
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--part", choices=["steps", "tasks", "all"], default="all")
+    parser.add_argument("--part", choices=["steps", "tasks", "two-task", "all"], default="all")
+    parser.add_argument("--datasets", nargs="+", default=["digits", "fashion-mnist"])
     parser.add_argument(
         "--configs", nargs="+", default=["cpu/three-task", "paper/tiny-cityscapes/three-task"]
     )
@@ -156,6 +186,8 @@ def main() -> None:
         out["steps"] = steps(args.configs, args.repeats)
     if args.part in ("tasks", "all"):
         out["tasks"] = task_growth(args.repeats)
+    if args.part in ("two-task", "all"):
+        out["two_task"] = two_task_steps(args.datasets, args.repeats)
     print(json.dumps(out, indent=2))
 
 

@@ -7,8 +7,10 @@ import json
 import math
 
 import pytest
+import torch
 
 from uncertainty_mtl.cli import main
+from uncertainty_mtl.experiments.methods_tuned import weight_sum_spearman
 from uncertainty_mtl.experiments.tuning import LrSearch, tune_lr
 
 
@@ -70,7 +72,10 @@ def test_the_city_refuses_the_tuned_protocol_in_one_line(tmp_path, capsys):
 def test_the_tuned_table_on_digits_gives_every_row_its_own_rate(tmp_path, monkeypatch):
     from uncertainty_mtl.experiments import methods
 
-    monkeypatch.setattr(methods, "METHODS", ("equal", "uncertainty", "approx-optimal", "mgda"))
+    rows = ("equal", "uncertainty", "approx-optimal", "si", "mgda")
+    assert set(rows) < set(methods.TUNED_METHODS)  # si: a row of the tuned tables only
+    assert "si" not in methods.METHODS
+    monkeypatch.setattr(methods, "TUNED_METHODS", rows)
     argv = [
         "reproduce", "methods", "--dataset", "digits", "--preset", "smoke", "--seeds", "2",
         "--protocol", "tuned", "--out", str(tmp_path), "--workers", "1", "--quiet",
@@ -79,7 +84,7 @@ def test_the_tuned_table_on_digits_gives_every_row_its_own_rate(tmp_path, monkey
     summary = json.loads((tmp_path / "methods-tuned.json").read_text())
     assert summary["protocol"] == "tuned" and summary["seeds"] == [0, 1]
     rows, searches = summary["rows"], summary["searches"]
-    assert list(rows) == ["equal", "uncertainty", "approx-optimal", "mgda"]
+    assert list(rows) == ["equal", "uncertainty", "approx-optimal", "si", "mgda"]
     assert set(searches) == {"classification-only", "reconstruction-only", *rows}
     for name, row in rows.items():
         search = searches[name]
@@ -95,3 +100,67 @@ def test_the_tuned_table_on_digits_gives_every_row_its_own_rate(tmp_path, monkey
     mgda, equal = rows["mgda"]["delta_m"]["values"], rows["equal"]["delta_m"]["values"]
     assert paired["mean"] == pytest.approx(sum(a - b for a, b in zip(mgda, equal, strict=True)) / 2)
     assert "| mgda |" in (tmp_path / "methods-tuned.md").read_text()
+    # the step cost is measured, equal's is the unit, and the figure is written
+    assert rows["equal"]["cost_vs_equal"] == 1.0
+    assert all(row["step_seconds"] > 0 for row in rows.values())
+    assert (tmp_path / "methods-tuned.png").stat().st_size > 0
+    assert summary["weight_sum_spearman"]["rows"] == 4  # the loss weightings, approx.-opt. too
+
+
+def test_weight_sum_spearman_ranks_the_loss_weightings_only():
+    def row(kind, weights, delta):
+        final = None if weights is None else {"final": dict(enumerate(weights))}
+        return {"kind": kind, "effective_weights": final, "delta_m": {"mean": delta}}
+
+    rows = {
+        "a": row("loss weighting", (1, 1), 5.0),
+        "b": row("loss weighting", (2, 2), 3.0),
+        "c": row("loss weighting", (4, 1), 4.0),  # sums 2, 4, 5 against Δm 5, 3, 4
+        "d": row("aggregator", (9, 9), 9.0),
+        "e": row("loss weighting", None, 0.0),
+    }
+    found = weight_sum_spearman(rows)
+    assert found == {"rho": pytest.approx(-0.5), "rows": 3}
+    assert weight_sum_spearman({"a": rows["a"], "b": rows["b"]}) is None
+
+
+def test_step_costs_time_every_run_in_turns_with_the_threads_restored(monkeypatch):
+    from uncertainty_mtl.experiments.two_task import cost
+
+    calls = []
+    monkeypatch.setattr(cost, "_step", lambda run: lambda: calls.append(run))
+    before = torch.get_num_threads()
+    found = cost.step_costs({"x": "run-x", "y": "run-y"}, rounds=2, per_block=3)
+    assert set(found) == {"x", "y"} and all(v >= 0 for v in found.values())
+    # warm-up 3 each, then rounds alternate: x's block, y's block, x's block, y's block
+    assert calls == ["run-x"] * 3 + ["run-y"] * 3 + (["run-x"] * 3 + ["run-y"] * 3) * 2
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("method", ["gradnorm", "nash-mtl"])
+def test_a_timed_step_is_a_real_step_on_changing_batches(method, monkeypatch):
+    from uncertainty_mtl.experiments import two_task
+    from uncertainty_mtl.experiments.two_task import cost
+
+    built, seen, original, train_step = [], [], cost.build_training, cost.train_step
+
+    def build(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    def step(*args, **kwargs):
+        seen.append(args[4])  # the images
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(cost, "build_training", build)
+    monkeypatch.setattr(cost, "train_step", step)
+    study = two_task.TwoTaskStudy(two_task.preset_config("digits"), "cpu")
+    run = study.resolve(two_task.method_run(method), parallel=False)
+    timed = cost._step(run, batches=2)
+    ((model, _, optimiser),) = built
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(3):
+        timed()
+    assert optimiser.param_groups[0]["lr"] == run.lr  # the run's own rate
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert seen[0] is seen[2] and not torch.equal(seen[0], seen[1])  # a cycle of 2 batches

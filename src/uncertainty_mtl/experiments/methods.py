@@ -48,6 +48,7 @@ __all__ = [
     "LOSS_WEIGHTINGS",
     "METHODS",
     "PROTOCOLS",
+    "TUNED_METHODS",
     "delta_m",
     "reproduce_methods",
     "reproduce_two_task_methods",
@@ -61,6 +62,9 @@ PROTOCOLS = ("fixed-lr", "tuned")
 LOSS_WEIGHTINGS = benchmarked(LOSS_WEIGHTING)
 AGGREGATORS = benchmarked(AGGREGATOR)
 METHODS = (*LOSS_WEIGHTINGS, "approx-optimal", *AGGREGATORS)
+#: The tuned protocol's rows: every loss weighting and gradient aggregator of the registry.
+TUNED_AGGREGATORS = benchmarked(AGGREGATOR, tuned=True)
+TUNED_METHODS = (*benchmarked(LOSS_WEIGHTING, tuned=True), "approx-optimal", *TUNED_AGGREGATORS)
 
 
 def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None = None) -> Run:
@@ -242,7 +246,7 @@ def reproduce_two_task_methods(
         chosen = None if weights is None else float(weights["classification"])
         rows = {
             m: _two_task_run(m, 0, chosen)
-            for m in METHODS
+            for m in TUNED_METHODS
             if m != "approx-optimal" or chosen is not None
         }
         return two_task_tuned(
@@ -252,7 +256,7 @@ def reproduce_two_task_methods(
             seeds=config.seeds,
             search=search or LrSearch(),
             start=start,
-            aggregators=AGGREGATORS,
+            aggregators=TUNED_AGGREGATORS,
         )
 
 

@@ -31,10 +31,11 @@ from uncertainty_mtl.experiments.methods_stats import (
 from uncertainty_mtl.experiments.methods_stats import delta_m as task_delta_m
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.tuning import LrSearch, tune_lr
+from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
 
-__all__ = ["SINGLES", "at_rate", "two_task_tuned"]
+__all__ = ["SINGLES", "at_rate", "plot_tuned", "two_task_tuned", "weight_sum_spearman"]
 
 #: The single-task references: their run at seed 0 and the task it trains.
 SINGLES = {"classification-only": 1.0, "reconstruction-only": 0.0}
@@ -108,6 +109,10 @@ def two_task_tuned(
     paired_rows(table_rows)
     for name, rank in mean_ranks(table_rows, tasks, lambda t: SPECS[t].metric).items():
         table_rows[name]["mean_rank"] = rank
+    costs = step_costs({name: runner.config(finals[name][0]) for name in rows})
+    for name, seconds in costs.items():
+        table_rows[name]["step_seconds"] = seconds
+        table_rows[name]["cost_vs_equal"] = seconds / costs["equal"]
     summary: dict[str, Any] = {
         "experiment": "methods",
         "protocol": "tuned",
@@ -132,13 +137,78 @@ def two_task_tuned(
             for n in SINGLES
         },
         "rows": table_rows,
+        "step_cost": {
+            "how": "median seconds of one training step on a random batch, alone, 1 thread, "
+            "the methods in turns (experiments.two_task.cost.step_costs)",
+        },
+        "weight_sum_spearman": weight_sum_spearman(table_rows),
         "searches": searches,
         **runner.timing(),
         "wall_time_s": time.perf_counter() - start,
     }
     write_json(runner.out / "methods-tuned.json", summary)
     write_text(runner.out / "methods-tuned.md", _markdown(summary))
+    plot_tuned(runner.out / "methods-tuned.png", summary)
     return summary
+
+
+def weight_sum_spearman(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Spearman's correlation, over the loss-weighting rows that log their weights, between the
+    sum of a row's final weights (mean over seeds) and its Δm: how much a table ranks step sizes
+    (under SGD the weights' sum is one)."""
+    from scipy.stats import spearmanr
+
+    pairs = [
+        (sum(row["effective_weights"]["final"].values()), row["delta_m"]["mean"])
+        for row in rows.values()
+        if row["kind"] == "loss weighting" and (row.get("effective_weights") or {}).get("final")
+    ]
+    if len(pairs) < 3:
+        return None
+    rho = spearmanr([w for w, _ in pairs], [d for _, d in pairs]).statistic
+    return {"rho": float(rho), "rows": len(pairs)}
+
+
+def plot_tuned(path: Any, summary: Mapping[str, Any]) -> None:
+    """Δm with its 95% interval over seeds against the measured step cost, one point a row."""
+    from matplotlib.lines import Line2D
+
+    from uncertainty_mtl.reporting.plots import label_points, new_figure, save_figure
+    from uncertainty_mtl.reporting.stats import mean_interval
+
+    fig, (ax,) = new_figure(1, width=7.5, height=5.0)
+    colours = {"uncertainty": "tab:red", "loss weighting": "tab:blue", "aggregator": "tab:orange"}
+    points = []
+    for name, row in summary["rows"].items():
+        colour = colours["uncertainty" if name == "uncertainty" else row["kind"]]
+        x, y = row["cost_vs_equal"], row["delta_m"]["mean"]
+        ax.errorbar(
+            x, y, yerr=mean_interval(row["delta_m"]["values"]), fmt="o", color=colour, capsize=3
+        )
+        points.append((x, y, name))
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    labels = {
+        "uncertainty": "the uncertainty weighting",
+        "loss weighting": "loss weighting",
+        "aggregator": "gradient aggregator",
+    }
+    ax.legend(
+        handles=[
+            Line2D([], [], marker="o", ls="", color=c, label=labels[k]) for k, c in colours.items()
+        ],
+        fontsize=7,
+        loc="best",
+        title="error bars: 95% t-interval over seeds",
+        title_fontsize=7,
+    )
+    ax.set_xlabel("cost of a training step, × equal's (measured alone, 1 thread)")
+    ax.set_ylabel("Δm [%] against single-task models (lower is better)")
+    ax.set_title(
+        f"{summary['dataset']}, tuned learning rates, {len(summary['seeds'])} seeds", fontsize=9
+    )
+    label_points(ax, points, fontsize=7)
+    save_figure(fig, path)
 
 
 def _markdown(summary: Mapping[str, Any]) -> str:
@@ -150,8 +220,10 @@ def _markdown(summary: Mapping[str, Any]) -> str:
         "Δm [%] ↓",
         "Δm − equal, paired [95% CI]",
         "Δm − uncertainty",
+        "Δm − approx.-optimal",
         "mean rank",
         "update norm / equal's",
+        "step cost (× equal)",
     ]
 
     lines = []
@@ -166,8 +238,10 @@ def _markdown(summary: Mapping[str, Any]) -> str:
                 format_mean_std(row["delta_m"], 1),
                 paired_cell(row, "equal", verdict=True),
                 paired_cell(row, "uncertainty", verdict=True),
+                paired_cell(row, "approx-optimal", verdict=True),
                 f"{row['mean_rank']:.1f}",
                 "–" if ratio is None else f"{ratio:.2f}",
+                f"{row['cost_vs_equal']:.2f}×",
             ]
         )
     s, single = summary["search"], summary["single_task"]
@@ -188,8 +262,20 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             "differences of Δm against that row's run of the same seed, its 95% Student-t "
             "interval and the verdict (better or worse only where the interval excludes 0). "
             "Update norm: the shared gradient's norm over equal's on the same batch, averaged "
-            "over the logged steps.",
+            "over the logged steps. Step cost: one training step on a random batch, timed alone "
+            "(1 thread, the methods in turns), over equal's.",
             "",
             markdown_table(headers, lines),
+            "",
+            _spearman_note(summary.get("weight_sum_spearman")),
         ]
+    )
+
+
+def _spearman_note(found: Mapping[str, Any] | None) -> str:
+    if found is None:
+        return "Too few loss weightings logged their weights for a correlation with Δm."
+    return (
+        f"Spearman's correlation between a loss weighting's final weights' sum and its Δm, over "
+        f"{found['rows']} rows: {found['rho']:+.2f}."
     )

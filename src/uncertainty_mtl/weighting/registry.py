@@ -283,8 +283,8 @@ _METHODS = (
     _torchjd("imtl-g", "IMTL-G, Liu et al., ICLR 2021"),
     _torchjd("aligned-mtl", "Aligned-MTL, Senushkin et al., CVPR 2023"),
     _torchjd("upgrad", "UPGrad, Quinton & Rey, 2024"),
-    # Added with the tuned protocol of the benchmark: usable everywhere, rows of the benchmark's
-    # tables once those are regenerated under that protocol (benchmarked=False until then).
+    # Added with the tuned protocol of the benchmark: usable everywhere, rows of its tuned tables,
+    # and of the single-rate tables once those are regenerated (benchmarked=False until then).
     Method(
         "si",
         LOSS_WEIGHTING,
@@ -369,9 +369,11 @@ def build_method(name: str, args: BuildArgs) -> Weighting:
     return m.build(args)
 
 
-def benchmarked(family: str) -> tuple[str, ...]:
-    """The methods of ``family`` that are rows of the methods benchmark, ``equal`` first."""
-    names = [m.name for m in _METHODS if m.family == family and m.benchmarked]
+def benchmarked(family: str, *, tuned: bool = False) -> tuple[str, ...]:
+    """The methods of ``family`` that are rows of the methods benchmark, ``equal`` first: under
+    the tuned protocol (``tuned``) every method of the family, under the single-rate one those
+    its committed tables hold."""
+    names = [m.name for m in _METHODS if m.family == family and (m.benchmarked or tuned)]
     return tuple(sorted(names, key=lambda n: n != "equal"))
 
 

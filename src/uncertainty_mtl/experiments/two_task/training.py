@@ -30,9 +30,17 @@ from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.two_task.config import StudyConfig, TwoTaskRun
 from uncertainty_mtl.models.autoencoder import ConvAutoencoderClassifier
 from uncertainty_mtl.tasks import classification, reconstruction
-from uncertainty_mtl.weighting import parameter_groups
+from uncertainty_mtl.weighting import Weighting, parameter_groups
 
-__all__ = ["RESULT_FILE", "evaluate", "load_splits", "task_losses", "train_run"]
+__all__ = [
+    "RESULT_FILE",
+    "build_training",
+    "evaluate",
+    "load_splits",
+    "task_losses",
+    "train_run",
+    "train_step",
+]
 
 #: What a finished run holds, the scene runs' file.
 RESULT_FILE = "results.json"
@@ -114,6 +122,55 @@ def task_losses(outputs: dict[str, Tensor], images: Tensor, labels: Tensor) -> d
     return losses
 
 
+def build_training(
+    run: TwoTaskRun,
+    image_size: int,
+    num_classes: int,
+    *,
+    mean: float,
+    std: float,
+    device: torch.device,
+) -> tuple[ConvAutoencoderClassifier, Weighting, torch.optim.Optimizer]:
+    """The run's network (inputs normalised by ``mean`` and ``std``), its weighting and Adam
+    (the weighting's parameters in their own group, without weight decay)."""
+    model = ConvAutoencoderClassifier(
+        image_size, tasks=run.tasks, num_classes=num_classes, mean=mean, std=std
+    ).to(device)
+    if run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    weighting = run.make_weighting().to(device)
+    optimiser = torch.optim.Adam(
+        parameter_groups(
+            model, weighting, lr=run.lr, weight_decay=0.0, weighting_lr=run.weighting_lr
+        )
+    )
+    return model, weighting, optimiser
+
+
+def train_step(
+    model: ConvAutoencoderClassifier,
+    weighting: Weighting,
+    optimiser: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    compare_to_equal: bool = False,
+) -> tuple[dict[str, Tensor], Tensor, float | None]:
+    """One optimiser step of the study on a batch: the task losses, the weighted total and,
+    with ``compare_to_equal``, the shared update's norm over ``equal``'s
+    (:func:`~uncertainty_mtl.engine.step.update`)."""
+    code = model.features(images)
+    losses = task_losses(model.outputs(code), images, labels)
+    total = weighting(losses)
+    features = code if weighting.needs_features else None
+    ratio = update(
+        model, weighting, optimiser, scaler, total, losses, features,
+        compare_to_equal=compare_to_equal,
+    )  # fmt: skip
+    return losses, total, ratio
+
+
 def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict[str, Any]:
     """Trains one row for one seed and writes ``metrics.jsonl`` and ``results.json`` in
     ``run_dir``; returns the result."""
@@ -126,20 +183,13 @@ def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict
         for split in ("val", "test")
     }
     torch.manual_seed(run.seed)
-    model = ConvAutoencoderClassifier(
+    model, weighting, optimiser = build_training(
+        run,
         splits.image_size,
-        tasks=run.tasks,
-        num_classes=splits.num_classes,
+        splits.num_classes,
         mean=float(x_train.mean()),
         std=float(x_train.std()),
-    ).to(device)
-    if run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    weighting = run.make_weighting().to(device)
-    optimiser = torch.optim.Adam(
-        parameter_groups(
-            model, weighting, lr=run.lr, weight_decay=0.0, weighting_lr=run.weighting_lr
-        )
+        device=device,
     )
     order = torch.Generator().manual_seed(run.seed)
     steps_per_epoch = math.ceil(len(y_train) / run.batch_size)
@@ -167,15 +217,10 @@ def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict
         weighting.on_epoch(epoch)  # epoch statistics (DWA's loss ratios)
         for index in torch.split(torch.randperm(len(y_train), generator=order), run.batch_size):
             x, y = _layout(x_train[index], run.channels_last), y_train[index]
-            code = model.features(x)
-            losses = task_losses(model.outputs(code), x, y)
-            total = weighting(losses)
-            features = code if weighting.needs_features else None
             logging = (step + 1) % run.log_every == 0
-            ratio = update(
-                model, weighting, optimiser, scaler, total, losses, features,
-                compare_to_equal=logging,
-            )  # fmt: skip
+            losses, total, ratio = train_step(
+                model, weighting, optimiser, scaler, x, y, compare_to_equal=logging
+            )
             step += 1
             if logging:
                 lr = optimiser.param_groups[0]["lr"]
