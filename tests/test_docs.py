@@ -126,3 +126,19 @@ def test_the_hook_replaces_the_placeholder_only():
         hooks.on_page_markdown(page)
     )
     assert hooks.on_page_markdown("no placeholder") == "no placeholder"
+
+
+def test_the_docstring_roles_become_plain_code():
+    html = "see :class:<code>~uncertainty_mtl.config.TrainConfig</code> and :func:<code>f</code>"
+    assert _hooks().on_page_content(html) == (
+        "see <code>uncertainty_mtl.config.TrainConfig</code> and <code>f</code>"
+    )
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    from uncertainty_mtl.weighting import uncertainty
+
+    found = doctest.testmod(uncertainty, raise_on_error=False)
+    assert found.attempted >= 4 and found.failed == 0

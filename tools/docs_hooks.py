@@ -1,9 +1,11 @@
 """MkDocs hooks of the documentation site (``mkdocs.yml``: ``hooks``).
 
-``<!-- umtl:config-reference -->`` in a page becomes the reference of every key of a training
+* ``<!-- umtl:config-reference -->`` in a page becomes the reference of every key of a training
 config, generated from the dataclasses of :mod:`uncertainty_mtl.config`: the key, its type, its
 default and the comment written beside the field in the source. A field's comment is the one on
 its line and the comment-only lines that follow it.
+* In the rendered pages, the Sphinx roles of the docstrings (``:class:`~a.B` ``, which the API
+  reference shows as written) become plain code: ``B``'s full name, without the role.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 
 import yaml
 
-__all__ = ["config_reference", "field_comments", "on_page_markdown"]
+__all__ = ["config_reference", "field_comments", "on_page_content", "on_page_markdown"]
 
 PLACEHOLDER = "<!-- umtl:config-reference -->"
 
+_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):(<code>)~?")
 _FIELD = re.compile(r"^\s{4}(\w+):[^#]*?(?:#\s?(.*))?$")
 _COMMENT = re.compile(r"^\s{4}#\s?(.*)$")
 
@@ -103,3 +106,9 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
     if PLACEHOLDER in markdown:
         markdown = markdown.replace(PLACEHOLDER, config_reference())
     return markdown
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    """Drops the Sphinx roles the docstrings write (``:class:``, ``:func:``, ...) before their
+    code, and the ``~`` that shortens a name in Sphinx."""
+    return _ROLE.sub(r"\1", html)
