@@ -5,12 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RECIPES := $(VENV)/.recipes
 
-.PHONY: run reproduce two-task fashion-mnist qm9 test test-fast lint typecheck docs docs-serve pytest bench clean-venv
+.PHONY: install run reproduce two-task fashion-mnist qm9 test test-fast lint typecheck docs docs-serve pytest bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
+
+## .venv with the pinned versions, for the commands of the README's first run.
+install: $(STAMP)
 
 ## The main job on built-in data (no download): Table 1 of the paper on the synthetic city,
 ## CPU preset, one seed (the city is generated on first use).

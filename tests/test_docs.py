@@ -77,7 +77,7 @@ def test_expand_takes_a_section_and_the_readme_sections_exist():
     text = expand('a\n--8<-- "README.md:loss"\nb')
     assert text.startswith("a\n```python\nimport torch") and text.endswith("```\nb")
     assert "--8<--" not in text
-    for section in ("quickstart", "loss", "which"):
+    for section in ("quickstart", "first-run", "loss", "which"):
         assert "--8<--" not in expand(f'--8<-- "README.md:{section}"')
 
 

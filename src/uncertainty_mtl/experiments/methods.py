@@ -27,6 +27,7 @@ from uncertainty_mtl.experiments import table1, two_task
 from uncertainty_mtl.experiments.executors import Executor
 from uncertainty_mtl.experiments.methods_stats import (
     all_pairs_delta_m,
+    family,
     mean_ranks,
     paired_cell,
     paired_rows,
@@ -390,39 +391,21 @@ def _markdown(summary: Mapping[str, Any]) -> str:
 
 
 def _plot(path: Any, summary: Mapping[str, Any], title: str) -> None:
-    from matplotlib.lines import Line2D
+    from uncertainty_mtl.reporting.plots import cost_scatter
 
-    from uncertainty_mtl.reporting.plots import label_points, new_figure, save_figure
-
-    fig, (ax,) = new_figure(1, width=6.5, height=4.5)
-    colours = {
-        "the paper's uncertainty weighting": "tab:red",
-        "loss weighting": "tab:blue",
-        "gradient aggregator": "tab:orange",
-    }
-    points = []
-    for method, row in summary["rows"].items():
-        if row["cost_vs_equal"] is None:
-            continue
-        kind = "gradient aggregator" if row["kind"] == "aggregator" else "loss weighting"
-        if method == "uncertainty":
-            kind = "the paper's uncertainty weighting"
-        x, y = row["cost_vs_equal"], row["delta_m"]["mean"]
-        ax.errorbar(x, y, yerr=row["delta_m"]["std"], fmt="o", color=colours[kind], capsize=3)
-        points.append((x, y, method))
-    ax.axhline(0, color="grey", lw=0.8, ls="--")
-    ax.legend(
-        handles=[Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in colours.items()],
-        fontsize=7,
-        loc="best",
-        title="error bars: ± std over seeds",
-        title_fontsize=7,
+    rows = [
+        (method, family(method, row["kind"]), row["cost_vs_equal"], d["mean"], d["std"])
+        for method, row in summary["rows"].items()
+        if row["cost_vs_equal"] is not None
+        for d in [row["delta_m"]]
+    ]
+    cost_scatter(
+        path,
+        rows,
+        title=f"{title}, {len(summary['seeds'])} seed(s)",
+        xlabel="seconds per step relative to equal",
+        errors="error bars: ± std over seeds",
     )
-    ax.set_xlabel("seconds per step relative to equal")
-    ax.set_ylabel("Δm [%] against single-task models (lower is better)")
-    ax.set_title(f"{title}, {len(summary['seeds'])} seed(s)")
-    label_points(ax, points)
-    save_figure(fig, path)
 
 
 def _two_task_markdown(summary: Mapping[str, Any]) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "BASELINES",
     "all_pairs_delta_m",
     "delta_m",
+    "family",
     "mean_ranks",
     "paired_cell",
     "paired_rows",
@@ -166,3 +167,11 @@ def rows_diagnostics(run_dirs: Sequence[str | Path], tasks: Sequence[str]) -> di
     ratios = [f["update_norm_vs_equal"] for f in found]
     ratio = None if not ratios or None in ratios else math.fsum(ratios) / len(ratios)
     return {"effective_weights": weights, "update_norm_vs_equal": ratio}
+
+
+def family(method: str, kind: str) -> str:
+    """The figures' family of a row: the uncertainty weighting, a loss weighting or an
+    aggregator."""
+    if method == "uncertainty":
+        return "the uncertainty weighting"
+    return "gradient aggregator" if kind == "aggregator" else "loss weighting"

@@ -22,6 +22,7 @@ from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.experiments import two_task
 from uncertainty_mtl.experiments.methods_stats import (
     all_pairs_delta_m,
+    family,
     mean_ranks,
     paired_cell,
     paired_rows,
@@ -171,44 +172,27 @@ def weight_sum_spearman(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
 
 def plot_tuned(path: Any, summary: Mapping[str, Any]) -> None:
     """Δm with its 95% interval over seeds against the measured step cost, one point a row."""
-    from matplotlib.lines import Line2D
-
-    from uncertainty_mtl.reporting.plots import label_points, new_figure, save_figure
+    from uncertainty_mtl.reporting.plots import cost_scatter
     from uncertainty_mtl.reporting.stats import mean_interval
 
-    fig, (ax,) = new_figure(1, width=7.5, height=5.0)
-    colours = {"uncertainty": "tab:red", "loss weighting": "tab:blue", "aggregator": "tab:orange"}
-    points = []
-    for name, row in summary["rows"].items():
-        colour = colours["uncertainty" if name == "uncertainty" else row["kind"]]
-        x, y = row["cost_vs_equal"], row["delta_m"]["mean"]
-        ax.errorbar(
-            x, y, yerr=mean_interval(row["delta_m"]["values"]), fmt="o", color=colour, capsize=3
+    rows = [
+        (
+            name,
+            family(name, row["kind"]),
+            row["cost_vs_equal"],
+            d["mean"],
+            mean_interval(d["values"]),
         )
-        points.append((x, y, name))
-    ax.axhline(0, color="grey", lw=0.8, ls="--")
-    ax.set_xscale("log")
-    labels = {
-        "uncertainty": "the uncertainty weighting",
-        "loss weighting": "loss weighting",
-        "aggregator": "gradient aggregator",
-    }
-    ax.legend(
-        handles=[
-            Line2D([], [], marker="o", ls="", color=c, label=labels[k]) for k, c in colours.items()
-        ],
-        fontsize=7,
-        loc="best",
-        title="error bars: 95% t-interval over seeds",
-        title_fontsize=7,
+        for name, row in summary["rows"].items()
+        for d in [row["delta_m"]]
+    ]
+    cost_scatter(
+        path,
+        rows,
+        title=f"{summary['dataset']}, tuned learning rates, {len(summary['seeds'])} seeds",
+        xlabel="cost of a training step, × equal's (measured alone, 1 thread)",
+        errors="error bars: 95% t-interval over seeds",
     )
-    ax.set_xlabel("cost of a training step, × equal's (measured alone, 1 thread)")
-    ax.set_ylabel("Δm [%] against single-task models (lower is better)")
-    ax.set_title(
-        f"{summary['dataset']}, tuned learning rates, {len(summary['seeds'])} seeds", fontsize=9
-    )
-    label_points(ax, points, fontsize=7)
-    save_figure(fig, path)
 
 
 def _markdown(summary: Mapping[str, Any]) -> str:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["ema", "label_points", "mean_band", "new_figure", "save_figure"]
+__all__ = ["cost_scatter", "ema", "label_points", "mean_band", "new_figure", "save_figure"]
 
 
 def new_figure(
@@ -105,3 +105,55 @@ def label_points(
                 text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize
             )
         placed.append(label.get_window_extent(renderer))
+
+
+#: The colour of each family of methods in the methods benchmark's figures.
+FAMILY_COLOURS = {
+    "the uncertainty weighting": "tab:red",
+    "loss weighting": "tab:blue",
+    "gradient aggregator": "tab:orange",
+}
+
+
+def cost_scatter(
+    path: str | os.PathLike[str],
+    rows: Sequence[tuple[str, str, float, float, float]],
+    *,
+    title: str,
+    xlabel: str,
+    errors: str,
+) -> None:
+    """The methods benchmark's figure, one row per ``(method, family, cost, Δm, error)``
+    (family: a key of :data:`FAMILY_COLOURS`), best Δm on top: left, Δm with its error bar;
+    right, the cost of a step, on the same rows. One label per row, so none overlaps another,
+    however close two methods' numbers are."""
+    from matplotlib.lines import Line2D
+
+    ordered = sorted(rows, key=lambda r: r[3], reverse=True)  # best (lowest) at the top
+    y = np.arange(len(ordered))
+    fig, (left, right) = new_figure(2, width=4.2, height=0.8 + 0.26 * len(ordered))
+    colours = [FAMILY_COLOURS[family] for _, family, *_ in ordered]
+    for i, (_, _, _, delta, error) in enumerate(ordered):
+        left.errorbar(delta, i, xerr=error, fmt="o", color=colours[i], capsize=3, ms=4)
+    left.axvline(0, color="grey", lw=0.8, ls="--")
+    left.set_yticks(y, [name for name, *_ in ordered], fontsize=7)
+    left.set_xlabel("Δm [%] against single-task models (lower is better)", fontsize=8)
+    costs = [cost for _, _, cost, _, _ in ordered]
+    right.barh(y, costs, color=colours)
+    for i, cost in enumerate(costs):
+        right.annotate(f"{cost:.2f}×", (cost, i), xytext=(3, 0), textcoords="offset points",
+                       va="center", fontsize=6)  # fmt: skip
+    right.axvline(1, color="grey", lw=0.8, ls="--")
+    right.set_yticks(y, [""] * len(ordered))
+    right.set_xlim(0, max(costs) * 1.18)
+    right.set_xlabel(xlabel, fontsize=8)
+    for ax in (left, right):
+        ax.set_ylim(-0.6, len(ordered) - 0.4)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", lw=0.3, alpha=0.5)
+    handles = [
+        Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in FAMILY_COLOURS.items()
+    ]
+    fig.suptitle(f"{title}; {errors}", fontsize=9)
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=3, frameon=False)
+    save_figure(fig, path)
