@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -33,7 +34,10 @@ def test_the_search_finds_an_inner_optimum_by_halving_the_grid():
     # the first rung trains the 5 rates at a third of the steps, the second the best 2 in full
     assert calls == [((0.025, 0.05, 0.1, 0.2, 0.4), 10), ((0.2, 0.1), 30)]
     assert record["grid"] == [0.025, 0.05, 0.1, 0.2, 0.4] and record["chosen"] == 0.2
-    assert LrSearch().budget(30) == 5 * 10 + 2 * 30
+    # full-length runs train seeds 0 and 1 (the callback's part); the budget counts both
+    assert LrSearch().budget(30) == 5 * 10 + 2 * 30 * 2
+    assert list(LrSearch().seeds(10, 30)) == [0] and list(LrSearch().seeds(30, 30)) == [0, 1]
+    assert LrSearch(full_seeds=1).budget(30) == 5 * 10 + 2 * 30
 
 
 @pytest.mark.parametrize(
@@ -93,6 +97,14 @@ def test_the_tuned_table_on_digits_gives_every_row_its_own_rate(tmp_path, monkey
         seed0 = json.loads((tmp_path / row["runs"][0] / "results.json").read_text())
         assert seed0["seed"] == 0 and len(row["runs"]) == 2
         assert row["delta_m"]["n"] == 2 and row["delta_m_all_pairs"]["n"] == 4
+    # the last rung compared its two rates on seeds 0 and 1: both seeds of both were trained
+    last = searches["equal"]["rungs"][-1]["scores"]
+    for lr in last:
+        name = re.compile(rf"method-equal-lr{float(lr):g}-[0-9a-f]{{8}}")  # not a first rung's
+        full = [d for d in (tmp_path / "runs").iterdir() if name.fullmatch(d.name)]
+        assert len(full) == 1  # the full-length runs at that rate (not the first rung's)
+        seeds = sorted(f.parent.name for f in full[0].glob("seed*/results.json"))
+        assert seeds[:2] == ["seed0", "seed1"]
     single = summary["single_task"]
     for name in ("classification-only", "reconstruction-only"):
         assert single[name]["lr"] == searches[name]["chosen"]

@@ -2,7 +2,8 @@
 --dataset digits|fashion-mnist --protocol tuned``).
 
 Every row gets the same search (:mod:`~uncertainty_mtl.experiments.tuning`) on the validation
-split with seed 0: the two single-task references, ``equal``, the uncertainty weighting, the
+split (short runs with seed 0, full-length ones on the mean of seeds 0 and 1): the two single-task
+references, ``equal``, the uncertainty weighting, the
 approx.-optimal fixed weights and every other method. Then every row trains ``seeds`` seeds at its
 chosen rate, reported on the test split, with Δm against the tuned single-task references. The
 study's optimiser is Adam (the reproduction report's), nearly blind to a common scale of the
@@ -72,14 +73,15 @@ def two_task_tuned(
 
         def train(rates: Sequence[float], epochs: int, base: Run = base) -> dict[float, Any]:
             short = None if epochs == config.epochs else epochs
-            runs = {lr: at_rate(base, lr, short) for lr in rates}
-            trained.update(runner.results(list(runs.values())))
-            return {lr: trained[r]["final"]["val"] for lr, r in runs.items()}
+            seeded = [Run(base.name, base.patch, s) for s in search.seeds(epochs, config.epochs)]
+            runs = {lr: [at_rate(b, lr, short) for b in seeded] for lr in rates}
+            trained.update(runner.results([r for rs in runs.values() for r in rs]))
+            return {lr: _mean_val([trained[r] for r in rs]) for lr, rs in runs.items()}
 
         chosen[name], searches[name] = tune_lr(
             config.lr, train, scored, steps=config.epochs, search=search
         )
-    # seed 0's run is the search's full-length run at the chosen rate: trained once
+    # the first seeds' runs are the search's full-length runs at the chosen rate: trained once
     finals = {
         name: [at_rate(Run(base.name, base.patch, s), chosen[name]) for s in range(seeds)]
         for name, base in every.items()
@@ -127,6 +129,7 @@ def two_task_tuned(
             "eta": search.halving.eta,
             "rungs": search.halving.rungs,
             "extensions": search.extensions,
+            "full_seeds": search.full_seeds,
             "base_lr": config.lr,
             "epochs": config.epochs,
         },
@@ -151,6 +154,12 @@ def two_task_tuned(
     write_text(runner.out / "methods-tuned.md", _markdown(summary))
     plot_tuned(runner.out / "methods-tuned.png", summary)
     return summary
+
+
+def _mean_val(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The mean over runs of each selection (val) metric."""
+    keys = results[0]["final"]["val"]
+    return {k: math.fsum(r["final"]["val"][k] for r in results) / len(results) for k in keys}
 
 
 def weight_sum_spearman(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -234,9 +243,10 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             f"# Methods on the two-task study ({summary['dataset']}), tuned protocol",
             "",
             f"Every row, the single-task references included, chose its Adam learning rate on "
-            f"the validation split (seed 0) from {len(s['factors'])} rates, factors "
+            f"the validation split from {len(s['factors'])} rates, factors "
             f"{', '.join(f'{f:g}' for f in s['factors'])} of {s['base_lr']:g}, by successive "
-            f"halving ({s['rungs']} rungs, η = {s['eta']}), extended by factor-2 steps past an "
+            f"halving ({s['rungs']} rungs, η = {s['eta']}; full-length runs compared on the mean "
+            f"of {s['full_seeds']} seeds), extended by factor-2 steps past an "
             f"edge (at most {s['extensions']}); then trained {len(summary['seeds'])} seeds at "
             "that rate, reported on the test split (mean ± std). Single-task references: "
             f"classification at lr {single['classification-only']['lr']:g}, reconstruction at "
