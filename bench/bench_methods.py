@@ -33,7 +33,7 @@ from uncertainty_mtl.config import load_config
 from uncertainty_mtl.engine.builders import NetWithLoss, build_model, build_weighting, grad_scaler
 from uncertainty_mtl.engine.step import update
 from uncertainty_mtl.experiments import two_task
-from uncertainty_mtl.experiments.methods import AGGREGATORS, LOSS_WEIGHTINGS, TUNED_METHODS
+from uncertainty_mtl.experiments.methods import AGGREGATORS, EVERY_METHOD, LOSS_WEIGHTINGS
 from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.weighting import FixedWeighting, parameter_groups
 from uncertainty_mtl.weighting.aggregators import GradientAggregation
@@ -151,7 +151,7 @@ def two_task_steps(datasets: list[str], repeats: int) -> list[dict[str, Any]]:
         study = two_task.TwoTaskStudy(two_task.preset_config(dataset), "cpu")
         runs = {
             m: study.resolve(two_task.method_run(m), parallel=True)
-            for m in TUNED_METHODS
+            for m in EVERY_METHOD
             if m not in ("uncertainty", "approx-optimal")
         }
         runs["uncertainty"] = study.resolve(two_task.learned_run("likelihood"), parallel=True)

@@ -77,9 +77,9 @@ def test_the_tuned_table_on_digits_gives_every_row_its_own_rate(tmp_path, monkey
     from uncertainty_mtl.experiments import methods
 
     rows = ("equal", "uncertainty", "approx-optimal", "si", "mgda")
-    assert set(rows) < set(methods.TUNED_METHODS)  # si: a row of the tuned tables only
+    assert set(rows) < set(methods.EVERY_METHOD)  # si: a row of the tuned tables only
     assert "si" not in methods.METHODS
-    monkeypatch.setattr(methods, "TUNED_METHODS", rows)
+    monkeypatch.setattr(methods, "EVERY_METHOD", rows)
     argv = [
         "reproduce", "methods", "--dataset", "digits", "--preset", "smoke", "--seeds", "2",
         "--protocol", "tuned", "--out", str(tmp_path), "--workers", "1", "--quiet",

@@ -239,7 +239,7 @@ def test_methods_on_the_two_task_study_share_its_rows_and_compute_delta_m(
 ):
     from uncertainty_mtl.experiments import methods
 
-    monkeypatch.setattr(methods, "METHODS", ("equal", "uncertainty", "approx-optimal", "mgda"))
+    monkeypatch.setattr(methods, "EVERY_METHOD", ("equal", "uncertainty", "approx-optimal", "mgda"))
     code = main(
         [
             "reproduce", "methods", "--dataset", "digits", "--preset", "smoke", "--seeds", "1",
@@ -292,6 +292,11 @@ def test_methods_on_the_two_task_study_share_its_rows_and_compute_delta_m(
     assert (tmp_path / "methods.png").read_bytes()[:4] == b"\x89PNG"
     assert "| mgda |" in (tmp_path / "methods.md").read_text()
     assert "| mgda |" in capsys.readouterr().out
+    # the step cost is measured alone, not read from the runs; weights and Spearman are reported
+    assert all(row["step_seconds"] > 0 for row in rows.values())
+    assert summary["weight_sum_spearman"]["rows"] == 3  # the loss weightings
+    assert "| equal | " in (tmp_path / "methods.md").read_text()
+    assert "1, 1 |" in (tmp_path / "methods.md").read_text()  # equal's final weights
 
 
 @pytest.mark.parametrize(

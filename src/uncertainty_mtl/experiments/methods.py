@@ -35,10 +35,16 @@ from uncertainty_mtl.experiments.methods_stats import (
     seed_references,
 )
 from uncertainty_mtl.experiments.methods_stats import delta_m as task_delta_m
-from uncertainty_mtl.experiments.methods_tuned import two_task_tuned
+from uncertainty_mtl.experiments.methods_tuned import (
+    STEP_COST_HOW,
+    spearman_note,
+    two_task_tuned,
+    weight_sum_spearman,
+)
 from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, mean_metrics
 from uncertainty_mtl.experiments.tuning import LrSearch
+from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.experiments.units import SCALE, in_units
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
@@ -46,10 +52,10 @@ from uncertainty_mtl.tasks.registry import TASKS as SPECS
 from uncertainty_mtl.weighting.registry import AGGREGATOR, LOSS_WEIGHTING, benchmarked
 
 __all__ = [
+    "EVERY_METHOD",
     "LOSS_WEIGHTINGS",
     "METHODS",
     "PROTOCOLS",
-    "TUNED_METHODS",
     "delta_m",
     "reproduce_methods",
     "reproduce_two_task_methods",
@@ -63,9 +69,11 @@ PROTOCOLS = ("fixed-lr", "tuned")
 LOSS_WEIGHTINGS = benchmarked(LOSS_WEIGHTING)
 AGGREGATORS = benchmarked(AGGREGATOR)
 METHODS = (*LOSS_WEIGHTINGS, "approx-optimal", *AGGREGATORS)
-#: The tuned protocol's rows: every loss weighting and gradient aggregator of the registry.
-TUNED_AGGREGATORS = benchmarked(AGGREGATOR, tuned=True)
-TUNED_METHODS = (*benchmarked(LOSS_WEIGHTING, tuned=True), "approx-optimal", *TUNED_AGGREGATORS)
+#: Every loss weighting and gradient aggregator of the registry: the rows of the two-task
+#: tables (both protocols) and of the tuned ones; the city's single-rate table keeps
+#: :data:`METHODS`, the rows its committed results hold, until it is regenerated.
+EVERY_AGGREGATOR = benchmarked(AGGREGATOR, tuned=True)
+EVERY_METHOD = (*benchmarked(LOSS_WEIGHTING, tuned=True), "approx-optimal", *EVERY_AGGREGATOR)
 
 
 def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None = None) -> Run:
@@ -247,7 +255,7 @@ def reproduce_two_task_methods(
         chosen = None if weights is None else float(weights["classification"])
         rows = {
             m: _two_task_run(m, 0, chosen)
-            for m in TUNED_METHODS
+            for m in EVERY_METHOD
             if m != "approx-optimal" or chosen is not None
         }
         return two_task_tuned(
@@ -257,7 +265,7 @@ def reproduce_two_task_methods(
             seeds=config.seeds,
             search=search or LrSearch(),
             start=start,
-            aggregators=TUNED_AGGREGATORS,
+            aggregators=EVERY_AGGREGATOR,
         )
 
 
@@ -271,7 +279,7 @@ def _two_task_methods(
     seeds = range(config.seeds)
     weights = study["approx_optimal"]["weights"]
     chosen = None if weights is None else float(weights["classification"])
-    methods = [m for m in METHODS if m != "approx-optimal" or chosen is not None]
+    methods = [m for m in EVERY_METHOD if m != "approx-optimal" or chosen is not None]
     singles = {
         "classification": [two_task.fixed_run(1.0, s) for s in seeds],
         "reconstruction": [two_task.fixed_run(0.0, s) for s in seeds],
@@ -294,7 +302,7 @@ def _two_task_methods(
     for method in methods:
         results = [done[r] for r in runs[method]]
         row: dict[str, Any] = {
-            "kind": "aggregator" if method in AGGREGATORS else "loss weighting",
+            "kind": "aggregator" if method in EVERY_AGGREGATOR else "loss weighting",
             "lr": config.lr,
             "metrics": two_task.split_summaries(results, "test"),
             "delta_m": summarise([delta_m(r["metrics"], single, tasks) for r in results]),
@@ -306,7 +314,10 @@ def _two_task_methods(
         if method == "approx-optimal":
             row["weights"] = weights
         rows[method] = row
-    _relative_costs(rows)
+    costs = step_costs({m: runner.config(runs[m][0]) for m in methods})
+    for method, seconds in costs.items():
+        rows[method]["step_seconds"] = seconds
+        rows[method]["cost_vs_equal"] = seconds / costs["equal"]
     _compare(rows, tasks)
     summary: dict[str, Any] = {
         "experiment": "methods",
@@ -317,6 +328,8 @@ def _two_task_methods(
         "seeds": list(seeds),
         "single_task": single_means,
         "rows": rows,
+        "step_cost": {"how": STEP_COST_HOW},
+        "weight_sum_spearman": weight_sum_spearman(rows),
         **runner.timing(),
         "wall_time_s": time.perf_counter() - start,  # the study's own rows included
     }
@@ -415,13 +428,16 @@ def _two_task_markdown(summary: Mapping[str, Any]) -> str:
         "reconstruction L1 ↓",
         "Δm [%] ↓",
         "Δm − equal, paired [95% CI]",
+        "Δm − uncertainty",
         "mean rank",
-        "s / step (× equal)",
+        "final weights (class., recon.)",
+        "step cost (× equal)",
         "peak memory [MB]",
     ]
     lines = []
     for method, row in summary["rows"].items():
         m, memory = row["metrics"], row["peak_memory_mb"]
+        final = (row.get("effective_weights") or {}).get("final")
         label = method
         if method == "approx-optimal":
             label += " ({:g}, {:g})".format(*row["weights"].values())
@@ -431,9 +447,11 @@ def _two_task_markdown(summary: Mapping[str, Any]) -> str:
                 format_mean_std(m["accuracy"], 1),
                 format_mean_std(m["reconstruction_l1"], 4),
                 format_mean_std(row["delta_m"], 1),
-                paired_cell(row, "equal"),
+                paired_cell(row, "equal", verdict=True),
+                paired_cell(row, "uncertainty", verdict=True),
                 f"{row['mean_rank']:.1f}",
-                _cost_cell(row),
+                "–" if final is None else ", ".join(f"{w:.3g}" for w in final.values()),
+                f"{row['cost_vs_equal']:.2f}×",
                 "–" if memory is None else f"{memory['mean']:.0f}",
             ]
         )
@@ -452,10 +470,13 @@ def _two_task_markdown(summary: Mapping[str, Any]) -> str:
             "The approx.-optimal weights are the study's grid point chosen on the validation "
             "split (Adam is nearly blind to the weights' overall scale, so the grid is not "
             "repeated at other sums), the uncertainty row is its learned row (likelihood "
-            "convention). Seconds per step exclude the curves' evaluations (runs trained side "
-            f"by side share the CPU: compare within one table); {memory_note}. There is no "
+            "convention). Final weights: the effective weights at the last logged step, mean "
+            "over seeds. Step cost: one training step on random batches, timed alone (1 "
+            f"thread, the methods in turns), over equal's; {memory_note}. There is no "
             "units test here: the reconstruction target is an image in [0, 1].",
             "",
             markdown_table(headers, lines),
+            "",
+            spearman_note(summary.get("weight_sum_spearman")),
         ]
     )

@@ -37,7 +37,21 @@ from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
 
-__all__ = ["SINGLES", "at_rate", "plot_tuned", "two_task_tuned", "weight_sum_spearman"]
+__all__ = [
+    "SINGLES",
+    "STEP_COST_HOW",
+    "at_rate",
+    "plot_tuned",
+    "spearman_note",
+    "two_task_tuned",
+    "weight_sum_spearman",
+]
+
+#: How the tables' step cost is measured (written into their JSON).
+STEP_COST_HOW = (
+    "median seconds of one training step on random batches, alone, 1 thread, the methods in "
+    "turns (experiments.two_task.cost.step_costs)"
+)
 
 #: The single-task references: their run at seed 0 and the task it trains.
 SINGLES = {"classification-only": 1.0, "reconstruction-only": 0.0}
@@ -141,10 +155,7 @@ def two_task_tuned(
             for n in SINGLES
         },
         "rows": table_rows,
-        "step_cost": {
-            "how": "median seconds of one training step on a random batch, alone, 1 thread, "
-            "the methods in turns (experiments.two_task.cost.step_costs)",
-        },
+        "step_cost": {"how": STEP_COST_HOW},
         "weight_sum_spearman": weight_sum_spearman(table_rows),
         "searches": searches,
         **runner.timing(),
@@ -261,12 +272,13 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             "",
             markdown_table(headers, lines),
             "",
-            _spearman_note(summary.get("weight_sum_spearman")),
+            spearman_note(summary.get("weight_sum_spearman")),
         ]
     )
 
 
-def _spearman_note(found: Mapping[str, Any] | None) -> str:
+def spearman_note(found: Mapping[str, Any] | None) -> str:
+    """The tables' sentence on :func:`weight_sum_spearman`'s result."""
     if found is None:
         return "Too few loss weightings logged their weights for a correlation with Δm."
     return (
