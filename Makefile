@@ -30,11 +30,13 @@ reproduce: $(STAMP)
 	$(BIN)/umtl reproduce ablations --preset cpu --seeds 3 --out runs/reproduce-cpu
 	$(BIN)/umtl reproduce methods --preset cpu --seeds 3 --out runs/reproduce-cpu
 
-## The two-task study of the reproduction report on scikit-learn's digits, 3 seeds, then every
-## other weighting method beside its rows (the second command reuses the first's runs).
+## The two-task study of the reproduction report on scikit-learn's digits, 5 seeds, then every
+## other weighting method beside its rows, at the preset's rate and with tuned rates (each
+## command reuses the runs of the ones before it).
 two-task: $(STAMP)
-	$(BIN)/umtl reproduce two-task --dataset digits --seeds 3 --out runs/two-task-digits
-	$(BIN)/umtl reproduce methods --dataset digits --seeds 3 --out runs/two-task-digits
+	$(BIN)/umtl reproduce two-task --dataset digits --seeds 5 --out runs/two-task-digits
+	$(BIN)/umtl reproduce methods --dataset digits --seeds 5 --out runs/two-task-digits
+	$(BIN)/umtl reproduce methods --dataset digits --seeds 5 --protocol tuned --out runs/two-task-digits
 
 ## The same study on Fashion-MNIST (Debian's dataset-fashion-mnist, or --data-dir): the
 ## learning curves that chose its presets' batch and epochs on val, then the short preset's
