@@ -125,6 +125,19 @@ def scene(city, *overrides):
     return load_config("smoke", [*base, *overrides])
 
 
+def test_cagrad_stops_the_shared_update_when_one_task_gradient_vanishes():
+    """What the docs report of CAGrad on digits: at A = θ (task a fitted, its gradient 0),
+    torchjd's CAGrad returns a zero shared update ("approximately on the Pareto front"), where
+    the mean gradient, ½(θ − B), is not 0; the heads still get their own gradients. A canary:
+    if torchjd changes this, the docs' sentence must change with it."""
+    weighting, grad, heads, ga, gb = one_update("cagrad", point=(1.0, 0.0))
+    assert torch.equal(ga, torch.zeros(2)) and gb.norm() > 1
+    assert torch.equal(grad, torch.zeros(2))
+    assert heads["b"].grad == pytest.approx(2 * (3.0 - 1))
+    mean = one_update("upgrad", point=(1.0, 0.0))[1]  # another aggregator moves θ there
+    assert mean.norm() > 0
+
+
 @pytest.mark.parametrize("kind", ["upgrad", "mgda"])
 def test_a_scene_run_with_an_aggregator_trains_logs_and_resumes_exactly(
     kind, city, tmp_path, interrupted
