@@ -130,7 +130,7 @@ def test_cagrad_stops_the_shared_update_when_one_task_gradient_vanishes():
     torchjd's CAGrad returns a zero shared update ("approximately on the Pareto front"), where
     the mean gradient, ½(θ − B), is not 0; the heads still get their own gradients. A canary:
     if torchjd changes this, the docs' sentence must change with it."""
-    weighting, grad, heads, ga, gb = one_update("cagrad", point=(1.0, 0.0))
+    _, grad, heads, ga, gb = one_update("cagrad", point=(1.0, 0.0))
     assert torch.equal(ga, torch.zeros(2)) and gb.norm() > 1
     assert torch.equal(grad, torch.zeros(2))
     assert heads["b"].grad == pytest.approx(2 * (3.0 - 1))
