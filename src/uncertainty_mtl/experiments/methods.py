@@ -70,10 +70,10 @@ LOSS_WEIGHTINGS = benchmarked(LOSS_WEIGHTING)
 AGGREGATORS = benchmarked(AGGREGATOR)
 METHODS = (*LOSS_WEIGHTINGS, "approx-optimal", *AGGREGATORS)
 #: Every loss weighting and gradient aggregator of the registry: the rows of the two-task
-#: tables (both protocols) and of the tuned ones; the city's single-rate table keeps
-#: :data:`METHODS`, the rows its committed results hold, until it is regenerated.
-EVERY_AGGREGATOR = benchmarked(AGGREGATOR, tuned=True)
-EVERY_METHOD = (*benchmarked(LOSS_WEIGHTING, tuned=True), "approx-optimal", *EVERY_AGGREGATOR)
+#: tables, both protocols; the city's single-rate table keeps :data:`METHODS`, the rows its
+#: committed results hold, until it is regenerated.
+EVERY_AGGREGATOR = benchmarked(AGGREGATOR, every=True)
+EVERY_METHOD = (*benchmarked(LOSS_WEIGHTING, every=True), "approx-optimal", *EVERY_AGGREGATOR)
 
 
 def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None = None) -> Run:

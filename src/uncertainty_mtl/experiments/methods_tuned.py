@@ -267,7 +267,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             "differences of Δm against that row's run of the same seed, its 95% Student-t "
             "interval and the verdict (better or worse only where the interval excludes 0). "
             "Update norm: the shared gradient's norm over equal's on the same batch, averaged "
-            "over the logged steps. Step cost: one training step on a random batch, timed alone "
+            "over the logged steps. Step cost: one training step on random batches, timed alone "
             "(1 thread, the methods in turns), over equal's.",
             "",
             markdown_table(headers, lines),

@@ -107,8 +107,9 @@ class Method:
             features, through torchjd).
         extra: the ``uncertainty-mtl[...]`` extra it needs, if any.
         package: the module that extra provides (checked before building).
-        benchmarked: a row of the methods benchmark (``fixed`` is the benchmark's
-            approximately optimal row, chosen by a search).
+        benchmarked: a row of the city's single-rate methods table, whose committed results
+            predate the newer methods (``fixed`` is every table's approximately optimal row,
+            chosen by a search); the two-task tables have every method.
     """
 
     name: str
@@ -283,8 +284,8 @@ _METHODS = (
     _torchjd("imtl-g", "IMTL-G, Liu et al., ICLR 2021"),
     _torchjd("aligned-mtl", "Aligned-MTL, Senushkin et al., CVPR 2023"),
     _torchjd("upgrad", "UPGrad, Quinton & Rey, 2024"),
-    # Added with the tuned protocol of the benchmark: usable everywhere, rows of its tuned tables,
-    # and of the single-rate tables once those are regenerated (benchmarked=False until then).
+    # Added with the tuned protocol of the benchmark: usable everywhere, rows of the two-task
+    # tables, and of the city's single-rate table once it is regenerated (benchmarked=False).
     Method(
         "si",
         LOSS_WEIGHTING,
@@ -369,11 +370,11 @@ def build_method(name: str, args: BuildArgs) -> Weighting:
     return m.build(args)
 
 
-def benchmarked(family: str, *, tuned: bool = False) -> tuple[str, ...]:
-    """The methods of ``family`` that are rows of the methods benchmark, ``equal`` first: under
-    the tuned protocol (``tuned``) every method of the family, under the single-rate one those
-    its committed tables hold."""
-    names = [m.name for m in _METHODS if m.family == family and (m.benchmarked or tuned)]
+def benchmarked(family: str, *, every: bool = False) -> tuple[str, ...]:
+    """The methods of ``family`` that are rows of the methods benchmark, ``equal`` first: with
+    ``every``, every method of the family (the two-task tables); otherwise the rows of the city's
+    single-rate table."""
+    names = [m.name for m in _METHODS if m.family == family and (m.benchmarked or every)]
     return tuple(sorted(names, key=lambda n: n != "equal"))
 
 

@@ -1,5 +1,5 @@
 """What a training step of the two-task study costs, method by method: the study's own step
-(:func:`~uncertainty_mtl.experiments.two_task.training.train_step`) on a random batch of its
+(:func:`~uncertainty_mtl.experiments.two_task.training.train_step`) on random batches of its
 data set's size, timed alone. The methods benchmark's figure plots this, not the seconds its
 runs took (those mix whatever else the machine did), and ``bench/bench_methods.py --part
 two-task`` prints it.
@@ -19,8 +19,9 @@ from uncertainty_mtl.experiments.two_task.training import build_training, train_
 
 __all__ = ["IMAGE_SIZE", "step_costs"]
 
-#: The side of each data set's square images, and its number of classes.
+#: The side of each data set's square images.
 IMAGE_SIZE = {"digits": 8, "fashion-mnist": 28}
+#: Both data sets' number of classes.
 CLASSES = 10
 
 
