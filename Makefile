@@ -65,7 +65,7 @@ typecheck: $(STAMP)
 ## The documentation site (MkDocs Material, API reference by mkdocstrings) into site/; a warning
 ## fails the build. `make docs-serve` serves it at http://127.0.0.1:8000 while you edit.
 docs: $(STAMP) $(RECIPES)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 docs-serve: $(STAMP) $(RECIPES)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve

@@ -142,3 +142,12 @@ def test_the_docstring_examples_run():
 
     found = doctest.testmod(uncertainty, raise_on_error=False)
     assert found.attempted >= 4 and found.failed == 0
+
+
+def test_make_docs_is_strict_and_not_quiet():
+    """``mkdocs build --strict --quiet`` exits 0 on warnings (quiet stops them being counted),
+    which let a broken anchor through once: ``make docs`` must stay strict and not quiet."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    (recipe,) = [line for line in makefile.splitlines() if "mkdocs build" in line]
+    assert "--strict" in recipe
+    assert "--quiet" not in recipe and " -q" not in recipe
