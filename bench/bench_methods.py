@@ -155,13 +155,13 @@ def two_task_steps(datasets: list[str], repeats: int) -> list[dict[str, Any]]:
             if m not in ("uncertainty", "approx-optimal")
         }
         runs["uncertainty"] = study.resolve(two_task.learned_run("likelihood"), parallel=True)
-        seconds = step_costs(runs, rounds=repeats)
+        costs = step_costs(runs, rounds=repeats)
         out.append(
             {
                 "dataset": dataset,
                 "batch": study.config.batch_size,
-                "seconds_per_step": seconds,
-                "relative_to_equal": {k: v / seconds["equal"] for k, v in seconds.items()},
+                "seconds_per_step": {k: c["step_seconds"] for k, c in costs.items()},
+                "relative_to_equal": {k: c["cost_vs_equal"] for k, c in costs.items()},
             }
         )
     return out

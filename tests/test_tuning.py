@@ -137,15 +137,30 @@ def test_weight_sum_spearman_ranks_the_loss_weightings_only():
 
 
 def test_step_costs_time_every_run_in_turns_with_the_threads_restored(monkeypatch):
+    from types import SimpleNamespace
+
     from uncertainty_mtl.experiments.two_task import cost
 
-    calls = []
-    monkeypatch.setattr(cost, "_step", lambda run: lambda: calls.append(run))
+    calls, clock = [], [0.0]
+    seconds = {"run-equal": 0.5, "run-y": 1.5}  # what one step of each takes, on a fake clock
+
+    def fake_step(run):
+        def step():
+            calls.append(run)
+            clock[0] += seconds[run]
+
+        return step
+
+    monkeypatch.setattr(cost, "_step", fake_step)
+    monkeypatch.setattr(cost, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     before = torch.get_num_threads()
-    found = cost.step_costs({"x": "run-x", "y": "run-y"}, rounds=2, per_block=3)
-    assert set(found) == {"x", "y"} and all(v >= 0 for v in found.values())
-    # warm-up 3 each, then rounds alternate: x's block, y's block, x's block, y's block
-    assert calls == ["run-x"] * 3 + ["run-y"] * 3 + (["run-x"] * 3 + ["run-y"] * 3) * 2
+    found = cost.step_costs({"equal": "run-equal", "y": "run-y"}, rounds=2, per_block=3)
+    assert found == {
+        "equal": {"step_seconds": 0.5, "cost_vs_equal": 1.0},
+        "y": {"step_seconds": 1.5, "cost_vs_equal": 3.0},
+    }
+    # warm-up 3 each, then rounds alternate: equal's block, y's block, equal's, y's
+    assert calls == ["run-equal"] * 3 + ["run-y"] * 3 + (["run-equal"] * 3 + ["run-y"] * 3) * 2
     assert torch.get_num_threads() == before
 
 

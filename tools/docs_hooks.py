@@ -83,8 +83,9 @@ def config_reference() -> str:
     top = [r for r in _rows(TrainConfig, "") if "." not in r[0]]
     if top:
         out.append(_table("Top level", top))
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        hint = typing.get_type_hints(TrainConfig)[f.name]
+        hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             cls = typing.cast(type, hint)
             title = f"`{f.name}`: {inspect.getdoc(cls) or ''}".rstrip(": ")

@@ -27,8 +27,8 @@ from uncertainty_mtl.experiments import table1, two_task
 from uncertainty_mtl.experiments.executors import Executor
 from uncertainty_mtl.experiments.methods_stats import (
     all_pairs_delta_m,
-    family,
     mean_ranks,
+    methods_figure,
     paired_cell,
     paired_rows,
     rows_diagnostics,
@@ -206,7 +206,7 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
     }
     write_json(runner.out / "methods.json", summary)
     write_text(runner.out / "methods.md", _markdown(summary))
-    _plot(runner.out / "methods.png", summary, f"{summary['preset']} preset")
+    methods_figure(runner.out / "methods.png", summary, f"{summary['preset']} preset")
     return summary
 
 
@@ -314,10 +314,8 @@ def _two_task_methods(
         if method == "approx-optimal":
             row["weights"] = weights
         rows[method] = row
-    costs = step_costs({m: runner.config(runs[m][0]) for m in methods})
-    for method, seconds in costs.items():
-        rows[method]["step_seconds"] = seconds
-        rows[method]["cost_vs_equal"] = seconds / costs["equal"]
+    for method, cost in step_costs({m: runner.config(runs[m][0]) for m in methods}).items():
+        rows[method].update(cost)
     _compare(rows, tasks)
     summary: dict[str, Any] = {
         "experiment": "methods",
@@ -336,7 +334,7 @@ def _two_task_methods(
     out = runner.out
     write_json(out / "methods.json", summary)
     write_text(out / "methods.md", _two_task_markdown(summary))
-    _plot(out / "methods.png", summary, f"two tasks, {config.dataset}")
+    methods_figure(out / "methods.png", summary, f"two tasks, {config.dataset}")
     return summary
 
 
@@ -400,24 +398,6 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             "",
             markdown_table(headers, lines),
         ]
-    )
-
-
-def _plot(path: Any, summary: Mapping[str, Any], title: str) -> None:
-    from uncertainty_mtl.reporting.plots import cost_scatter
-
-    rows = [
-        (method, family(method, row["kind"]), row["cost_vs_equal"], d["mean"], d["std"])
-        for method, row in summary["rows"].items()
-        if row["cost_vs_equal"] is not None
-        for d in [row["delta_m"]]
-    ]
-    cost_scatter(
-        path,
-        rows,
-        title=f"{title}, {len(summary['seeds'])} seed(s)",
-        xlabel="seconds per step relative to equal",
-        errors="error bars: ± std over seeds",
     )
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl.reporting.stats import paired_difference
+from uncertainty_mtl.reporting.stats import mean_interval, paired_difference
 from uncertainty_mtl.reporting.tables import summarise
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
 
@@ -30,6 +30,7 @@ __all__ = [
     "delta_m",
     "family",
     "mean_ranks",
+    "methods_figure",
     "paired_cell",
     "paired_rows",
     "rows_diagnostics",
@@ -175,3 +176,33 @@ def family(method: str, kind: str) -> str:
     if method == "uncertainty":
         return "the uncertainty weighting"
     return "gradient aggregator" if kind == "aggregator" else "loss weighting"
+
+
+def methods_figure(path: Any, summary: Mapping[str, Any], title: str) -> None:
+    """A methods table's figure: each row's Δm with the 95% t-interval over seeds beside its
+    cost of a step over ``equal``'s (measured alone where the table measured it, else the runs'
+    own seconds); rows without a cost are left out."""
+    from uncertainty_mtl.reporting.plots import cost_scatter
+
+    rows = [
+        (
+            name,
+            family(name, row["kind"]),
+            row["cost_vs_equal"],
+            d["mean"],
+            mean_interval(d["values"]),
+        )
+        for name, row in summary["rows"].items()
+        if row["cost_vs_equal"] is not None
+        for d in [row["delta_m"]]
+    ]
+    measured = "step_cost" in summary
+    cost_scatter(
+        path,
+        rows,
+        title=f"{title}, {len(summary['seeds'])} seed(s)",
+        xlabel="cost of a training step, × equal's (measured alone, 1 thread)"
+        if measured
+        else "seconds per step relative to equal (the runs' own)",
+        errors="error bars: 95% t-interval over seeds",
+    )

@@ -23,8 +23,8 @@ from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.experiments import two_task
 from uncertainty_mtl.experiments.methods_stats import (
     all_pairs_delta_m,
-    family,
     mean_ranks,
+    methods_figure,
     paired_cell,
     paired_rows,
     rows_diagnostics,
@@ -41,7 +41,6 @@ __all__ = [
     "SINGLES",
     "STEP_COST_HOW",
     "at_rate",
-    "plot_tuned",
     "spearman_note",
     "two_task_tuned",
     "weight_sum_spearman",
@@ -126,10 +125,8 @@ def two_task_tuned(
     paired_rows(table_rows)
     for name, rank in mean_ranks(table_rows, tasks, lambda t: SPECS[t].metric).items():
         table_rows[name]["mean_rank"] = rank
-    costs = step_costs({name: runner.config(finals[name][0]) for name in rows})
-    for name, seconds in costs.items():
-        table_rows[name]["step_seconds"] = seconds
-        table_rows[name]["cost_vs_equal"] = seconds / costs["equal"]
+    for name, cost in step_costs({n: runner.config(finals[n][0]) for n in rows}).items():
+        table_rows[name].update(cost)
     summary: dict[str, Any] = {
         "experiment": "methods",
         "protocol": "tuned",
@@ -163,7 +160,7 @@ def two_task_tuned(
     }
     write_json(runner.out / "methods-tuned.json", summary)
     write_text(runner.out / "methods-tuned.md", _markdown(summary))
-    plot_tuned(runner.out / "methods-tuned.png", summary)
+    methods_figure(runner.out / "methods-tuned.png", summary, f"{config.dataset}, tuned rates")
     return summary
 
 
@@ -188,31 +185,6 @@ def weight_sum_spearman(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
         return None
     rho = spearmanr([w for w, _ in pairs], [d for _, d in pairs]).statistic
     return {"rho": float(rho), "rows": len(pairs)}
-
-
-def plot_tuned(path: Any, summary: Mapping[str, Any]) -> None:
-    """Δm with its 95% interval over seeds against the measured step cost, one point a row."""
-    from uncertainty_mtl.reporting.plots import cost_scatter
-    from uncertainty_mtl.reporting.stats import mean_interval
-
-    rows = [
-        (
-            name,
-            family(name, row["kind"]),
-            row["cost_vs_equal"],
-            d["mean"],
-            mean_interval(d["values"]),
-        )
-        for name, row in summary["rows"].items()
-        for d in [row["delta_m"]]
-    ]
-    cost_scatter(
-        path,
-        rows,
-        title=f"{summary['dataset']}, tuned learning rates, {len(summary['seeds'])} seeds",
-        xlabel="cost of a training step, × equal's (measured alone, 1 thread)",
-        errors="error bars: 95% t-interval over seeds",
-    )
 
 
 def _markdown(summary: Mapping[str, Any]) -> str:

@@ -51,11 +51,12 @@ def _step(run: TwoTaskRun, batches: int = 8) -> Callable[[], None]:
 
 def step_costs(
     runs: Mapping[str, TwoTaskRun], *, rounds: int = 7, per_block: int = 5, threads: int = 1
-) -> dict[str, float]:
-    """The median seconds of one training step of each run (name -> run), with ``threads``
-    torch threads (the study's workers train with one each). The runs are timed in turns,
-    ``rounds`` blocks of ``per_block`` steps each, so that a change in the machine's speed
-    falls on all of them alike."""
+) -> dict[str, dict[str, float]]:
+    """Each run's cost (name -> run, ``equal`` among them): ``step_seconds``, the median seconds
+    of one training step with ``threads`` torch threads (the study's workers train with one
+    each), and ``cost_vs_equal``, that over ``equal``'s. The runs are timed in turns, ``rounds``
+    blocks of ``per_block`` steps each, so that a change in the machine's speed falls on all of
+    them alike."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -72,4 +73,8 @@ def step_costs(
                 blocks[name].append((time.perf_counter() - tic) / per_block)
     finally:
         torch.set_num_threads(before)
-    return {name: statistics.median(b) for name, b in blocks.items()}
+    seconds = {name: statistics.median(b) for name, b in blocks.items()}
+    return {
+        name: {"step_seconds": s, "cost_vs_equal": s / seconds["equal"]}
+        for name, s in seconds.items()
+    }
