@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RECIPES := $(VENV)/.recipes
 
-.PHONY: install run reproduce two-task fashion-mnist qm9 test test-fast lint typecheck docs docs-serve pytest bench clean-venv
+.PHONY: install run reproduce two-task city-methods fashion-mnist qm9 test test-fast lint typecheck docs docs-serve pytest bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ two-task: $(STAMP)
 	$(BIN)/umtl reproduce two-task --dataset digits --seeds 5 --out runs/two-task-digits
 	$(BIN)/umtl reproduce methods --dataset digits --seeds 5 --out runs/two-task-digits
 	$(BIN)/umtl reproduce methods --dataset digits --seeds 5 --protocol tuned --out runs/two-task-digits
+
+## The city's methods on the cpu-lite preset (the synthetic city at 32×64): every method and
+## its units test (depth ×100) at the preset's rate, 3 seeds; then the tuned protocol's SGD and
+## Adam arms, 5 seeds (each command reuses the runs of the ones before it).
+city-methods: $(STAMP)
+	$(BIN)/umtl reproduce methods --preset cpu-lite --seeds 3 --out runs/reproduce-cpu-lite
+	$(BIN)/umtl reproduce methods --preset cpu-lite --seeds 5 --protocol tuned --optimiser sgd --out runs/reproduce-cpu-lite
+	$(BIN)/umtl reproduce methods --preset cpu-lite --seeds 5 --protocol tuned --optimiser adam --out runs/reproduce-cpu-lite
 
 ## The same study on Fashion-MNIST (Debian's dataset-fashion-mnist, or --data-dir): the
 ## learning curves that chose its presets' batch and epochs on val, then the short preset's

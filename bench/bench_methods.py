@@ -1,7 +1,8 @@
 """What each method of the benchmark costs in a training step. Prints JSON; run on demand.
 
-    python bench/bench_methods.py [--part steps|tasks|two-task|all] [--configs NAME ...]
-                                  [--datasets digits fashion-mnist] [--repeats 5]
+    python bench/bench_methods.py [--part steps|tasks|two-task|city|all] [--configs NAME ...]
+                                  [--datasets digits fashion-mnist] [--presets cpu-lite cpu]
+                                  [--repeats 5]
 
 * ``steps``: one full training update (forward, the method's backward and hooks, SGD step) of a
   shipped config's network on a random batch, per ``weighting.kind``, the kinds interleaved
@@ -14,6 +15,10 @@
   method of the tuned protocol, on each data set's image size, 1 thread, the methods in turns
   (:func:`uncertainty_mtl.experiments.two_task.cost.step_costs`, what the tuned table's figure
   plots).
+* ``city``: one training step of the city's methods table per row (every method, the trainer's
+  update at the preset's SGD rate), on random batches of each scene preset's size, 1 thread, the
+  methods in turns (:func:`uncertainty_mtl.experiments.scene_cost.scene_step_costs`, what the
+  city table's figure plots).
 """
 
 from __future__ import annotations
@@ -28,12 +33,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench_train import random_batch  # the same random batch as the step benchmark
 from uncertainty_mtl.config import load_config
 from uncertainty_mtl.engine.builders import NetWithLoss, build_model, build_weighting, grad_scaler
 from uncertainty_mtl.engine.step import update
 from uncertainty_mtl.experiments import two_task
-from uncertainty_mtl.experiments.methods import AGGREGATORS, EVERY_METHOD, LOSS_WEIGHTINGS
+from uncertainty_mtl.experiments.methods import (
+    AGGREGATORS,
+    CITY_METHODS,
+    EVERY_METHOD,
+    LOSS_WEIGHTINGS,
+    method_run,
+)
+from uncertainty_mtl.experiments.scene import SceneStudy
+from uncertainty_mtl.experiments.scene_cost import random_batch, scene_step_costs
 from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.weighting import FixedWeighting, parameter_groups
 from uncertainty_mtl.weighting.aggregators import GradientAggregation
@@ -167,9 +179,33 @@ def two_task_steps(datasets: list[str], repeats: int) -> list[dict[str, Any]]:
     return out
 
 
+def city_steps(presets: list[str], repeats: int) -> list[dict[str, Any]]:
+    out = []
+    for preset in presets:
+        study = SceneStudy(preset)
+        # the approx.-optimal row's weights do not change what a step computes
+        configs = {
+            m: study.resolve(method_run(m, 0, (1.0, 1.0, 1.0)), parallel=True) for m in CITY_METHODS
+        }
+        costs = scene_step_costs(configs, rounds=repeats)
+        out.append(
+            {
+                "preset": preset,
+                "input": configs["equal"].data.synth_size,
+                "batch": configs["equal"].optim.batch_size,
+                "seconds_per_step": {k: c["step_seconds"] for k, c in costs.items()},
+                "relative_to_equal": {k: c["cost_vs_equal"] for k, c in costs.items()},
+            }
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--part", choices=["steps", "tasks", "two-task", "all"], default="all")
+    parser.add_argument(
+        "--part", choices=["steps", "tasks", "two-task", "city", "all"], default="all"
+    )
+    parser.add_argument("--presets", nargs="+", default=["cpu-lite", "cpu"])
     parser.add_argument("--datasets", nargs="+", default=["digits", "fashion-mnist"])
     parser.add_argument(
         "--configs", nargs="+", default=["cpu/three-task", "paper/tiny-cityscapes/three-task"]
@@ -188,6 +224,8 @@ def main() -> None:
         out["tasks"] = task_growth(args.repeats)
     if args.part in ("two-task", "all"):
         out["two_task"] = two_task_steps(args.datasets, args.repeats)
+    if args.part in ("city", "all"):
+        out["city"] = city_steps(args.presets, args.repeats)
     print(json.dumps(out, indent=2))
 
 

@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from uncertainty_mtl.config import load_config, shipped_configs
 from uncertainty_mtl.engine import build_model, build_weighting, train
+from uncertainty_mtl.experiments.scene_cost import random_batch
 from uncertainty_mtl.tasks.registry import SCENE_TASKS, scene_losses
 from uncertainty_mtl.weighting import parameter_groups
 
@@ -78,18 +79,6 @@ def input_size(config: Any) -> tuple[int, int]:
     if d.synthetic:
         return d.synth_size[0], d.synth_size[1]
     return 128, 256  # Tiny Cityscapes
-
-
-def random_batch(tasks: list[str], batch: int, h: int, w: int) -> tuple[torch.Tensor, dict]:
-    g = torch.Generator().manual_seed(0)
-    targets = {
-        "semantic": torch.randint(0, 19, (batch, h, w), generator=g),
-        "instance_offset": torch.randn(batch, 2, h, w, generator=g),
-        "instance_mask": torch.rand(batch, h, w, generator=g) < 0.1,
-        "inverse_depth": torch.rand(batch, h, w, generator=g) * 20,
-        "depth_mask": torch.rand(batch, h, w, generator=g) < 0.9,
-    }
-    return torch.randn(batch, 3, h, w, generator=g), targets
 
 
 def step_speed(

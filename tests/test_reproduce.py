@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from uncertainty_mtl.cli import main
+from uncertainty_mtl.errors import RunDirectoryError
 from uncertainty_mtl.experiments import ablations as ablations_module
 from uncertainty_mtl.experiments import methods as methods_module
 from uncertainty_mtl.experiments import table1
@@ -127,8 +128,12 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
         }
     ]
     methods = json.loads((out / "methods.json").read_text())
-    assert list(methods["rows"]) == list(methods_module.METHODS)
+    assert list(methods["rows"]) == list(methods_module.CITY_METHODS)
+    assert set(methods_module.EVERY_METHOD) < set(methods_module.CITY_METHODS)
+    # the step cost is measured alone, equal's is the unit
     assert methods["rows"]["equal"]["cost_vs_equal"] == 1.0
+    assert all(row["step_seconds"] > 0 for row in methods["rows"].values())
+    assert "scene_step_costs" in methods["step_cost"]["how"]
     assert methods["protocol"] == "fixed-lr" and methods["optimiser"] == "sgd"
     assert methods["rows"]["equal"]["update_norm_vs_equal"] == pytest.approx(1.0, rel=1e-5)
     assert set(methods["rows"]["equal"]["paired"]) == {"uncertainty", "approx-optimal"}
@@ -136,8 +141,10 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
     # the uncertainty weighting and the tuned baseline are Table 1's runs, not new ones
     assert methods["rows"]["uncertainty"]["runs"] == t1["rows"]["uw-three"]["runs"]
     assert methods["rows"]["approx-optimal"]["runs"] == t1["rows"]["approx-optimal"]["runs"]
+    auto = Path(methods["rows"]["uncertainty-auto"]["runs"][0]) / "config.yaml"
+    assert "init_log_var: auto" in auto.read_text()
     for method, row in methods["rows"].items():
-        assert ("depth_x100" in row) == (method in methods_module.LOSS_WEIGHTINGS), method
+        assert "depth_x100" in row, method  # every row, aggregators and fixed weights too
         assert row["peak_memory_mb"]["mean"] > 0 and row["peak_memory_kind"] == "process_rss"
         seed0 = json.loads((Path(row["runs"][0]) / "results.json").read_text())["metrics"]
         single = {
@@ -403,3 +410,77 @@ def test_halving_chooses_what_the_full_grid_chooses_on_the_smoke_preset(smoke_ou
         assert grid.timing()["runs_trained"] == 24 - 3
     assert len(done) == 24 and [r["steps"] for r in record["rungs"]] == [2]
     assert dict(zip(("semantic", "instance", "depth"), chosen, strict=True)) == search["chosen"]
+
+
+@pytest.mark.slow  # two small tuned searches on the smoke preset
+@pytest.mark.parametrize(
+    ("optimiser", "rows", "centre"),
+    [
+        ("sgd", ("equal", "uncertainty", "approx-optimal", "mgda"), 0.01),  # the preset's
+        ("adam", ("equal", "approx-optimal"), 1e-3),
+    ],
+)
+def test_the_city_tuned_arms_give_every_row_its_own_rate(
+    smoke_out, monkeypatch, optimiser, rows, centre
+):
+    from uncertainty_mtl.experiments.selection import Halving
+    from uncertainty_mtl.experiments.tuning import LrSearch
+
+    out, common = smoke_out
+    monkeypatch.setattr(methods_module, "EVERY_METHOD", rows)
+    small = LrSearch(factors=(1.0, 2.0), halving=Halving(eta=2, rungs=2), extensions=1)
+    monkeypatch.setattr(methods_module, "LrSearch", lambda: small)
+    argv = ["reproduce", "methods", "--protocol", "tuned", "--seeds", "2", *common]
+    assert main([*argv, "--optimiser", optimiser]) == 0
+    summary = json.loads((out / f"methods-tuned-{optimiser}.json").read_text())
+    assert summary["protocol"] == "tuned" and summary["optimiser"] == optimiser
+    assert summary["preset"] == "smoke" and summary["search"]["base_lr"] == centre
+    assert list(summary["rows"]) == list(rows)
+    references = ("semantic-only", "instance-only", "depth-only")
+    assert set(summary["searches"]) == {*references, *rows}
+    for name, row in summary["rows"].items():
+        search = summary["searches"][name]
+        assert row["lr"] == search["chosen"] and row["lr"] in search["grid"]
+        assert search["grid"][:2] == [centre, 2 * centre]
+        assert len(row["runs"]) == 2 and row["delta_m_all_pairs"]["n"] == 4
+        config = (Path(row["runs"][0]) / "config.yaml").read_text()
+        assert f"optimizer: {optimiser}" in config and f"lr: {row['lr']}" in config
+        # the first rung's runs were selection runs, scored on val only
+        short = list((out / "runs").glob(f"*-lr{centre:g}-steps2-*/seed0/results.json"))
+        assert short and all(json.loads(p.read_text())["split"] == "val" for p in short)
+    assert set(summary["single_task"]) == set(references)
+    if "mgda" in rows:  # the paired difference is the mean of the seeds' differences
+        mgda = summary["rows"]["mgda"]
+        equal = summary["rows"]["equal"]["delta_m"]["values"]
+        by_hand = sum(a - b for a, b in zip(mgda["delta_m"]["values"], equal, strict=True)) / 2
+        assert mgda["paired"]["equal"]["delta_m"]["mean"] == pytest.approx(by_hand)
+    assert summary["rows"]["equal"]["cost_vs_equal"] == 1.0
+    md = (out / f"methods-tuned-{optimiser}.md").read_text()
+    assert f"chose its {methods_module.OPTIMISER_NAMES[optimiser]} learning rate" in md
+    assert (out / f"methods-tuned-{optimiser}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_selection_metrics_read_the_kept_checkpoints_validation(tmp_path):
+    from uncertainty_mtl.experiments.runner import Run
+
+    class Dirs:
+        def run_dir(self, run):
+            return tmp_path
+
+    records = [
+        {"step": 2, "split": "val", "val/miou": 10.0, "val/depth_mean_error_px": 0.9},
+        {"step": 4, "loss/total": 3.0},
+        {"step": 4, "split": "val", "val/miou": 12.0, "val/depth_mean_error_px": 0.7},
+        {"step": 4, "split": "test", "test/miou": 99.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = {"training": {"best_step": 2, "selection_split": "val"}, "metrics": {"miou": 50}}
+    found = methods_module.selection_metrics(Dirs(), Run("x"), result)
+    assert found == {"miou": 10.0, "depth_mean_error_px": 0.9}  # step 2's val, not test's
+    # a selection run's result is already on the selection split
+    assert methods_module.selection_metrics(Dirs(), Run("x", selection=True), result) == {
+        "miou": 50
+    }
+    result["training"]["best_step"] = 6
+    with pytest.raises(RunDirectoryError, match="no val record at the kept step 6"):
+        methods_module.selection_metrics(Dirs(), Run("x"), result)

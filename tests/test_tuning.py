@@ -66,11 +66,22 @@ def test_no_extension_when_the_search_is_told_so():
     assert found == 0.4 and record["extensions"] == []
 
 
-def test_the_city_refuses_the_tuned_protocol_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--protocol", "tuned", "--preset", "paper", "--data", "x"], "--preset paper has none"),
+        (["--optimiser", "adam"], "--optimiser picks an arm of --protocol tuned"),
+        (["--protocol", "tuned", "--dataset", "digits", "--optimiser", "sgd"], "trains with adam"),
+        (["--dataset", "digits", "--preset", "cpu-lite"], "--preset cpu-lite: digits has"),
+    ],
+)
+def test_bad_methods_arguments_fail_in_one_line_before_anything_is_written(
+    tmp_path, capsys, argv, says
+):
     out = tmp_path / "out"
-    assert main(["reproduce", "methods", "--protocol", "tuned", "--out", str(out)]) == 2
+    assert main(["reproduce", "methods", *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--protocol tuned" in err[0] and not out.exists()
+    assert len(err) == 1 and says in err[0] and not out.exists()
 
 
 def test_the_tuned_table_on_digits_gives_every_row_its_own_rate(tmp_path, monkeypatch):
@@ -139,6 +150,7 @@ def test_weight_sum_spearman_ranks_the_loss_weightings_only():
 def test_step_costs_time_every_run_in_turns_with_the_threads_restored(monkeypatch):
     from types import SimpleNamespace
 
+    from uncertainty_mtl.engine import cost as timing
     from uncertainty_mtl.experiments.two_task import cost
 
     calls, clock = [], [0.0]
@@ -152,7 +164,7 @@ def test_step_costs_time_every_run_in_turns_with_the_threads_restored(monkeypatc
         return step
 
     monkeypatch.setattr(cost, "_step", fake_step)
-    monkeypatch.setattr(cost, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     before = torch.get_num_threads()
     found = cost.step_costs({"equal": "run-equal", "y": "run-y"}, rounds=2, per_block=3)
     assert found == {
@@ -191,3 +203,81 @@ def test_a_timed_step_is_a_real_step_on_changing_batches(method, monkeypatch):
     assert optimiser.param_groups[0]["lr"] == run.lr  # the run's own rate
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert seen[0] is seen[2] and not torch.equal(seen[0], seen[1])  # a cycle of 2 batches
+
+
+def test_table_agreement_by_hand():
+    from uncertainty_mtl.experiments.methods_stats import table_agreement
+
+    def table(**rows):
+        return {
+            "rows": {n: {"delta_m": {"mean": sum(v) / 3, "values": v}} for n, v in rows.items()}
+        }
+
+    first = table(
+        equal=[5.0, 6.0, 7.0],
+        a=[1.0, 2.0, 3.0],  # 4 below equal every seed: better
+        b=[5.5, 5.5, 8.5],  # differences +0.5, -0.5, +1.5: not separated
+        c=[9.0, 10.0, 11.0],  # worse
+    )
+    second = table(
+        equal=[5.0, 6.0, 7.0],
+        a=[6.0, 7.0, 8.0],  # worse here
+        b=[1.0, 2.0, 3.0],  # better here
+        c=[9.0, 10.0, 11.0],  # worse
+        d=[0.0, 0.0, 0.0],  # not in the first table: left out
+    )
+    found = table_agreement(first, second)
+    assert found["rows"] == ["equal", "a", "b", "c"]
+    # ranks of the means: first (equal 2, a 1, b 3, c 4), second (equal 2, a 3, b 1, c 4)
+    # d² = 0 + 4 + 4 + 0 = 8: rho = 1 - 6·8 / (4·15) = 0.2
+    assert found["spearman"] == pytest.approx(0.2)
+    assert found["verdicts_vs_equal"] == {
+        "a": ["better", "worse"],
+        "b": ["not separated", "better"],
+        "c": ["worse", "worse"],
+    }
+    assert found["same_verdict"] == 1
+    with pytest.raises(ValueError, match="3 shared rows"):
+        table_agreement(first, table(equal=[1.0, 2.0, 3.0], a=[1.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("kind", ["gradnorm", "nash-mtl", "uncertainty"])
+def test_a_timed_city_step_is_the_trainers_update_on_changing_batches(kind, monkeypatch):
+    from uncertainty_mtl.config import load_config
+    from uncertainty_mtl.experiments import scene_cost
+
+    built, seen, original, update = [], [], scene_cost.build_optimiser, scene_cost.update
+
+    def optimiser(config, model, weighting):
+        built.append((model, weighting, original(config, model, weighting)))
+        return built[-1][2]
+
+    def step(*args, **kwargs):
+        seen.append(args[5])  # the task losses
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(scene_cost, "build_optimiser", optimiser)
+    monkeypatch.setattr(scene_cost, "update", step)
+    config = load_config("smoke", [f"weighting.kind={kind}", "optim.optimizer=adam"])
+    timed = scene_cost._step(config, batches=2)
+    ((model, weighting, adam),) = built
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == config.optim.lr
+    before = [p.detach().clone() for p in [*model.parameters(), *weighting.parameters()]]
+    for _ in range(3):
+        timed()
+    after = [*model.parameters(), *weighting.parameters()]
+    assert not all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    losses = [float(sum(s.values()).detach()) for s in seen]  # batches 0, 1, 0
+    assert losses[0] != losses[1] and len(seen) == 3
+
+
+def test_random_batches_have_every_tasks_targets_in_the_pipelines_shapes():
+    from uncertainty_mtl.experiments.scene_cost import random_batch
+
+    images, targets = random_batch(["semantic", "instance", "depth"], 2, 8, 16, seed=1)
+    assert images.shape == (2, 3, 8, 16)
+    assert targets["semantic"].shape == (2, 8, 16) and targets["semantic"].max() < 19
+    assert targets["instance_offset"].shape == (2, 2, 8, 16)
+    assert targets["depth_mask"].dtype == torch.bool
+    again, _ = random_batch(["semantic"], 2, 8, 16, seed=1)
+    assert torch.equal(images, again)  # seeded

@@ -107,10 +107,11 @@ def _add_scene_study(studies: Any, name: str, text: str) -> None:
     sub.set_defaults(handler=_reproduce_scene)
     sub.add_argument(
         "--preset",
-        choices=["cpu", "paper", "smoke"],
+        choices=["cpu", "cpu-lite", "paper", "smoke"],
         default="cpu",
-        help="cpu: small encoder on the synthetic city (default); paper: the "
-        "paper's Tiny Cityscapes setting, needs --data and a GPU; smoke: seconds",
+        help="cpu: small encoder on the synthetic city (default); cpu-lite: the same at 32×64, "
+        "about a third of the cost; paper: the paper's Tiny Cityscapes setting, needs --data "
+        "and a GPU; smoke: seconds",
     )
     sub.add_argument(
         "--data",
@@ -134,8 +135,15 @@ def _add_scene_study(studies: Any, name: str, text: str) -> None:
             default="fixed-lr",
             help="fixed-lr: every row at the preset's learning rate (default; it ranks step "
             "sizes as much as methods); tuned: every row, the single-task references included, "
-            "first chooses its rate on the selection split by the same search (digits and "
-            "fashion-mnist so far; use --seeds 5)",
+            "first chooses its rate on the selection split by the same search (use --seeds 5; "
+            "on the city --preset cpu-lite fits a 2-core machine)",
+        )
+        sub.add_argument(
+            "--optimiser",
+            choices=["sgd", "adam"],
+            default=None,
+            help="the tuned protocol's arm on the city: sgd (default, the preset's) or adam "
+            "(grid centred on 1e-3); the two-task study trains with adam only",
         )
     if name != "appendix-b":
         sub.add_argument("--seeds", type=_positive_int, default=1)
@@ -394,20 +402,25 @@ def _data_show(args: argparse.Namespace) -> int:
 
 
 def _reproduce_scene(args: argparse.Namespace) -> int:
+    from uncertainty_mtl.errors import ConfigError
     from uncertainty_mtl.experiments import ablations, appendix_b, figure2, methods, table1, units
     from uncertainty_mtl.experiments.runner import Runner
-    from uncertainty_mtl.experiments.scene import SceneStudy
+    from uncertainty_mtl.experiments.scene import PRESETS, SceneStudy
 
     if args.study == "methods" and args.dataset != "city":
         return _reproduce_two_task_methods(args)
-    if getattr(args, "protocol", "fixed-lr") == "tuned":
-        from uncertainty_mtl.errors import ConfigError
-
-        raise ConfigError(
-            "--protocol tuned: built for --dataset digits and fashion-mnist so far; the city's "
-            "tuned table is not built yet (use --protocol fixed-lr)"
-        )
     seeds = getattr(args, "seeds", 1)
+    tuned = getattr(args, "protocol", "fixed-lr") == "tuned"
+    optimiser = getattr(args, "optimiser", None) or "sgd"
+    if getattr(args, "optimiser", None) and not tuned:
+        raise ConfigError(
+            "--optimiser picks an arm of --protocol tuned; fixed-lr uses the preset's"
+        )
+    if tuned and PRESETS[args.preset].select_split is None:
+        raise ConfigError(
+            f"--protocol tuned needs a preset whose runs validate on a selection split; "
+            f"--preset {args.preset} has none (use cpu, cpu-lite or smoke)"
+        )
     # study -> (its reproduction, given the runner; the markdown file it writes)
     studies: dict[str, tuple[Callable[[Runner[SceneStudy]], dict[str, Any]], str]] = {
         "table1": (lambda r: table1.reproduce_table1(r, seeds=seeds, only=args.only), "table1"),
@@ -417,6 +430,11 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
         "ablations": (lambda r: ablations.reproduce_ablations(r, seeds=seeds), "ablations"),
         "methods": (lambda r: methods.reproduce_methods(r, seeds=seeds), "methods"),
     }
+    if tuned:
+        studies["methods"] = (
+            lambda r: methods.reproduce_methods_tuned(r, seeds=seeds, optimiser=optimiser),
+            f"methods-tuned-{optimiser}",
+        )
     reproduce, name = studies[args.study]
     workers = args.workers or (1 if args.preset == "paper" else os.cpu_count() or 1)
     out = args.out or f"runs/reproduce-{args.preset}"

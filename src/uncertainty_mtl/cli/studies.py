@@ -112,6 +112,8 @@ def _reproduce_two_task_methods(args: argparse.Namespace) -> int:
     for flag, value in (("--data", args.data), ("--set", args.overrides)):
         if value:
             raise ConfigError(f"{flag} is for the scene study; --dataset {args.dataset} has none")
+    if args.optimiser == "sgd":
+        raise ConfigError(f"--optimiser sgd: --dataset {args.dataset}'s study trains with adam")
     if args.preset == "paper":
         raise ConfigError(
             f"--preset paper is the scene study's; --dataset {args.dataset} takes cpu (its own "

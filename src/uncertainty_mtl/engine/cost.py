@@ -4,14 +4,15 @@ the trainer over its sessions, up to each checkpoint)."""
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["Phases", "peak_memory", "reset_peak_memory"]
+__all__ = ["Phases", "peak_memory", "reset_peak_memory", "time_in_turns"]
 
 
 class Phases:
@@ -72,3 +73,40 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 2**20 if sys.platform == "darwin" else 2**10  # bytes on macOS, KiB elsewhere
     return {"peak_memory_mb": rss / scale, "peak_memory_kind": "process_rss_lifetime"}
+
+
+def time_in_turns(
+    builds: Mapping[str, Callable[[], Callable[[], None]]],
+    *,
+    rounds: int = 7,
+    per_block: int = 5,
+    threads: int = 1,
+    warmup: int = 3,
+) -> dict[str, dict[str, float]]:
+    """What a step of each method costs (name -> a function that builds its step, ``equal``
+    among them; built with ``threads`` torch threads, as it is timed): ``step_seconds``, the
+    median seconds of one step with ``threads`` threads (a study's workers train with one
+    each), and ``cost_vs_equal``, that over ``equal``'s. The steps run in turns, ``rounds``
+    blocks of ``per_block`` steps each after ``warmup`` steps, so that a change in the machine's
+    speed falls on every method alike. The caller's thread count is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        steps = {name: build() for name, build in builds.items()}
+        for step in steps.values():  # allocations, first-call costs
+            for _ in range(warmup):
+                step()
+        blocks: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(rounds):
+            for name, step in steps.items():
+                tic = time.perf_counter()
+                for _ in range(per_block):
+                    step()
+                blocks[name].append((time.perf_counter() - tic) / per_block)
+    finally:
+        torch.set_num_threads(before)
+    seconds = {name: statistics.median(b) for name, b in blocks.items()}
+    return {
+        name: {"step_seconds": s, "cost_vs_equal": s / seconds["equal"]}
+        for name, s in seconds.items()
+    }

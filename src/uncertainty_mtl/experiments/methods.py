@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl._io import write_json, write_text
-from uncertainty_mtl.errors import ConfigError
+from uncertainty_mtl._io import read_jsonl, write_json, write_text
+from uncertainty_mtl.errors import ConfigError, RunDirectoryError
 from uncertainty_mtl.experiments import table1, two_task
 from uncertainty_mtl.experiments.executors import Executor
 from uncertainty_mtl.experiments.methods_stats import (
@@ -36,13 +36,17 @@ from uncertainty_mtl.experiments.methods_stats import (
 )
 from uncertainty_mtl.experiments.methods_stats import delta_m as task_delta_m
 from uncertainty_mtl.experiments.methods_tuned import (
+    OPTIMISER_NAMES,
     STEP_COST_HOW,
+    Benchmark,
     spearman_note,
+    tuned_table,
     two_task_tuned,
     weight_sum_spearman,
 )
 from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, mean_metrics
+from uncertainty_mtl.experiments.scene_cost import scene_step_costs
 from uncertainty_mtl.experiments.tuning import LrSearch
 from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.experiments.units import SCALE, in_units
@@ -52,28 +56,42 @@ from uncertainty_mtl.tasks.registry import TASKS as SPECS
 from uncertainty_mtl.weighting.registry import AGGREGATOR, LOSS_WEIGHTING, benchmarked
 
 __all__ = [
+    "AUTO",
+    "CITY_METHODS",
     "EVERY_METHOD",
     "LOSS_WEIGHTINGS",
     "METHODS",
     "PROTOCOLS",
     "delta_m",
     "reproduce_methods",
+    "reproduce_methods_tuned",
     "reproduce_two_task_methods",
 ]
 
 #: ``fixed-lr``: every row at the preset's learning rate (the paper's way); ``tuned``: every row
 #: chooses its own on the selection split first.
 PROTOCOLS = ("fixed-lr", "tuned")
-#: The rows, from the registry of methods: its loss weightings (``equal`` first), the tuned fixed
-#: weights, its gradient aggregators.
+#: How the city's step cost is measured (written into its JSON; its figure plots it).
+SCENE_STEP_COST_HOW = (
+    "median seconds of one training step (the trainer's update at the run's own optimiser "
+    "and rate) on random batches of the preset's size, alone, 1 thread, the methods in turns "
+    "(experiments.scene_cost.scene_step_costs)"
+)
+#: The registry's first methods: its original loss weightings (``equal`` first), the tuned
+#: fixed weights, its original gradient aggregators (the rows of the city's revision-2 table at
+#: the cpu preset; ``bench/bench_methods.py`` times them on every shipped config).
 LOSS_WEIGHTINGS = benchmarked(LOSS_WEIGHTING)
 AGGREGATORS = benchmarked(AGGREGATOR)
 METHODS = (*LOSS_WEIGHTINGS, "approx-optimal", *AGGREGATORS)
-#: Every loss weighting and gradient aggregator of the registry: the rows of the two-task
-#: tables, both protocols; the city's single-rate table keeps :data:`METHODS`, the rows its
-#: committed results hold, until it is regenerated.
+#: Every loss weighting and gradient aggregator of the registry: the rows of every methods
+#: table.
 EVERY_AGGREGATOR = benchmarked(AGGREGATOR, every=True)
 EVERY_METHOD = (*benchmarked(LOSS_WEIGHTING, every=True), "approx-optimal", *EVERY_AGGREGATOR)
+#: The uncertainty weighting with each ``s`` started at its closed-form optimum for the first
+#: batch's losses (``init_log_var="auto"``): a row of the city's tables, for the units test.
+AUTO = "uncertainty-auto"
+#: The city's rows: every method, and :data:`AUTO` beside the uncertainty weighting.
+CITY_METHODS = (*EVERY_METHOD[:2], AUTO, *EVERY_METHOD[2:])
 
 
 def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None = None) -> Run:
@@ -81,6 +99,10 @@ def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None
     Table 1's rows (the same runs)."""
     if method == "uncertainty":
         return table1.row_run("uw-three", seed)
+    if method == AUTO:
+        return table1.row_run("uw-three", seed).with_patch(
+            "uw-three-auto", **{"weighting.init_log_var": "auto"}
+        )
     if method == "approx-optimal":
         return table1.row_run("approx-optimal", seed, chosen)
     return Run(f"method-{method}", {"tasks": list(TASKS), "weighting.kind": method}, seed)
@@ -111,16 +133,6 @@ def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _relative_costs(rows: Mapping[str, dict[str, Any]]) -> None:
-    """Each row's seconds per step over ``equal``'s (``None`` where either is missing)."""
-    equal = rows["equal"]["seconds_per_step"]
-    for row in rows.values():
-        mine = row["seconds_per_step"]
-        row["cost_vs_equal"] = (
-            None if mine is None or equal is None else mine["mean"] / equal["mean"]
-        )
-
-
 def _compare(rows: dict[str, dict[str, Any]], tasks: Sequence[str]) -> None:
     """The paired Δm differences against the baselines, and each row's mean rank over tasks."""
     paired_rows(rows)
@@ -138,9 +150,7 @@ _PAIRED_NOTE = (
 
 
 def _cost_cell(row: Mapping[str, Any]) -> str:
-    if row["cost_vs_equal"] is None:
-        return "–"
-    return f"{row['seconds_per_step']['mean']:.3f} ({row['cost_vs_equal']:.2f}×)"
+    return f"{row['seconds_per_step']['mean']:.3f} / {row['cost_vs_equal']:.2f}×"
 
 
 def _memory_note(kind: str | None) -> str:
@@ -156,8 +166,8 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
     """Trains what is missing; writes ``methods.md``, ``methods.json`` and ``methods.png``."""
     chosen, _, _ = table1.approx_optimal(runner)
     singles = {t: [table1.row_run(f"{t}-only", s) for s in range(seeds)] for t in TASKS}
-    runs = {m: [method_run(m, s, chosen) for s in range(seeds)] for m in METHODS}
-    scaled = {m: [in_units(r) for r in runs[m]] for m in LOSS_WEIGHTINGS}
+    runs = {m: [method_run(m, s, chosen) for s in range(seeds)] for m in CITY_METHODS}
+    scaled = {m: [in_units(r) for r in runs[m]] for m in CITY_METHODS}
     done = runner.results(
         [
             *(r for rs in singles.values() for r in rs),
@@ -169,10 +179,10 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
     single = {t: {SPECS[t].metric: single_means[t][SPECS[t].metric]["mean"]} for t in TASKS}
     references = seed_references(done, singles, TASKS)
     rows: dict[str, Any] = {}
-    for method in METHODS:
+    for method in CITY_METHODS:
         results = [done[r] for r in runs[method]]
         row: dict[str, Any] = {
-            "kind": "aggregator" if method in AGGREGATORS else "loss weighting",
+            "kind": "aggregator" if method in EVERY_AGGREGATOR else "loss weighting",
             "lr": runner.study.resolve(runs[method][0]).optim.lr,
             "metrics": mean_metrics(results),
             "delta_m": summarise([delta_m(r["metrics"], single) for r in results]),
@@ -190,7 +200,10 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
                 "delta_m": summarise([delta_m(r["metrics"], single) for r in units]),
             }
         rows[method] = row
-    _relative_costs(rows)
+    for method, cost in scene_step_costs(
+        {m: runner.config(runs[m][0]) for m in CITY_METHODS}
+    ).items():
+        rows[method].update(cost)
     _compare(rows, TASKS)
     summary: dict[str, Any] = {
         "experiment": "methods",
@@ -202,12 +215,113 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
         "single_task": single_means,
         "rows": rows,
         "units_factor": SCALE,
+        "step_cost": {"how": SCENE_STEP_COST_HOW},
+        "weight_sum_spearman": weight_sum_spearman(rows),
         **runner.timing(),
     }
     write_json(runner.out / "methods.json", summary)
     write_text(runner.out / "methods.md", _markdown(summary))
     methods_figure(runner.out / "methods.png", summary, f"{summary['preset']} preset")
     return summary
+
+
+#: The tuned protocol's arms on the city: optimiser -> (a run's name suffix, its patch, the
+#: grid's centre; ``None``: the preset's rate).
+ARMS: dict[str, tuple[str, dict[str, Any], float | None]] = {
+    "sgd": ("", {}, None),
+    "adam": ("-adam", {"optim.optimizer": "adam"}, 1e-3),  # the units study's Adam rate
+}
+#: The city's metric columns in the tuned tables.
+CITY_COLUMNS = (
+    ("IoU [%] ↑", "miou", 1),
+    ("instance err. [px] ↓", "instance_mean_error_px", 2),
+    ("inv. depth err. [px] ↓", "depth_mean_error_px", 3),
+    ("instance AP [%] ↑", "instance_ap", 1),
+)
+
+
+def city_at_rate(run: Run, lr: float, steps: int | None) -> Run:
+    """``run`` at learning rate ``lr``; with ``steps``, a shorter selection run (a search's
+    first rung: trained on the selection split's training data, scored on it)."""
+    name = f"{run.name}-lr{lr:g}"
+    if steps is None:
+        return run.with_patch(name, **{"optim.lr": lr})
+    patch = {**run.patch, "optim.lr": lr, "optim.steps": steps}
+    return Run(f"{name}-steps{steps}", patch, run.seed, selection=True)
+
+
+def selection_metrics(runner: Runner[SceneStudy], run: Run, result: Mapping[str, Any]) -> Any:
+    """A finished run's metrics on the selection split: a selection run's result, or a full
+    run's validation at the checkpoint it kept (from its ``metrics.jsonl``)."""
+    if run.selection:
+        return result["metrics"]
+    best, split = result["training"]["best_step"], result["training"]["selection_split"]
+    path = runner.run_dir(run) / "metrics.jsonl"
+    found = [r for r in read_jsonl(path) if r.get("split") == split and r.get("step") == best]
+    if not found:
+        raise RunDirectoryError(f"{path}: no {split} record at the kept step {best}")
+    prefix = f"{split}/"
+    return {k.removeprefix(prefix): v for k, v in found[-1].items() if k.startswith(prefix)}
+
+
+def reproduce_methods_tuned(
+    runner: Runner[SceneStudy],
+    *,
+    seeds: int = 5,
+    optimiser: str = "sgd",
+    search: LrSearch | None = None,
+) -> dict[str, Any]:
+    """The city's methods under the tuned protocol, one arm (``optimiser``): every method of
+    :data:`EVERY_METHOD` and the three single-task references tune their rate on the
+    selection split (:func:`~uncertainty_mtl.experiments.methods_tuned.tuned_table`), then
+    train ``seeds`` seeds; writes ``methods-tuned-<optimiser>.json``, ``.md`` and ``.png``.
+    The approx.-optimal row keeps Table 1's weights (chosen with their sum at the preset's SGD
+    rate)."""
+    if optimiser not in ARMS:
+        raise ConfigError(f"--optimiser must be one of {list(ARMS)}, got {optimiser!r}")
+    spec = runner.study.spec
+    if spec.select_split is None:
+        raise ConfigError(
+            f"--protocol tuned needs a preset whose runs validate on a selection split; "
+            f"--preset {runner.study.preset} has none (use cpu, cpu-lite or smoke)"
+        )
+    start = time.perf_counter()
+    chosen, _, _ = table1.approx_optimal(runner)
+    suffix, patch, centre = ARMS[optimiser]
+
+    def arm(run: Run) -> Run:
+        return run.with_patch(run.name + suffix, **patch) if patch else run
+
+    rows = {m: arm(method_run(m, 0, chosen)) for m in EVERY_METHOD}
+    config = runner.config(rows["equal"])
+    bench = Benchmark(
+        title=f"{runner.study.preset} preset, 3 tasks, {OPTIMISER_NAMES[optimiser]}",
+        optimiser=optimiser,
+        tasks=tuple(TASKS),
+        base_lr=config.optim.lr if centre is None else centre,
+        length=config.optim.steps,
+        singles={f"{t}-only": (arm(table1.row_run(f"{t}-only", 0)), t) for t in TASKS},
+        at_rate=city_at_rate,
+        selection_metrics=lambda run, result: selection_metrics(runner, run, result),
+        summaries=mean_metrics,
+        costs=lambda runs: scene_step_costs({n: runner.config(r) for n, r in runs.items()}),
+        columns=CITY_COLUMNS,
+        extra={"preset": runner.study.preset},
+        reference_note="Table 1's weights ("
+        + ", ".join(f"{t} {w:g}" for t, w in zip(TASKS, chosen, strict=True))
+        + ": direction and sum chosen on the selection split at the preset's SGD rate)",
+        splits=(spec.select_split, spec.report_split),
+    )
+    return tuned_table(
+        bench,
+        runner,
+        rows,
+        seeds=seeds,
+        search=search or LrSearch(),
+        start=start,
+        aggregators=EVERY_AGGREGATOR,
+        name=f"methods-tuned-{optimiser}",
+    )
 
 
 def _two_task_run(method: str, seed: int, chosen: float | None) -> Run:
@@ -348,7 +462,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
         "Δm [%] ↓",
         "Δm − equal, paired [95% CI]",
         "mean rank",
-        "s / step (× equal)",
+        "s / step, runs' own / step cost (× equal)",
         "peak memory [MB]",
         "depth ×100: IoU / depth err. / Δm",
     ]
@@ -388,13 +502,12 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             f"Reported split: {summary['report_split']}; mean ± std over "
             f"{len(summary['seeds'])} seed(s). Δm against the single-task models of Table 1 "
             f"(lower is better). {_PAIRED_NOTE} Seconds per step: each run's training time "
-            "over its steps, which compares methods only where their runs trained under the "
-            "same load (runs trained in other invocations, beside other work or on another "
-            "machine are not "
-            "comparable; `bench/bench_methods.py` measures the cost of a step alone); "
-            f"{memory_note}. The last "
-            "column repeats each loss weighting with the depth labels ×100 (metrics in pixels); "
-            "aggregators are not repeated.",
+            "over its steps (it mixes whatever else the machine did); step cost: one training "
+            "step on random batches of the preset's size, timed alone (1 thread, the methods "
+            f"in turns), over equal's; {memory_note}. The last column repeats every row with "
+            "the depth labels ×100 (metrics in pixels; the fixed weights keep the ones chosen "
+            "in pixels). uncertainty-auto: the uncertainty weighting with each s started at "
+            "its optimum for the first batch's losses (`init_log_var: auto`).",
             "",
             markdown_table(headers, lines),
         ]

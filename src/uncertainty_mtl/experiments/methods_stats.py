@@ -9,7 +9,8 @@ direction from its step size.
 * :func:`mean_ranks`: each row's rank per task (1 = best), averaged over the tasks;
 * :func:`run_diagnostics`: from a run's ``metrics.jsonl``, its effective task weights (final and
   averaged over the logged steps) and the norm of its shared update over ``equal``'s on the same
-  batch.
+  batch;
+* :func:`table_agreement`: how two methods tables (two presets) agree on the rows they share.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "rows_diagnostics",
     "run_diagnostics",
     "seed_references",
+    "table_agreement",
 ]
 
 #: The rows every method is compared with, seed by seed.
@@ -206,3 +208,37 @@ def methods_figure(path: Any, summary: Mapping[str, Any], title: str) -> None:
         else "seconds per step relative to equal (the runs' own)",
         errors="error bars: 95% t-interval over seeds",
     )
+
+
+def table_agreement(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    """How two methods tables (their JSON: two presets, or two protocols) agree on the rows they
+    share: Spearman's correlation of the rows' mean Δm (with its p-value), and each row's
+    verdict against ``equal`` (the paired 95% interval over its seeds) in both tables."""
+    from scipy.stats import spearmanr
+
+    names = [n for n in first["rows"] if n in second["rows"]]
+    if len(names) < 3 or "equal" not in names:
+        raise ValueError(f"table_agreement needs 3 shared rows and equal among them, got {names}")
+
+    def against_equal(table: Mapping[str, Any], name: str) -> str:
+        rows = table["rows"]
+        found = paired_difference(
+            rows[name]["delta_m"]["values"],
+            rows["equal"]["delta_m"]["values"],
+            higher_is_better=False,
+        )
+        return str(found["verdict"])
+
+    found = spearmanr(
+        [first["rows"][n]["delta_m"]["mean"] for n in names],
+        [second["rows"][n]["delta_m"]["mean"] for n in names],
+    )
+    verdicts = {n: [against_equal(first, n), against_equal(second, n)] for n in names}
+    del verdicts["equal"]
+    return {
+        "rows": names,
+        "spearman": float(found.statistic),
+        "p_value": float(found.pvalue),
+        "verdicts_vs_equal": verdicts,
+        "same_verdict": sum(a == b for a, b in verdicts.values()),
+    }

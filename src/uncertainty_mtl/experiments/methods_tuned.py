@@ -1,22 +1,24 @@
-"""The methods benchmark under the tuned protocol, on the two-task study (``umtl reproduce methods
---dataset digits|fashion-mnist --protocol tuned``).
+"""The methods benchmark under the tuned protocol (``umtl reproduce methods --protocol tuned``),
+for every benchmark alike (:class:`Benchmark`: the scene's three tasks under SGD or Adam, the
+two-task study).
 
-Every row gets the same search (:mod:`~uncertainty_mtl.experiments.tuning`) on the validation
-split (short runs with seed 0, full-length ones on the mean of seeds 0 and 1): the two single-task
-references, ``equal``, the uncertainty weighting, the
-approx.-optimal fixed weights and every other method. Then every row trains ``seeds`` seeds at its
-chosen rate, reported on the test split, with Δm against the tuned single-task references. The
-study's optimiser is Adam (the reproduction report's), nearly blind to a common scale of the
-weights: the search is over the rate alone. The approx.-optimal row keeps the direction the study's
-own weight sweep chose at the preset's rate, and then gets the same rate search: it is the only
-row tuned twice (said in the table's note).
+Every row gets the same search (:mod:`~uncertainty_mtl.experiments.tuning`) on the selection
+split (short runs with seed 0, full-length ones on the mean of seeds 0 and 1): the single-task
+references, ``equal``, the uncertainty weighting, the approx.-optimal fixed weights and every
+other method. Then every row trains ``seeds`` seeds at its chosen rate, reported on the report
+split, with Δm against the tuned single-task references. Under SGD a common scale of the weights
+is a step size, so the rate search is also a search of the fixed weights' scale; Adam is nearly
+blind to that scale. The approx.-optimal row keeps the weights the benchmark's own sweep chose at
+the preset's rate, and then gets the same rate search: it is the only row tuned twice (said in
+the table's note).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from uncertainty_mtl._io import write_json, write_text
@@ -37,11 +39,20 @@ from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
 
+#: How the tables name the optimisers.
+OPTIMISER_NAMES = {"sgd": "SGD", "adam": "Adam"}
+#: A benchmark's metric column: header, metric key, decimals.
+Column = tuple[str, str, int]
+
 __all__ = [
+    "OPTIMISER_NAMES",
     "SINGLES",
     "STEP_COST_HOW",
+    "Benchmark",
     "at_rate",
     "spearman_note",
+    "tuned_markdown",
+    "tuned_table",
     "two_task_tuned",
     "weight_sum_spearman",
 ]
@@ -63,44 +74,86 @@ def at_rate(run: Run, lr: float, epochs: int | None = None) -> Run:
     return run.with_patch(name, **patch)
 
 
-def two_task_tuned(
-    config: two_task.StudyConfig,
-    runner: Runner[two_task.TwoTaskStudy],
+@dataclass(frozen=True)
+class Benchmark:
+    """What the tuned protocol needs of a benchmark.
+
+    Attributes:
+        title: the table's heading, after "Methods, tuned protocol: ".
+        optimiser: ``"sgd"`` or ``"adam"`` (written into the JSON).
+        tasks: the tasks of the multi-task rows.
+        base_lr: the grid's centre.
+        length: a full run's steps (or epochs).
+        singles: reference name -> (its run at seed 0, the task it trains).
+        at_rate: ``at_rate(run, lr, length)``: the run at that rate, ``length`` shorter than a
+            full run (a first rung's selection run) or ``None``.
+        selection_metrics: the selection split's metrics of a finished run (its result).
+        summaries: the report split's metrics over seeds' results (mean, std, values).
+        costs: each row's step cost, given its run at seed 0 (name -> run).
+        columns: the table's metric columns.
+        extra: keys of the JSON's top level that name the benchmark (``dataset``, ``preset``).
+        reference_note: the table's sentence on what the approx.-optimal row's weights are.
+        splits: the selection split and the report split.
+    """
+
+    title: str
+    optimiser: str
+    tasks: tuple[str, ...]
+    base_lr: float
+    length: int
+    singles: Mapping[str, tuple[Run, str]]
+    at_rate: Callable[[Run, float, int | None], Run]
+    selection_metrics: Callable[[Run, Mapping[str, Any]], Mapping[str, Any]]
+    summaries: Callable[[Sequence[Mapping[str, Any]]], dict[str, Any]]
+    costs: Callable[[Mapping[str, Run]], dict[str, dict[str, float]]]
+    columns: tuple[Column, ...]
+    extra: Mapping[str, Any]
+    reference_note: str
+    splits: tuple[str, str] = ("val", "test")
+
+
+def tuned_table(
+    bench: Benchmark,
+    runner: Runner[Any],
     rows: Mapping[str, Run],
     *,
     seeds: int,
     search: LrSearch,
     start: float,
     aggregators: Sequence[str],
+    name: str = "methods-tuned",
 ) -> dict[str, Any]:
-    """Tunes every row of ``rows`` (name -> its run at seed 0; the single-task references as
-    :data:`SINGLES` names), trains ``seeds`` seeds of each at its rate, and writes
-    ``methods-tuned.json``, ``methods-tuned.md`` into the runner's directory."""
-    tasks = two_task.TASKS
+    """Tunes every row of ``rows`` (name -> its run at seed 0) and the benchmark's single-task
+    references, trains ``seeds`` seeds of each at its rate, and writes ``<name>.json``,
+    ``<name>.md`` and ``<name>.png`` into the runner's directory."""
+    tasks = bench.tasks
     trained: dict[Run, dict[str, Any]] = {}
     searches: dict[str, Any] = {}
     chosen: dict[str, float] = {}
-    every = {**{n: two_task.fixed_run(w, 0) for n, w in SINGLES.items()}, **rows}
-    for name, base in every.items():
-        scored = [n.removesuffix("-only") for n in SINGLES if n == name] or list(tasks)
+    every = {**{n: run for n, (run, _) in bench.singles.items()}, **rows}
+    for row, base in every.items():
+        scored = [bench.singles[row][1]] if row in bench.singles else list(tasks)
 
-        def train(rates: Sequence[float], epochs: int, base: Run = base) -> dict[float, Any]:
-            short = None if epochs == config.epochs else epochs
-            seeded = [Run(base.name, base.patch, s) for s in search.seeds(epochs, config.epochs)]
-            runs = {lr: [at_rate(b, lr, short) for b in seeded] for lr in rates}
+        def train(rates: Sequence[float], length: int, base: Run = base) -> dict[float, Any]:
+            short = None if length == bench.length else length
+            seeded = [Run(base.name, base.patch, s) for s in search.seeds(length, bench.length)]
+            runs = {lr: [bench.at_rate(b, lr, short) for b in seeded] for lr in rates}
             trained.update(runner.results([r for rs in runs.values() for r in rs]))
-            return {lr: _mean_val([trained[r] for r in rs]) for lr, rs in runs.items()}
+            return {
+                lr: _mean([bench.selection_metrics(r, trained[r]) for r in rs])
+                for lr, rs in runs.items()
+            }
 
-        chosen[name], searches[name] = tune_lr(
-            config.lr, train, scored, steps=config.epochs, search=search
+        chosen[row], searches[row] = tune_lr(
+            bench.base_lr, train, scored, steps=bench.length, search=search
         )
     # the first seeds' runs are the search's full-length runs at the chosen rate: trained once
     finals = {
-        name: [at_rate(Run(base.name, base.patch, s), chosen[name]) for s in range(seeds)]
-        for name, base in every.items()
+        row: [bench.at_rate(Run(base.name, base.patch, s), chosen[row], None) for s in range(seeds)]
+        for row, base in every.items()
     }
     done = runner.results([r for runs in finals.values() for r in runs])
-    singles = {n.removesuffix("-only"): finals[n] for n in SINGLES}
+    singles = {task: finals[n] for n, (_, task) in bench.singles.items()}
     references = seed_references(done, singles, tasks)
     single = {
         t: {SPECS[t].metric: math.fsum(r[t][SPECS[t].metric] for r in references) / seeds}
@@ -111,29 +164,30 @@ def two_task_tuned(
         return task_delta_m(metrics, base, tasks)
 
     table_rows: dict[str, Any] = {}
-    for name in rows:
-        results = [done[r] for r in finals[name]]
-        table_rows[name] = {
-            "kind": "aggregator" if name in aggregators else "loss weighting",
-            "lr": chosen[name],
-            "metrics": two_task.split_summaries(results, "test"),
+    for row in rows:
+        results = [done[r] for r in finals[row]]
+        table_rows[row] = {
+            "kind": "aggregator" if row in aggregators else "loss weighting",
+            "lr": chosen[row],
+            "metrics": bench.summaries(results),
             "delta_m": summarise([delta_m(r["metrics"], single) for r in results]),
             "delta_m_all_pairs": all_pairs_delta_m(results, references, delta_m),
-            **rows_diagnostics([runner.run_dir(r) for r in finals[name]], tasks),
-            "runs": [str(runner.run_dir(r)) for r in finals[name]],
+            **rows_diagnostics([runner.run_dir(r) for r in finals[row]], tasks),
+            "runs": [str(runner.run_dir(r)) for r in finals[row]],
         }
     paired_rows(table_rows)
-    for name, rank in mean_ranks(table_rows, tasks, lambda t: SPECS[t].metric).items():
-        table_rows[name]["mean_rank"] = rank
-    for name, cost in step_costs({n: runner.config(finals[n][0]) for n in rows}).items():
-        table_rows[name].update(cost)
+    for row, rank in mean_ranks(table_rows, tasks, lambda t: SPECS[t].metric).items():
+        table_rows[row]["mean_rank"] = rank
+    for row, cost in bench.costs({n: finals[n][0] for n in rows}).items():
+        table_rows[row].update(cost)
     summary: dict[str, Any] = {
         "experiment": "methods",
         "protocol": "tuned",
-        "optimiser": "adam",
-        "dataset": config.dataset,
-        "report_split": "test",
-        "selection_split": "val",
+        "optimiser": bench.optimiser,
+        **bench.extra,
+        "title": bench.title,
+        "report_split": bench.splits[1],
+        "selection_split": bench.splits[0],
         "seeds": list(range(seeds)),
         "search": {
             "factors": list(search.factors),
@@ -141,33 +195,75 @@ def two_task_tuned(
             "rungs": search.halving.rungs,
             "extensions": search.extensions,
             "full_seeds": search.full_seeds,
-            "base_lr": config.lr,
-            "epochs": config.epochs,
+            "base_lr": bench.base_lr,
+            "length": bench.length,
         },
         "single_task": {
-            n: {
-                "lr": chosen[n],
-                "metrics": two_task.split_summaries([done[r] for r in finals[n]], "test"),
-            }
-            for n in SINGLES
+            n: {"lr": chosen[n], "metrics": bench.summaries([done[r] for r in finals[n]])}
+            for n in bench.singles
         },
         "rows": table_rows,
+        "columns": [list(c) for c in bench.columns],
+        "reference_note": bench.reference_note,
         "step_cost": {"how": STEP_COST_HOW},
         "weight_sum_spearman": weight_sum_spearman(table_rows),
         "searches": searches,
         **runner.timing(),
         "wall_time_s": time.perf_counter() - start,
     }
-    write_json(runner.out / "methods-tuned.json", summary)
-    write_text(runner.out / "methods-tuned.md", _markdown(summary))
-    methods_figure(runner.out / "methods-tuned.png", summary, f"{config.dataset}, tuned rates")
+    write_json(runner.out / f"{name}.json", summary)
+    write_text(runner.out / f"{name}.md", tuned_markdown(summary))
+    methods_figure(runner.out / f"{name}.png", summary, f"{bench.title}, tuned rates")
     return summary
 
 
-def _mean_val(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """The mean over runs of each selection (val) metric."""
-    keys = results[0]["final"]["val"]
-    return {k: math.fsum(r["final"]["val"][k] for r in results) / len(results) for k in keys}
+def two_task_tuned(
+    config: two_task.StudyConfig,
+    runner: Runner[two_task.TwoTaskStudy],
+    rows: Mapping[str, Run],
+    *,
+    seeds: int,
+    search: LrSearch,
+    start: float,
+    aggregators: Sequence[str],
+) -> dict[str, Any]:
+    """:func:`tuned_table` on the two-task study (Adam, epochs; the references are its
+    single-task rows): ``methods-tuned.json``, ``.md``, ``.png``."""
+    tasks = two_task.TASKS
+
+    def at_epochs(run: Run, lr: float, epochs: int | None) -> Run:
+        return at_rate(run, lr, epochs)
+
+    bench = Benchmark(
+        title=f"two tasks, {config.dataset}",
+        optimiser="adam",
+        tasks=tuple(tasks),
+        base_lr=config.lr,
+        length=config.epochs,
+        singles={
+            n: (two_task.fixed_run(w, 0), n.removesuffix("-only")) for n, w in SINGLES.items()
+        },
+        at_rate=at_epochs,
+        selection_metrics=lambda _run, result: result["final"]["val"],
+        summaries=lambda results: two_task.split_summaries(results, "test"),
+        costs=lambda runs: step_costs({n: runner.config(r) for n, r in runs.items()}),
+        columns=(
+            ("accuracy [%] ↑", "accuracy", 1),
+            ("reconstruction L1 ↓", "reconstruction_l1", 4),
+        ),
+        extra={"dataset": config.dataset},
+        reference_note="the direction the study's weight sweep chose at the preset's rate "
+        "(Adam is nearly blind to the weights' sum)",
+    )
+    return tuned_table(
+        bench, runner, rows, seeds=seeds, search=search, start=start, aggregators=aggregators
+    )
+
+
+def _mean(metrics: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The mean over runs of each numeric selection metric."""
+    keys = [k for k, v in metrics[0].items() if isinstance(v, int | float)]
+    return {k: math.fsum(float(m[k]) for m in metrics) / len(metrics) for k in keys}
 
 
 def weight_sum_spearman(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -187,12 +283,13 @@ def weight_sum_spearman(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     return {"rho": float(rho), "rows": len(pairs)}
 
 
-def _markdown(summary: Mapping[str, Any]) -> str:
+def tuned_markdown(summary: Mapping[str, Any]) -> str:
+    """A tuned table's markdown, from its JSON."""
+    columns = [tuple(c) for c in summary["columns"]]
     headers = [
         "method",
         "lr",
-        "accuracy [%] ↑",
-        "reconstruction L1 ↓",
+        *(c[0] for c in columns),
         "Δm [%] ↓",
         "Δm − equal, paired [95% CI]",
         "Δm − uncertainty",
@@ -201,7 +298,6 @@ def _markdown(summary: Mapping[str, Any]) -> str:
         "update norm / equal's",
         "step cost (× equal)",
     ]
-
     lines = []
     for method, row in summary["rows"].items():
         m, ratio = row["metrics"], row["update_norm_vs_equal"]
@@ -209,8 +305,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             [
                 method,
                 f"{row['lr']:g}",
-                format_mean_std(m["accuracy"], 1),
-                format_mean_std(m["reconstruction_l1"], 4),
+                *(format_mean_std(m.get(key), digits) for _, key, digits in columns),
                 format_mean_std(row["delta_m"], 1),
                 paired_cell(row, "equal", verdict=True),
                 paired_cell(row, "uncertainty", verdict=True),
@@ -221,26 +316,27 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             ]
         )
     s, single = summary["search"], summary["single_task"]
+    references = ", ".join(f"{n} at lr {r['lr']:g}" for n, r in single.items())
+    optimiser = OPTIMISER_NAMES[summary["optimiser"]]
     return "\n".join(
         [
-            f"# Methods on the two-task study ({summary['dataset']}), tuned protocol",
+            f"# Methods, tuned protocol: {summary['title']}",
             "",
-            f"Every row, the single-task references included, chose its Adam learning rate on "
-            f"the validation split from {len(s['factors'])} rates, factors "
-            f"{', '.join(f'{f:g}' for f in s['factors'])} of {s['base_lr']:g}, by successive "
-            f"halving ({s['rungs']} rungs, η = {s['eta']}; full-length runs compared on the mean "
-            f"of {s['full_seeds']} seeds), extended by factor-2 steps past an "
-            f"edge (at most {s['extensions']}); then trained {len(summary['seeds'])} seeds at "
-            "that rate, reported on the test split (mean ± std). Single-task references: "
-            f"classification at lr {single['classification-only']['lr']:g}, reconstruction at "
-            f"{single['reconstruction-only']['lr']:g}. The approx.-optimal row keeps the "
-            "direction the study's weight sweep chose at the preset's rate, then gets the same "
-            "rate search (it alone is tuned twice). Paired columns: the mean of the per-seed "
-            "differences of Δm against that row's run of the same seed, its 95% Student-t "
-            "interval and the verdict (better or worse only where the interval excludes 0). "
-            "Update norm: the shared gradient's norm over equal's on the same batch, averaged "
-            "over the logged steps. Step cost: one training step on random batches, timed alone "
-            "(1 thread, the methods in turns), over equal's.",
+            f"Every row, the single-task references included, chose its {optimiser} learning "
+            f"rate on the {summary['selection_split']} split from {len(s['factors'])} rates, "
+            f"factors {', '.join(f'{f:g}' for f in s['factors'])} of {s['base_lr']:g}, by "
+            f"successive halving ({s['rungs']} rungs, η = {s['eta']}; full-length runs "
+            f"compared on the mean of {s['full_seeds']} seeds), extended by factor-2 steps past "
+            f"an edge (at most {s['extensions']}); then trained {len(summary['seeds'])} seeds "
+            f"at that rate, reported on the {summary['report_split']} split (mean ± std). "
+            f"Single-task references: {references}. The approx.-optimal row keeps "
+            f"{summary['reference_note']}, then gets the same rate search (it alone is tuned "
+            "twice). Paired columns: the mean of the per-seed differences of Δm against that "
+            "row's run of the same seed, its 95% Student-t interval and the verdict (better or "
+            "worse only where the interval excludes 0). Update norm: the shared gradient's norm "
+            "over equal's on the same batch, averaged over the logged steps. Step cost: one "
+            "training step on random batches, timed alone (1 thread, the methods in turns), "
+            "over equal's.",
             "",
             markdown_table(headers, lines),
             "",

@@ -85,6 +85,24 @@ PRESETS: dict[str, Preset] = {
         {"optim.steps": 1200, "eval.every": 600, "run.checkpoint_every": 600, "data.workers": 0},
         selection_steps=600,
     ),
+    # The cpu preset at a quarter of the pixels: the synthetic city rendered at 32×64 (same
+    # frames, same steps, ASPP rates scaled to the 4×8 feature map), about a third of a cpu
+    # row's cost. For studies too large for the cpu preset (the methods' tuned protocol); how
+    # its ranking of the methods agrees with the cpu preset's is measured in docs/methods.md.
+    "cpu-lite": Preset(
+        "cpu/three-task",
+        {
+            "optim.steps": 1200,
+            "eval.every": 600,
+            "run.checkpoint_every": 600,
+            "data.workers": 0,
+            "data.root": "data/synth-32x64",
+            "data.synth_size": [32, 64],
+            "data.cache_dir": "data/cache/synth-32x64",
+            "model.aspp_rates": [1, 2, 3],
+        },
+        selection_steps=600,
+    ),
     # The paper's Tiny Cityscapes setting (Appendix A); needs --data and a GPU.
     "paper": Preset(
         "paper/tiny-cityscapes/three-task",

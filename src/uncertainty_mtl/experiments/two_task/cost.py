@@ -7,13 +7,13 @@ two-task`` prints it.
 
 from __future__ import annotations
 
+import functools
 import itertools
-import statistics
-import time
 from collections.abc import Callable, Mapping
 
 import torch
 
+from uncertainty_mtl.engine.cost import time_in_turns
 from uncertainty_mtl.experiments.two_task.config import TwoTaskRun
 from uncertainty_mtl.experiments.two_task.training import build_training, train_step
 
@@ -52,29 +52,8 @@ def _step(run: TwoTaskRun, batches: int = 8) -> Callable[[], None]:
 def step_costs(
     runs: Mapping[str, TwoTaskRun], *, rounds: int = 7, per_block: int = 5, threads: int = 1
 ) -> dict[str, dict[str, float]]:
-    """Each run's cost (name -> run, ``equal`` among them): ``step_seconds``, the median seconds
-    of one training step with ``threads`` torch threads (the study's workers train with one
-    each), and ``cost_vs_equal``, that over ``equal``'s. The runs are timed in turns, ``rounds``
-    blocks of ``per_block`` steps each, so that a change in the machine's speed falls on all of
-    them alike."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        steps = {name: _step(run) for name, run in runs.items()}
-        for step in steps.values():  # warm-up: allocations, first-call costs
-            for _ in range(3):
-                step()
-        blocks: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(rounds):
-            for name, step in steps.items():
-                tic = time.perf_counter()
-                for _ in range(per_block):
-                    step()
-                blocks[name].append((time.perf_counter() - tic) / per_block)
-    finally:
-        torch.set_num_threads(before)
-    seconds = {name: statistics.median(b) for name, b in blocks.items()}
-    return {
-        name: {"step_seconds": s, "cost_vs_equal": s / seconds["equal"]}
-        for name, s in seconds.items()
-    }
+    """Each run's cost (name -> run, ``equal`` among them), timed by
+    :func:`~uncertainty_mtl.engine.cost.time_in_turns`: ``step_seconds`` and
+    ``cost_vs_equal``."""
+    builds = {name: functools.partial(_step, run) for name, run in runs.items()}
+    return time_in_turns(builds, rounds=rounds, per_block=per_block, threads=threads)
