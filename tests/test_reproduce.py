@@ -455,6 +455,7 @@ def test_the_city_tuned_arms_give_every_row_its_own_rate(
         by_hand = sum(a - b for a, b in zip(mgda["delta_m"]["values"], equal, strict=True)) / 2
         assert mgda["paired"]["equal"]["delta_m"]["mean"] == pytest.approx(by_hand)
     assert summary["rows"]["equal"]["cost_vs_equal"] == 1.0
+    assert "scene_step_costs" in summary["step_cost"]["how"]
     md = (out / f"methods-tuned-{optimiser}.md").read_text()
     assert f"chose its {methods_module.OPTIMISER_NAMES[optimiser]} learning rate" in md
     assert (out / f"methods-tuned-{optimiser}.png").read_bytes()[:4] == b"\x89PNG"

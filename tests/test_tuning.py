@@ -98,6 +98,7 @@ def test_the_tuned_table_on_digits_gives_every_row_its_own_rate(tmp_path, monkey
     assert main(argv) == 0
     summary = json.loads((tmp_path / "methods-tuned.json").read_text())
     assert summary["protocol"] == "tuned" and summary["seeds"] == [0, 1]
+    assert "two_task.cost.step_costs" in summary["step_cost"]["how"]
     rows, searches = summary["rows"], summary["searches"]
     assert list(rows) == ["equal", "uncertainty", "approx-optimal", "si", "mgda"]
     assert set(searches) == {"classification-only", "reconstruction-only", *rows}

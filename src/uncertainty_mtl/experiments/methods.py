@@ -310,6 +310,7 @@ def reproduce_methods_tuned(
         reference_note="Table 1's weights ("
         + ", ".join(f"{t} {w:g}" for t, w in zip(TASKS, chosen, strict=True))
         + ": direction and sum chosen on the selection split at the preset's SGD rate)",
+        cost_how=SCENE_STEP_COST_HOW,
         splits=(spec.select_split, spec.report_split),
     )
     return tuned_table(

@@ -93,6 +93,7 @@ class Benchmark:
         columns: the table's metric columns.
         extra: keys of the JSON's top level that name the benchmark (``dataset``, ``preset``).
         reference_note: the table's sentence on what the approx.-optimal row's weights are.
+        cost_how: how ``costs`` measures a step (written into the JSON).
         splits: the selection split and the report split.
     """
 
@@ -109,6 +110,7 @@ class Benchmark:
     columns: tuple[Column, ...]
     extra: Mapping[str, Any]
     reference_note: str
+    cost_how: str = STEP_COST_HOW
     splits: tuple[str, str] = ("val", "test")
 
 
@@ -205,7 +207,7 @@ def tuned_table(
         "rows": table_rows,
         "columns": [list(c) for c in bench.columns],
         "reference_note": bench.reference_note,
-        "step_cost": {"how": STEP_COST_HOW},
+        "step_cost": {"how": bench.cost_how},
         "weight_sum_spearman": weight_sum_spearman(table_rows),
         "searches": searches,
         **runner.timing(),
