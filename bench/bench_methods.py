@@ -45,7 +45,7 @@ from uncertainty_mtl.experiments.methods import (
     method_run,
 )
 from uncertainty_mtl.experiments.scene import SceneStudy
-from uncertainty_mtl.experiments.scene_cost import random_batch, scene_step_costs
+from uncertainty_mtl.experiments.scene_cost import input_size, random_batch, scene_step_costs
 from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.weighting import FixedWeighting, parameter_groups
 from uncertainty_mtl.weighting.aggregators import GradientAggregation
@@ -55,7 +55,7 @@ BATCH_CAP = {"paper/tiny-cityscapes/three-task": 2}
 
 def method_step(name: str, kind: str) -> Any:
     config = load_config(name, ["model.pretrained=false", f"weighting.kind={kind}"])
-    h, w = (config.data.synth_size if config.data.synthetic else [128, 256])[:2]
+    h, w = input_size(config)
     batch = min(config.optim.batch_size, BATCH_CAP.get(name, 10**9))
     torch.manual_seed(0)
     model, weighting = build_model(config), build_weighting(config)
@@ -191,7 +191,7 @@ def city_steps(presets: list[str], repeats: int) -> list[dict[str, Any]]:
         out.append(
             {
                 "preset": preset,
-                "input": configs["equal"].data.synth_size,
+                "input": list(input_size(configs["equal"])),
                 "batch": configs["equal"].optim.batch_size,
                 "seconds_per_step": {k: c["step_seconds"] for k, c in costs.items()},
                 "relative_to_equal": {k: c["cost_vs_equal"] for k, c in costs.items()},

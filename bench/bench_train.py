@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from uncertainty_mtl.config import load_config, shipped_configs
 from uncertainty_mtl.engine import build_model, build_weighting, train
-from uncertainty_mtl.experiments.scene_cost import random_batch
+from uncertainty_mtl.experiments.scene_cost import input_size, random_batch
 from uncertainty_mtl.tasks.registry import SCENE_TASKS, scene_losses
 from uncertainty_mtl.weighting import parameter_groups
 
@@ -68,17 +68,6 @@ def conv_peak(repeats: int = 5) -> float:
             conv(x)
             times.append(time.perf_counter() - start)
     return 2 * 8 * 512 * 512 * 9 * 32 * 64 / min(times)
-
-
-def input_size(config: Any) -> tuple[int, int]:
-    d = config.data
-    if d.crop:
-        return d.crop[0], d.crop[1]
-    if d.size:
-        return d.size[0], d.size[1]
-    if d.synthetic:
-        return d.synth_size[0], d.synth_size[1]
-    return 128, 256  # Tiny Cityscapes
 
 
 def step_speed(

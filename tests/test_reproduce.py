@@ -445,9 +445,9 @@ def test_the_city_tuned_arms_give_every_row_its_own_rate(
         assert len(row["runs"]) == 2 and row["delta_m_all_pairs"]["n"] == 4
         config = (Path(row["runs"][0]) / "config.yaml").read_text()
         assert f"optimizer: {optimiser}" in config and f"lr: {row['lr']}" in config
-        # the first rung's runs were selection runs, scored on val only
-        short = list((out / "runs").glob(f"*-lr{centre:g}-steps2-*/seed0/results.json"))
-        assert short and all(json.loads(p.read_text())["split"] == "val" for p in short)
+    # the first rung's runs were selection runs, scored on val only
+    short = list((out / "runs").glob(f"*-lr{centre:g}-steps2-*/seed0/results.json"))
+    assert short and all(json.loads(p.read_text())["split"] == "val" for p in short)
     assert set(summary["single_task"]) == set(references)
     if "mgda" in rows:  # the paired difference is the mean of the seeds' differences
         mgda = summary["rows"]["mgda"]

@@ -282,3 +282,13 @@ def test_random_batches_have_every_tasks_targets_in_the_pipelines_shapes():
     assert targets["depth_mask"].dtype == torch.bool
     again, _ = random_batch(["semantic"], 2, 8, 16, seed=1)
     assert torch.equal(images, again)  # seeded
+
+
+def test_the_timed_input_is_the_crop_else_the_resize_else_the_frame():
+    from uncertainty_mtl.config import load_config
+    from uncertainty_mtl.experiments.scene_cost import input_size
+
+    assert input_size(load_config("smoke")) == (32, 64)  # the synthetic city's frames
+    assert input_size(load_config("smoke", ["data.size=[16,32]"])) == (16, 32)
+    assert input_size(load_config("smoke", ["data.size=[16,32]", "data.crop=[8,8]"])) == (8, 8)
+    assert input_size(load_config("paper/tiny-cityscapes/three-task")) == (128, 256)

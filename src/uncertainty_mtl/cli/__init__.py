@@ -405,7 +405,7 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
     from uncertainty_mtl.errors import ConfigError
     from uncertainty_mtl.experiments import ablations, appendix_b, figure2, methods, table1, units
     from uncertainty_mtl.experiments.runner import Runner
-    from uncertainty_mtl.experiments.scene import PRESETS, SceneStudy
+    from uncertainty_mtl.experiments.scene import SceneStudy
 
     if args.study == "methods" and args.dataset != "city":
         return _reproduce_two_task_methods(args)
@@ -416,11 +416,8 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--optimiser picks an arm of --protocol tuned; fixed-lr uses the preset's"
         )
-    if tuned and PRESETS[args.preset].select_split is None:
-        raise ConfigError(
-            f"--protocol tuned needs a preset whose runs validate on a selection split; "
-            f"--preset {args.preset} has none (use cpu, cpu-lite or smoke)"
-        )
+    if tuned:
+        methods.check_tuned_preset(args.preset)
     # study -> (its reproduction, given the runner; the markdown file it writes)
     studies: dict[str, tuple[Callable[[Runner[SceneStudy]], dict[str, Any]], str]] = {
         "table1": (lambda r: table1.reproduce_table1(r, seeds=seeds, only=args.only), "table1"),

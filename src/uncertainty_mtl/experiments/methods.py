@@ -45,7 +45,7 @@ from uncertainty_mtl.experiments.methods_tuned import (
     weight_sum_spearman,
 )
 from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
-from uncertainty_mtl.experiments.scene import SceneStudy, cell, mean_metrics
+from uncertainty_mtl.experiments.scene import PRESETS, SceneStudy, cell, mean_metrics
 from uncertainty_mtl.experiments.scene_cost import scene_step_costs
 from uncertainty_mtl.experiments.tuning import LrSearch
 from uncertainty_mtl.experiments.two_task.cost import step_costs
@@ -62,6 +62,7 @@ __all__ = [
     "LOSS_WEIGHTINGS",
     "METHODS",
     "PROTOCOLS",
+    "check_tuned_preset",
     "delta_m",
     "reproduce_methods",
     "reproduce_methods_tuned",
@@ -183,7 +184,7 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
         results = [done[r] for r in runs[method]]
         row: dict[str, Any] = {
             "kind": "aggregator" if method in EVERY_AGGREGATOR else "loss weighting",
-            "lr": runner.study.resolve(runs[method][0]).optim.lr,
+            "lr": runner.config(runs[method][0]).optim.lr,
             "metrics": mean_metrics(results),
             "delta_m": summarise([delta_m(r["metrics"], single) for r in results]),
             "delta_m_all_pairs": all_pairs_delta_m(results, references, delta_m),
@@ -264,6 +265,16 @@ def selection_metrics(runner: Runner[SceneStudy], run: Run, result: Mapping[str,
     return {k.removeprefix(prefix): v for k, v in found[-1].items() if k.startswith(prefix)}
 
 
+def check_tuned_preset(preset: str) -> None:
+    """Raises ConfigError where the scene ``preset`` cannot run the tuned protocol (its runs
+    validate on no selection split)."""
+    if PRESETS[preset].select_split is None:
+        raise ConfigError(
+            f"--protocol tuned needs a preset whose runs validate on a selection split; "
+            f"--preset {preset} has none (use cpu, cpu-lite or smoke)"
+        )
+
+
 def reproduce_methods_tuned(
     runner: Runner[SceneStudy],
     *,
@@ -279,12 +290,9 @@ def reproduce_methods_tuned(
     rate)."""
     if optimiser not in ARMS:
         raise ConfigError(f"--optimiser must be one of {list(ARMS)}, got {optimiser!r}")
+    check_tuned_preset(runner.study.preset)
     spec = runner.study.spec
-    if spec.select_split is None:
-        raise ConfigError(
-            f"--protocol tuned needs a preset whose runs validate on a selection split; "
-            f"--preset {runner.study.preset} has none (use cpu, cpu-lite or smoke)"
-        )
+    assert spec.select_split is not None  # checked above
     start = time.perf_counter()
     chosen, _, _ = table1.approx_optimal(runner)
     suffix, patch, centre = ARMS[optimiser]

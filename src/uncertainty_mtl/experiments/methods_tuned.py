@@ -232,10 +232,6 @@ def two_task_tuned(
     """:func:`tuned_table` on the two-task study (Adam, epochs; the references are its
     single-task rows): ``methods-tuned.json``, ``.md``, ``.png``."""
     tasks = two_task.TASKS
-
-    def at_epochs(run: Run, lr: float, epochs: int | None) -> Run:
-        return at_rate(run, lr, epochs)
-
     bench = Benchmark(
         title=f"two tasks, {config.dataset}",
         optimiser="adam",
@@ -245,7 +241,7 @@ def two_task_tuned(
         singles={
             n: (two_task.fixed_run(w, 0), n.removesuffix("-only")) for n, w in SINGLES.items()
         },
-        at_rate=at_epochs,
+        at_rate=at_rate,
         selection_metrics=lambda _run, result: result["final"]["val"],
         summaries=lambda results: two_task.split_summaries(results, "test"),
         costs=lambda runs: step_costs({n: runner.config(r) for n, r in runs.items()}),

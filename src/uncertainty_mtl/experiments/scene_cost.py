@@ -25,7 +25,7 @@ from uncertainty_mtl.engine.builders import (
 from uncertainty_mtl.engine.cost import time_in_turns
 from uncertainty_mtl.engine.step import update
 
-__all__ = ["random_batch", "scene_step_costs"]
+__all__ = ["input_size", "random_batch", "scene_step_costs"]
 
 
 def random_batch(
@@ -43,11 +43,24 @@ def random_batch(
     return torch.randn(batch, 3, h, w, generator=g), targets
 
 
+def input_size(config: TrainConfig) -> tuple[int, int]:
+    """The network's input size in training: the crop, else the resize, else the synthetic
+    city's frame size, else Tiny Cityscapes' 128×256."""
+    d = config.data
+    if d.crop:
+        return d.crop[0], d.crop[1]
+    if d.size:
+        return d.size[0], d.size[1]
+    if d.synthetic:
+        return d.synth_size[0], d.synth_size[1]
+    return 128, 256
+
+
 def _step(config: TrainConfig, batches: int = 4) -> Callable[[], None]:
     """The run's training step on a cycle of ``batches`` random batches: real updates, so that
     a method whose cost depends on what it sees (Nash-MTL's solver) is not timed on one problem
     solved again and again."""
-    h, w = config.data.synth_size[:2] if config.data.size is None else config.data.size[:2]
+    h, w = input_size(config)
     torch.manual_seed(0)
     model, weighting = build_model(config), build_weighting(config)
     joint = NetWithLoss(model, weighting)
