@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RECIPES := $(VENV)/.recipes
+DOCSTAMP := $(VENV)/.docs
 
 .PHONY: install run reproduce two-task city-methods fashion-mnist qm9 test test-fast lint typecheck docs docs-serve pytest bench clean-venv
 
@@ -72,15 +73,20 @@ typecheck: $(STAMP)
 
 ## The documentation site (MkDocs Material, API reference by mkdocstrings) into site/; a warning
 ## fails the build. `make docs-serve` serves it at http://127.0.0.1:8000 while you edit.
-docs: $(STAMP) $(RECIPES)
+docs: $(STAMP) $(DOCSTAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-docs-serve: $(STAMP) $(RECIPES)
+docs-serve: $(STAMP) $(DOCSTAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
+## The documentation's tools only (the API reference reads the source, it imports nothing).
+$(DOCSTAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[docs]'
+	touch $(DOCSTAMP)
+
 ## The trainer frameworks the recipes of examples/ need, QM9's files, its graph network and the
-## documentation's tools: for
-## the tests only, so that `make run` installs no more than it uses.
+## documentation's tools (its page tests): for the tests only, so that `make run` installs no
+## more than it uses.
 $(RECIPES): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[recipes,qm9,gnn,docs]'
 	touch $(RECIPES)

@@ -81,7 +81,8 @@ def city() -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(
-            "cpu/three-task", [f"data.root={tmp}/city", f"data.cache_dir={tmp}/cache"]
+            "cpu/three-task",
+            [f"data.root={tmp}/city", "data.synthetic=true", f"data.cache_dir={tmp}/cache"],
         )
         start = time.perf_counter()
         ensure_scene_data(config.data, progress=False)

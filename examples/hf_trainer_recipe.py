@@ -1,6 +1,6 @@
 """The uncertainty weighting with a Hugging Face ``Trainer``: a recipe that runs as it is.
 
-    pip install uncertainty-mtl transformers accelerate
+    pip install . transformers accelerate   # in a clone of uncertainty-mtl
     python examples/hf_trainer_recipe.py
 
 What matters for the ``Trainer``:

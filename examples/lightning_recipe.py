@@ -1,6 +1,6 @@
 """The uncertainty weighting in a PyTorch Lightning module: a recipe that runs as it is.
 
-    pip install uncertainty-mtl lightning
+    pip install . lightning   # in a clone of uncertainty-mtl
     python examples/lightning_recipe.py
 
 What matters for Lightning:

@@ -16,7 +16,7 @@ from torch import nn
 from uncertainty_mtl.config import ConfigError, load_config
 from uncertainty_mtl.engine import train
 from uncertainty_mtl.weighting.aggregators import GradientAggregation
-from uncertainty_mtl.weighting.registry import AGGREGATOR, METHODS
+from uncertainty_mtl.weighting.registry import AGGREGATOR, METHODS, option_values
 
 #: Every aggregator; DB-MTL's rows are the gradients of log L (its own test below).
 AGGREGATORS = [m.name for m in METHODS.values() if m.family == AGGREGATOR]
@@ -39,7 +39,7 @@ def losses_at(theta: torch.Tensor, heads: dict[str, torch.Tensor]) -> dict[str, 
 def one_update(kind: str, point=(0.6, 0.3)):
     theta = nn.Parameter(torch.tensor(point))
     heads = {"a": nn.Parameter(torch.tensor(0.5)), "b": nn.Parameter(torch.tensor(3.0))}
-    weighting = GradientAggregation(["a", "b"], kind)
+    weighting = GradientAggregation(["a", "b"], kind, options=option_values(kind))
     features = theta * 1.0
     weighting.backward_from_features(losses_at(features, heads), features, [theta])
     ga, gb = 2 * (theta.detach() - A), theta.detach() - B  # by hand
@@ -54,7 +54,7 @@ def test_the_shared_update_is_the_aggregator_of_the_hand_written_jacobian(kind):
     assert ga @ gb < 0  # the two tasks conflict here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # cvxpy's remarks (CAGrad, Nash-MTL)
-        expected = _makers(2, {})[kind]()(torch.stack([ga, gb]))
+        expected = _makers(2, option_values(kind))[kind]()(torch.stack([ga, gb]))
     torch.testing.assert_close(d, expected, rtol=1e-5, atol=1e-6)
     # the heads get their own task's gradient, unaggregated
     assert float(heads["a"].grad) == pytest.approx(2 * 0.5)
@@ -106,7 +106,7 @@ def test_each_aggregator_reaches_a_pareto_stationary_point(kind):
     step size is too large for one and too small for the other)."""
     theta = nn.Parameter(torch.tensor([3.0, -1.0]))
     heads = {t: nn.Parameter(torch.tensor(0.0)) for t in ("a", "b")}
-    weighting = GradientAggregation(["a", "b"], kind)
+    weighting = GradientAggregation(["a", "b"], kind, options=option_values(kind))
     start = min_norm(2 * (theta.detach() - A), theta.detach() - B)
     for k in range(150):
         theta.grad = None

@@ -179,7 +179,7 @@ def test_a_cityscapes_root_is_read_as_it_is_without_naming_data_synthetic(city, 
     capsys.readouterr()
     assert main([*args, *(a for s in sets for a in ("--set", s))]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"umtl: error: data.root {other}: holds files but neither") and (
+    assert err.startswith(f"umtl: error: data.root {other}: not a Cityscapes-layout root") and (
         "\n" not in err
     )
     assert sorted(p.name for p in other.iterdir()) == ["me.jpg"]
@@ -208,3 +208,60 @@ def test_printed_metrics_carry_their_units(capsys):
         "  instance_mean_error_px  3.747 px",
         "  depth_pixels            14,137 labelled pixels",
     ]
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_a_mistyped_root_is_one_line_and_nothing_is_generated_or_created(command, tmp_path, capsys):
+    # The smoke config generates its own city; a root named after it is the user's data.
+    typo = tmp_path / "my-citty"
+    out = tmp_path / "out"
+    head = ["train", "--config", "smoke"] if command == "train" else ["reproduce", "table1"]
+    if command == "reproduce":
+        head += ["--preset", "smoke"]
+    assert main([*head, "--set", f"data.root={typo}", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"umtl: error: data.root {typo}: no such directory; expected a Cityscapes-layout root "
+        "(leftImg8bit/, gtFine/, disparity/); to generate the synthetic city there instead, set "
+        "data.synthetic=true"
+    )
+    assert not typo.exists() and not out.exists()
+
+
+def test_a_root_named_beside_synthetic_true_is_generated_and_alone_is_data(tmp_path):
+    from uncertainty_mtl.config import load_config
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"base: smoke\ndata:\n  root: {tmp_path / 'city'}\n")
+    assert load_config("smoke").data.synthetic  # the shipped config asks for its city
+    assert not load_config(mine).data.synthetic  # a root of your own file: data
+    assert not load_config("smoke", [f"data.root={tmp_path}"]).data.synthetic
+    asked = load_config("smoke", [f"data.root={tmp_path}", "data.synthetic=true"])
+    assert asked.data.synthetic
+    mine.write_text(f"base: smoke\ndata:\n  root: {tmp_path / 'city'}\n  synthetic: true\n")
+    assert load_config(mine).data.synthetic
+    # a file that changes other data keys keeps its base's root and its base's choice
+    mine.write_text("base: smoke\ndata:\n  workers: 1\n")
+    assert load_config(mine).data.synthetic
+
+
+def test_evaluate_names_a_directory_that_does_not_exist(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    nope = tmp_path / "nope"
+    assert err == f"umtl: error: {nope}: no such directory; expected a run directory of umtl train"
+
+
+def test_ctrl_c_under_a_progress_bar_starts_its_own_line(city, tmp_path, capsys, monkeypatch):
+    from tqdm import tqdm
+
+    def train(*args, **kwargs):
+        bar = tqdm(total=10, desc="training", file=sys.stderr)  # left open, as a loop's bar is
+        bar.update(3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "train", train)
+    assert main(train_args(city, tmp_path / "run")) == 130
+    err = capsys.readouterr().err
+    message = [line for line in err.replace("\r", "\n").splitlines() if "interrupted" in line]
+    assert message and message[0].startswith("umtl: interrupted; "), err

@@ -138,10 +138,12 @@ def test_the_docstring_roles_become_plain_code():
 def test_the_docstring_examples_run():
     import doctest
 
-    from uncertainty_mtl.weighting import uncertainty
+    from uncertainty_mtl.weighting import step, uncertainty
 
     found = doctest.testmod(uncertainty, raise_on_error=False)
     assert found.attempted >= 4 and found.failed == 0
+    found = doctest.testmod(step, raise_on_error=False)
+    assert found.attempted >= 10 and found.failed == 0
 
 
 def test_make_docs_is_strict_and_not_quiet():

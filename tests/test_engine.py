@@ -156,6 +156,8 @@ def test_train_cli_generates_the_synthetic_city_on_first_use_and_quiet_prints_no
             "--set",
             f"data.root={root}",
             "--set",
+            "data.synthetic=true",
+            "--set",
             "data.synth_split_sizes={train: 8, val: 4, test: 4}",
             "--set",
             f"data.cache_dir={tmp_path / 'cache'}",

@@ -595,6 +595,7 @@ def test_killing_data_synth_stops_its_workers_and_the_city_is_finished_before_us
         "smoke",
         [
             f"data.root={root}",
+            "data.synthetic=true",
             "data.synth_size=[32, 64]",
             "data.synth_split_sizes={train: 120, val: 8, test: 8}",
         ],

@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "uncertainty_mtl"
 #: Packages (or top-level modules) by layer: a module imports from its own layer (with no cycle
 #: between packages, checked below) or from a lower one. weighting/ and tasks/ need torch alone.
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["_io", "_procs", "errors", "weighting", "tasks"], 0),
+    **dict.fromkeys(["_io", "_procs", "_install", "errors", "weighting", "tasks"], 0),
     **dict.fromkeys(["models", "data", "metrics", "reporting"], 1),
     "inference": 2,
     "config": 3,
@@ -111,8 +111,8 @@ def test_every_import_points_to_the_same_package_or_a_lower_layer():
 def test_no_private_name_is_imported_from_another_package(path):
     module = _module_name(path)
     for target, names in _imports(path):
-        if target in ("uncertainty_mtl._io", "uncertainty_mtl._procs"):
-            continue  # the package's shared file and process helpers, private to the package
+        if target in ("uncertainty_mtl._io", "uncertainty_mtl._procs", "uncertainty_mtl._install"):
+            continue  # the package's shared file, process and install helpers, private to it
         if _package(target) == _package(module):
             continue
         private = [n for n in names if n.startswith("_")]

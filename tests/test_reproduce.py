@@ -16,7 +16,7 @@ from uncertainty_mtl.experiments import ablations as ablations_module
 from uncertainty_mtl.experiments import methods as methods_module
 from uncertainty_mtl.experiments import table1
 from uncertainty_mtl.experiments import units as units_module
-from uncertainty_mtl.experiments.runner import Runner
+from uncertainty_mtl.experiments.runner import SMOKE_NOTE, Runner
 from uncertainty_mtl.experiments.scene import SceneStudy
 from uncertainty_mtl.experiments.selection import choose
 
@@ -31,6 +31,8 @@ def smoke_out(tmp_path_factory):
         str(out),
         "--set",
         f"data.root={out / 'city'}",
+        "--set",
+        "data.synthetic=true",
         "--workers",
         "2",
         "--quiet",
@@ -94,7 +96,9 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
     assert adam["semantic_weight"] == units["chosen_semantic_weight"]["adam"]
     # units.md is a function of units.json: a re-render keeps the invocation's timing
     units_md = (out / "units.md").read_text()
-    assert units_md == units_module._markdown(units, "val")
+    assert units_md == f"{SMOKE_NOTE}\n\n{units_module._markdown(units, 'val')}"
+    for name in ("table1", "figure2", "appendix_b", "units", "ablations", "methods"):
+        assert (out / f"{name}.md").read_text().startswith(SMOKE_NOTE), name
     assert "| Adam, lr 1e-3, 4 steps | fixed (" in units_md
     assert "| SGD, 4× steps, 16 steps | learned | 1/100 px |" in units_md
     ablations = json.loads((out / "ablations.json").read_text())
@@ -112,7 +116,9 @@ def test_every_command_writes_its_outputs_with_the_documented_keys(smoke_out):
         }
     ]
     # the second control: the learned run's weights averaged over its logged steps
-    study = Runner(SceneStudy("smoke", overrides=(f"data.root={out / 'city'}",)), out)
+    study = Runner(
+        SceneStudy("smoke", overrides=(f"data.root={out / 'city'}", "data.synthetic=true")), out
+    )
     records = [
         json.loads(line)
         for line in (study.run_dir(ablations_module.variant_run("uw-three", 0)) / "metrics.jsonl")
@@ -200,7 +206,9 @@ def test_runs_are_shared_between_commands_and_a_rerun_trains_nothing(smoke_out, 
 @pytest.mark.slow  # the module's six smoke studies
 def test_choices_never_look_at_the_reported_split(smoke_out):
     out, _ = smoke_out
-    reproduction = Runner(SceneStudy("smoke", overrides=(f"data.root={out / 'city'}",)), out)
+    reproduction = Runner(
+        SceneStudy("smoke", overrides=(f"data.root={out / 'city'}", "data.synthetic=true")), out
+    )
     t1 = json.loads((out / "table1.json").read_text())
     full = reproduction.study.spec.selection_steps
     searched = [
@@ -281,6 +289,8 @@ def test_submitit_local_launcher_writes_the_same_numbers_as_local(smoke_out, tmp
         str(other),
         "--set",
         f"data.root={out / 'city'}",
+        "--set",
+        "data.synthetic=true",  # as the local study's runs: the same run directories
         "--launcher",
         "submitit-local",
         "--slurm-cpus",
@@ -324,7 +334,7 @@ def test_slurm_launcher_submits_a_job_array_and_returns(tmp_path, monkeypatch):
         monkeypatch,
         f'cp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"',
     )
-    study = SceneStudy("smoke", overrides=(f"data.root={tmp_path / 'city'}",))
+    study = SceneStudy("smoke", overrides=(f"data.root={tmp_path / 'city'}", "data.synthetic=true"))
     monkeypatch.setattr(study, "prepare", lambda **_: None)  # no city needed to submit
     options = SlurmOptions(partition="gpu", gpus=2, cpus=6, time_min=30)
     runner = Runner(
@@ -381,6 +391,8 @@ def test_reproduce_with_launcher_slurm_submits_and_returns_without_a_table(
         str(out),
         "--set",
         f"data.root={tmp_path / 'city'}",
+        "--set",
+        "data.synthetic=true",
         "--launcher",
         "slurm",
         "--quiet",
@@ -403,7 +415,10 @@ def test_halving_chooses_what_the_full_grid_chooses_on_the_smoke_preset(smoke_ou
     # the second rung's runs are the first's (same steps): trained once, counted once
     assert search["steps"] == 24 * 1 + 3 * 2 and search["full_grid_steps"] == 24 * 2
     with Runner(
-        SceneStudy("smoke", overrides=(f"data.root={out / 'city'}",), search="grid"), out
+        SceneStudy(
+            "smoke", overrides=(f"data.root={out / 'city'}", "data.synthetic=true"), search="grid"
+        ),
+        out,
     ) as grid:
         chosen, record, done = table1.approx_optimal(grid)
         # the last rung's three runs are full selection runs: read from disk, not retrained

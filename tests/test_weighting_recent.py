@@ -17,6 +17,7 @@ from uncertainty_mtl.weighting.recent import (
     AnalyticalUncertaintyWeighting,
     ScaleInvariantWeighting,
 )
+from uncertainty_mtl.weighting.registry import option_values
 from uncertainty_mtl.weighting.uncertainty import optimal_log_variance
 
 
@@ -98,7 +99,9 @@ def test_db_mtl_balances_the_averaged_log_loss_gradients_by_hand():
 
     theta = nn.Parameter(torch.tensor([1.0, 2.0]))
     head = nn.Parameter(torch.tensor(3.0))
-    weighting = GradientAggregation(["a", "b"], "db-mtl")  # β = 0.9, σ = 0
+    weighting = GradientAggregation(
+        ["a", "b"], "db-mtl", options=option_values("db-mtl")
+    )  # β = 0.9, σ = 0
 
     def step(scale_a: float, scale_b: float) -> None:
         theta.grad, head.grad = None, None

@@ -16,11 +16,21 @@ if TYPE_CHECKING:
         UncertaintyWeighting,
         Weighting,
         parameter_groups,
+        weighting_backward,
+        weighting_step,
     )
 
 __version__ = "0.1.0"
 
-__all__ = ["FixedWeighting", "UncertaintyWeighting", "Weighting", "__version__", "parameter_groups"]
+__all__ = [
+    "FixedWeighting",
+    "UncertaintyWeighting",
+    "Weighting",
+    "__version__",
+    "parameter_groups",
+    "weighting_backward",
+    "weighting_step",
+]
 
 #: public name -> the module that defines it
 _LAZY = {
@@ -28,6 +38,8 @@ _LAZY = {
     "UncertaintyWeighting": "uncertainty_mtl.weighting",
     "Weighting": "uncertainty_mtl.weighting",
     "parameter_groups": "uncertainty_mtl.weighting",
+    "weighting_backward": "uncertainty_mtl.weighting",
+    "weighting_step": "uncertainty_mtl.weighting",
 }
 
 

@@ -93,7 +93,8 @@ class DataConfig:
     """Where the frames come from and how they are augmented."""
 
     root: str = "data/synth"  # a Cityscapes-layout root
-    synthetic: bool = True  # generate the synthetic city at root if it is not there
+    synthetic: bool = False  # generate the synthetic city at root if it is not there; only
+    # where asked beside the root: a layer (file or --set) that names data.root alone means data
     synth_size: list[int] = field(default_factory=lambda: [256, 512])  # [height, width]
     synth_split_sizes: dict[str, int] = field(
         default_factory=lambda: {"train": 2975, "val": 500, "test": 500}
@@ -541,6 +542,18 @@ def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def _root_is_data(layer: dict[str, Any]) -> dict[str, Any]:
+    """A layer (a file's sections, or a patch of dotted keys) that names ``data.root`` without
+    ``data.synthetic`` means data to read: the synthetic city a base config generates is never
+    generated into a root named after it."""
+    section = layer.get("data")
+    if isinstance(section, dict) and "root" in section and "synthetic" not in section:
+        section["synthetic"] = False
+    if "data.root" in layer and "data.synthetic" not in layer:
+        layer["data.synthetic"] = False
+    return layer
+
+
 def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
@@ -556,6 +569,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = data.pop("base", None)
+    _root_is_data(data)
     if base is None:
         return data
     parent = _read(resolve_config_path(base, path.parent), (*seen, path.resolve()))
@@ -567,7 +581,9 @@ def _one_line(err: Exception) -> str:
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``section.key=value`` strings (values parsed as YAML) as a patch ``{dotted key: value}``."""
+    """``section.key=value`` strings (values parsed as YAML) as a patch ``{dotted key: value}``;
+    ``data.root`` given without ``data.synthetic`` reads that root as data (never generated
+    into)."""
     patch: dict[str, Any] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -581,7 +597,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             ) from err
         patch.pop(key, None)  # a repeated key applies where it was given last
         patch[key] = value
-    return patch
+    return _root_is_data(patch)
 
 
 def apply_patch(data: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

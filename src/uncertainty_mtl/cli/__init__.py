@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import uncertainty_mtl
+from uncertainty_mtl._install import install_command
 from uncertainty_mtl.cli.common import (
     _add_common,
     _executor,
@@ -441,6 +442,7 @@ def _reproduce_scene(args: argparse.Namespace) -> int:
         overrides=tuple(args.overrides),
         search=getattr(args, "search", "halving"),
     )
+    study.check_data()  # before the study directory is made
     with Runner(
         study, Path(out), _executor(args, out, workers), progress=not args.quiet
     ) as reproduction:
@@ -470,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
+        _close_progress_bars()  # a bar left open would take the message onto its line
         print(f"umtl: interrupted{_how_to_go_on(args)}", file=sys.stderr)
         code = 130
         return code
@@ -479,6 +482,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from uncertainty_mtl.engine import shutdown_distributed
 
             shutdown_distributed(wait=code == 0)
+
+
+def _close_progress_bars() -> None:
+    """Closes the progress bars an interruption left open, each ending its line as it does
+    when finished, so what is printed next starts a line of its own."""
+    if "tqdm" not in sys.modules:
+        return
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def _how_to_go_on(args: argparse.Namespace) -> str:
@@ -525,7 +539,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise
         return _user_error(
             f"`umtl {args.command}` needs the '{EXTRAS[root]}' extra (module {root} is "
-            f"missing): pip install 'uncertainty-mtl[{EXTRAS[root]}]'"
+            f"missing): {install_command(EXTRAS[root])}"
         )
     except OSError as err:
         # A full, read-only or forbidden place to write is the machine's, not a bug of ours.

@@ -141,7 +141,7 @@ def _add_qm9_study(studies: Any) -> None:
     qm9 = studies.add_parser(
         "qm9",
         help="QM9: 11 regression targets in 11 units (the many-task benchmark; "
-        "pip install 'uncertainty-mtl[qm9]')",
+        "needs the 'qm9' extra)",
         description="Trains the 11 single-task references and every multi-task row on QM9 "
         "(the CSV files of the PyPI package qm9pack), with the targets standardised and in "
         "their raw units; writes results.json and table.md. The default model is an MLP over "

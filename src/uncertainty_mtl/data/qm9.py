@@ -43,13 +43,13 @@ __all__ = [
     "FILES",
     "LITERATURE_TARGETS",
     "MAX_ATOMS",
-    "QM9_HOW_TO_GET",
     "TARGETS",
     "Molecules",
     "QM9Arrays",
     "Target",
     "atomisation_energies",
     "coulomb_eigenvalues",
+    "how_to_get_qm9",
     "load_qm9_arrays",
     "qm9pack_dir",
     "read_qm9",
@@ -58,10 +58,18 @@ __all__ = [
 ]
 
 FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
-QM9_HOW_TO_GET = (
-    "install the extra: pip install 'uncertainty-mtl[qm9]' (the PyPI package qm9pack, 104 MB, "
-    "ships the CSV files), or give the directory that holds " + ", ".join(FILES)
-)
+
+
+def how_to_get_qm9() -> str:
+    """How to get QM9's files: the extra (for this installation), or a directory of them."""
+    from uncertainty_mtl._install import install_command
+
+    return (
+        f"install the extra: {install_command('qm9')} (the PyPI package qm9pack, 104 MB, "
+        "ships the CSV files), or give the directory that holds " + ", ".join(FILES)
+    )
+
+
 #: The largest molecule of QM9 (heavy atoms and hydrogens).
 MAX_ATOMS = 29
 #: Nuclear charge of QM9's elements.
@@ -244,10 +252,10 @@ def read_qm9(
     """
     root = Path(folder) if folder is not None else qm9pack_dir()
     if root is None:
-        raise DataError(f"QM9 needs its CSV files: qm9pack is not installed; {QM9_HOW_TO_GET}")
+        raise DataError(f"QM9 needs its CSV files: qm9pack is not installed; {how_to_get_qm9()}")
     absent = [name for name in files if not (root / name).is_file()]
     if absent:
-        raise DataError(f"{root}: no {', '.join(absent)}; {QM9_HOW_TO_GET}")
+        raise DataError(f"{root}: no {', '.join(absent)}; {how_to_get_qm9()}")
     names: list[str] = []
     charges: list[np.ndarray] = []
     positions: list[np.ndarray] = []
@@ -375,7 +383,7 @@ def load_qm9_arrays(
     """
     root = Path(folder) if folder is not None else qm9pack_dir()
     if root is None:
-        raise DataError(f"QM9 needs its CSV files: qm9pack is not installed; {QM9_HOW_TO_GET}")
+        raise DataError(f"QM9 needs its CSV files: qm9pack is not installed; {how_to_get_qm9()}")
     cached = None
     if cache_dir is not None:
         stamp = [

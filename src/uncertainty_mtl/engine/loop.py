@@ -42,7 +42,7 @@ from uncertainty_mtl.config import (
     with_absolute_paths,
 )
 from uncertainty_mtl.data.cityscapes import IMAGENET_MEAN, IMAGENET_STD
-from uncertainty_mtl.data.prepare import ensure_scene_data, scene_frames
+from uncertainty_mtl.data.prepare import check_scene_root, ensure_scene_data, scene_frames
 from uncertainty_mtl.engine.builders import (
     NetWithLoss,
     autocast,
@@ -615,6 +615,7 @@ def train(
     """
     check_device(config.run.device)
     config = with_absolute_paths(config)  # config.yaml names the data wherever it is read
+    check_scene_root(config.data)  # a root that gives no data: refused before the run directory
     main = int(os.environ.get("RANK", "0")) == 0
     run_dir = open_run_directory(out, config_to_dict(config), resume=resume, main=main)
     trainer: Trainer | None = None

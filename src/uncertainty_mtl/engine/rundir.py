@@ -52,6 +52,10 @@ class RunDirectory:
 def read_run_config(out: Path) -> TrainConfig:
     """The config a run was trained with (``config.yaml``), resolved with today's defaults."""
     path = out / "config.yaml"
+    if not out.exists():
+        raise RunDirectoryError(f"{out}: no such directory; expected a run directory of umtl train")
+    if not out.is_dir():
+        raise RunDirectoryError(f"{out}: not a directory; expected a run directory of umtl train")
     if not path.is_file():
         raise RunDirectoryError(f"{out}: no config.yaml; not a run directory of umtl train")
     try:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from uncertainty_mtl.config import ConfigError, TrainConfig
 from uncertainty_mtl.engine.distributed import Process
 from uncertainty_mtl.weighting import Weighting
+from uncertainty_mtl.weighting.step import weighting_backward
 
 __all__ = ["SharedTrunk", "check_aggregation", "log_record", "update"]
 
@@ -57,17 +58,16 @@ def update(
         plain = torch.stack([loss.float() for loss in losses.values()]).sum()
         grads = torch.autograd.grad(plain, trunk, retain_graph=True, allow_unused=True)
         equal_norm = _norm(list(grads))
-    if weighting.needs_task_gradients:  # one backward per task, down to W only
-        scale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
-        shared = list(model.last_shared_layer().parameters())
-        weighting.task_gradients(losses, shared, scale=scale)
     optimiser.zero_grad(set_to_none=True)
-    if features is not None:  # a gradient aggregator combines the per-task gradients
-        shared = [p for p in model.shared_parameters() if p.requires_grad]
-        weighting.backward_from_features(losses, features, shared)
-    else:
-        scaled: Tensor = scaler.scale(total)
-        scaled.backward()  # type: ignore[no-untyped-call]
+    weighting_backward(
+        weighting,
+        losses,
+        total,
+        features=features,
+        shared=model.shared_parameters(),
+        last_shared=model.last_shared_layer().parameters(),
+        scaler=scaler,
+    )
     ratio = None
     if compare_to_equal and equal_norm > 0:
         unscale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0

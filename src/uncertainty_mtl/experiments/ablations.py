@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl._io import read_jsonl, write_json, write_text
+from uncertainty_mtl._io import read_jsonl
 from uncertainty_mtl.errors import RunDirectoryError
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
@@ -95,7 +95,6 @@ def reproduce_ablations(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[s
         "seeds": list(range(seeds)),
         **runner.timing(),
     }
-    write_json(runner.out / "ablations.json", summary)
     headers = [
         "3-task weighting",
         "IoU [%] ↑",
@@ -118,8 +117,8 @@ def reproduce_ablations(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[s
                 weights,
             ]
         )
-    write_text(
-        runner.out / "ablations.md",
+    runner.write_tables(
+        summary,
         "\n".join(
             [
                 f"# Ablations ({runner.study.preset} preset)",
@@ -135,5 +134,7 @@ def reproduce_ablations(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[s
                 markdown_table(headers, lines),
             ]
         ),
+        json_name="ablations.json",
+        md_name="ablations.md",
     )
     return summary

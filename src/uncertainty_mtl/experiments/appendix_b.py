@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl._io import read_jsonl, write_json, write_text
+from uncertainty_mtl._io import read_jsonl
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.scene import SceneStudy, learned_run
 from uncertainty_mtl.reporting.plots import new_figure, save_figure
@@ -72,13 +72,12 @@ def reproduce_appendix_b(runner: Runner[SceneStudy]) -> dict[str, Any]:
         "curves": {f"{i:g}": curves[i] for i in INITS},
         **runner.timing(),
     }
-    write_json(runner.out / "appendix_b.json", summary)
     headers = ["initial s", *[f"final s, {t}" for t in TASKS]]
     rows = [[k, *[f"{v[t]:.3f}" for t in TASKS]] for k, v in final.items()]
     agreed = ["not within the run" if agree[t] is None else str(agree[t]) for t in TASKS]
     rows.append(["steps until the initialisations agree (spread < 0.1)", *agreed])
-    write_text(
-        runner.out / "appendix_b.md",
+    runner.write_tables(
+        summary,
         "\n".join(
             [
                 f"# Appendix B ({runner.study.preset} preset): initialisation of s",
@@ -94,6 +93,8 @@ def reproduce_appendix_b(runner: Runner[SceneStudy]) -> dict[str, Any]:
                 markdown_table(headers, rows),
             ]
         ),
+        json_name="appendix_b.json",
+        md_name="appendix_b.md",
     )
     fig, axes = new_figure(3, width=4.2)
     for ax, task in zip(axes, TASKS, strict=True):

@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 import os
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -114,18 +115,40 @@ class Executor(ABC):
         """Yields ``(job name, result)`` as jobs finish; raises :class:`Submitted` instead when
         the jobs run on after this process."""
 
+    def close(self) -> None:  # noqa: B027 - most executors hold nothing between batches
+        """Lets go of what the executor keeps between batches (a local pool's workers)."""
+
 
 @dataclass
 class LocalExecutor(Executor):
     """Runs on this machine: one after another in this process (``workers=1``), or side by
     side in a pool of ``workers`` spawned processes (CUDA and threads start clean), each run
-    with one thread."""
+    with one thread.
+
+    The pool starts with the first batch of runs and serves every later one until
+    :meth:`close` (or the end of the process): a worker pays its process start and its
+    imports (torch, the study's modules) once per command, not once per batch.
+    """
 
     workers: int = 1
+    _pool: ProcessPoolExecutor | None = field(default=None, init=False, repr=False)
+    _stop: weakref.finalize | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.parallel = self.workers > 1
         self.slots = self.workers
+
+    def close(self) -> None:
+        """Stops the pool's workers (a later batch starts a new pool)."""
+        if self._stop is not None:
+            self._stop()  # shuts the pool down (once), also at the end of the process
+        self._pool = self._stop = None
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def execute(
         self, jobs: Sequence[Job], *, progress: bool = True, desc: str = "runs"
@@ -139,21 +162,37 @@ class LocalExecutor(Executor):
             yield name, result
         bar.close()
 
+    def _started_pool(self) -> ProcessPoolExecutor:
+        # A pool whose worker died (killed, out of memory) is broken for good: start another.
+        if self._pool is not None and getattr(self._pool, "_broken", False):
+            self.close()
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=get_context("spawn"),
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
+            )
+            self._stop = weakref.finalize(self, self._pool.shutdown, wait=True, cancel_futures=True)
+        return self._pool
+
     def _results(self, jobs: Sequence[Job]) -> Iterator[tuple[str, dict[str, Any]]]:
         if not self.parallel:
             for job in jobs:
                 yield job.name, job.fn(*job.args)
             return
-        context = get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=context,
-            initializer=die_with_parent,
-            initargs=(os.getpid(),),
-        ) as pool:
-            futures = {pool.submit(_call, 1, job.fn, *job.args): job for job in jobs}
+        pool = self._started_pool()
+        futures = {pool.submit(_call, 1, job.fn, *job.args): job for job in jobs}
+        try:
             for future in as_completed(futures):
                 yield futures[future].name, future.result()
+        finally:
+            # Left early (an error, Ctrl-C): the runs not started are dropped and those
+            # training are waited for, so that no worker still writes into a run directory
+            # that a later batch of this command (or the next command) trains again.
+            for future in futures:
+                future.cancel()
+            wait(futures)
 
 
 @dataclass(frozen=True)

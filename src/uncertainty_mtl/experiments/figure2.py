@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
 from uncertainty_mtl.experiments.table1 import row_run
@@ -112,8 +111,7 @@ def reproduce_figure2(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
         "panels": panels,
         **runner.timing(),
     }
-    write_json(runner.out / "figure2.json", summary)
-    write_text(runner.out / "figure2.md", _markdown(summary))
+    runner.write_tables(summary, _markdown(summary), json_name="figure2.json", md_name="figure2.md")
     _plot(runner.out / "figure2.png", summary)
     return summary
 

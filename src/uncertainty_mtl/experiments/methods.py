@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl._io import read_jsonl, write_json, write_text
+from uncertainty_mtl._io import read_jsonl
 from uncertainty_mtl.errors import ConfigError, RunDirectoryError
 from uncertainty_mtl.experiments import table1, two_task
 from uncertainty_mtl.experiments.executors import Executor
@@ -220,8 +220,7 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
         "weight_sum_spearman": weight_sum_spearman(rows),
         **runner.timing(),
     }
-    write_json(runner.out / "methods.json", summary)
-    write_text(runner.out / "methods.md", _markdown(summary))
+    runner.write_tables(summary, _markdown(summary), json_name="methods.json", md_name="methods.md")
     methods_figure(runner.out / "methods.png", summary, f"{summary['preset']} preset")
     return summary
 
@@ -455,8 +454,9 @@ def _two_task_methods(
         "wall_time_s": time.perf_counter() - start,  # the study's own rows included
     }
     out = runner.out
-    write_json(out / "methods.json", summary)
-    write_text(out / "methods.md", _two_task_markdown(summary))
+    runner.write_tables(
+        summary, _two_task_markdown(summary), json_name="methods.json", md_name="methods.md"
+    )
     methods_figure(out / "methods.png", summary, f"two tasks, {config.dataset}")
     return summary
 

@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.experiments import two_task
 from uncertainty_mtl.experiments.methods_stats import (
     all_pairs_delta_m,
@@ -213,8 +212,9 @@ def tuned_table(
         **runner.timing(),
         "wall_time_s": time.perf_counter() - start,
     }
-    write_json(runner.out / f"{name}.json", summary)
-    write_text(runner.out / f"{name}.md", tuned_markdown(summary))
+    runner.write_tables(
+        summary, tuned_markdown(summary), json_name=f"{name}.json", md_name=f"{name}.md"
+    )
     methods_figure(runner.out / f"{name}.png", summary, f"{bench.title}, tuned rates")
     return summary
 

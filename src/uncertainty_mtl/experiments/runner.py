@@ -26,11 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from uncertainty_mtl._io import DirectoryLock, claim_directory, read_json
+from uncertainty_mtl._io import DirectoryLock, claim_directory, read_json, write_json, write_text
 from uncertainty_mtl.errors import DirectoryLockedError, RunDirectoryError
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 
-__all__ = ["Run", "Runner", "Study", "train_when_free", "training_seconds"]
+__all__ = ["SMOKE_NOTE", "Run", "Runner", "Study", "train_when_free", "training_seconds"]
+
+#: The first line of a smoke study's tables.
+SMOKE_NOTE = (
+    "> **Smoke preset: these numbers mean nothing.** A few steps on cut data, to check that the "
+    "pipeline runs end to end; run the study's own preset for results."
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +72,11 @@ class Study(Protocol):
 
     #: the file a finished run holds (its result)
     result_file: str
+
+    @property
+    def smoke(self) -> bool:
+        """A few steps on cut data, to check that the pipeline runs: its tables say that their
+        numbers mean nothing."""
 
     def resolve(self, run: Run, *, parallel: bool) -> Any:
         """The run's validated config (``parallel``: it trains beside other runs)."""
@@ -243,6 +254,16 @@ class Runner(Generic[S]):
         for run, result in done.items():
             self._training_seconds[run] = training_seconds(result)
         return done
+
+    def write_tables(
+        self, summary: Mapping[str, Any], markdown: str, *, json_name: str, md_name: str
+    ) -> None:
+        """Writes a study's results (``summary`` as JSON, its Markdown table) into ``out``, each
+        file atomically; a smoke study's table starts with :data:`SMOKE_NOTE`."""
+        write_json(self.out / json_name, summary)
+        write_text(
+            self.out / md_name, f"{SMOKE_NOTE}\n\n{markdown}" if self.study.smoke else markdown
+        )
 
     def timing(self) -> dict[str, Any]:
         """This invocation's wall time, how many of the runs it used it trained (the others were

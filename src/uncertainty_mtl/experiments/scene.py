@@ -97,6 +97,7 @@ PRESETS: dict[str, Preset] = {
             "run.checkpoint_every": 600,
             "data.workers": 0,
             "data.root": "data/synth-32x64",
+            "data.synthetic": True,
             "data.synth_size": [32, 64],
             "data.cache_dir": "data/cache/synth-32x64",
             "model.aspp_rates": [1, 2, 3],
@@ -212,6 +213,10 @@ class SceneStudy:
         self.resolve(Run("check"), parallel=False)  # a bad --set fails here, before any run
 
     @property
+    def smoke(self) -> bool:
+        return self.preset == "smoke"
+
+    @property
     def spec(self) -> Preset:
         return PRESETS[self.preset]
 
@@ -256,6 +261,17 @@ class SceneStudy:
     def job(self, config: TrainConfig, run_dir: Path) -> Job:
         name = f"{run_dir.parent.name}/{run_dir.name}"
         return Job(name, train_scene_run, (config, str(run_dir)))
+
+    def check_data(self) -> None:
+        """Refuses a data root that gives no data (one that does not exist, or is not a
+        Cityscapes-layout root and does not ask for the synthetic city), before any work.
+
+        Raises:
+            DataError: naming the root and what was expected.
+        """
+        from uncertainty_mtl.data.prepare import check_scene_root
+
+        check_scene_root(self.resolve(Run("check")).data)
 
     def prepare(self, *, progress: bool = True) -> None:
         """Generates the synthetic city and its cache before runs start side by side."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.scene import (
@@ -270,8 +269,9 @@ def reproduce_table1(
     if study.spec.report_split == "test":
         summary["trivial_baselines"] = trivial_baselines(study)
     summary.update(runner.timing())
-    write_json(runner.out / "table1.json", summary)
-    write_text(runner.out / "table1.md", table_markdown(summary))
+    runner.write_tables(
+        summary, table_markdown(summary), json_name="table1.json", md_name="table1.md"
+    )
     return summary
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
 from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
@@ -159,8 +158,12 @@ def reproduce_units(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, 
         "seeds": list(range(seeds)),
         **runner.timing(),
     }
-    write_json(runner.out / "units.json", summary)
-    write_text(runner.out / "units.md", _markdown(summary, runner.study.spec.choose_split))
+    runner.write_tables(
+        summary,
+        _markdown(summary, runner.study.spec.choose_split),
+        json_name="units.json",
+        md_name="units.md",
+    )
     return summary
 
 

@@ -153,7 +153,13 @@ def _save_panel(path: Path, image: NDArray[np.uint8], prediction: ScenePredictio
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    add_keys(fig, **{kind: (axes[i], value) for kind, (i, value) in keys.items()})
+    placed = {kind: (axes[i], value) for kind, (i, value) in keys.items()}
+    add_keys(
+        fig,
+        semantic=placed.get("semantic"),
+        depth=placed.get("depth"),
+        offsets=placed.get("offsets"),
+    )
     save_figure(fig, path, dpi=110)
 
 

@@ -24,9 +24,7 @@ from torch import Tensor, nn
 
 from uncertainty_mtl.errors import ConfigError
 
-__all__ = ["GNN_HOW_TO_GET", "MoleculeGraph", "SchNetMultiTask"]
-
-GNN_HOW_TO_GET = "pip install 'uncertainty-mtl[gnn]' (PyTorch Geometric)"
+__all__ = ["MoleculeGraph", "SchNetMultiTask"]
 
 
 class MoleculeGraph(nn.Module):
@@ -84,7 +82,11 @@ class SchNetMultiTask(nn.Module):
         try:
             from torch_geometric.nn.models import SchNet
         except ImportError:
-            raise ConfigError(f"model=schnet needs PyTorch Geometric: {GNN_HOW_TO_GET}") from None
+            from uncertainty_mtl._install import install_command
+
+            raise ConfigError(
+                f"model=schnet needs PyTorch Geometric: {install_command('gnn')}"
+            ) from None
         if not tasks or hidden < 2 or interactions < 1:
             raise ValueError("SchNetMultiTask needs a task, hidden >= 2 and an interaction")
         self.tasks = tuple(tasks)

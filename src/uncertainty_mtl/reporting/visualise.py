@@ -86,6 +86,8 @@ def add_keys(
     semantic: tuple[Any, NDArray[np.integer]] | None = None,
     depth: tuple[Any, float] | None = None,
     offsets: tuple[Any, float] | None = None,
+    fontsize: float = 5,
+    legend_across: bool = False,
 ) -> None:
     """What a scene panel's colours mean, drawn beside it.
 
@@ -94,6 +96,8 @@ def add_keys(
         semantic: (its axes, the trainIds shown): a legend of the classes present.
         depth: (its axes, the colour map's top): a colour bar in pixels of inverse depth.
         offsets: (its axes, the length shown brightest): a colour wheel of directions.
+        fontsize: of the keys' text (the labels 1.2× it).
+        legend_across: the class legend in rows across the figure's foot, not under its axes.
     """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -106,15 +110,13 @@ def add_keys(
         colours = _train_id_colours_float()
         present = [int(i) for i in np.unique(ids) if 0 <= i < len(TRAIN_ID_NAMES)]
         handles = [Patch(color=colours[i], label=TRAIN_ID_NAMES[i]) for i in present]
-        ax.legend(
-            handles=handles,
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.02),
-            ncol=3,
-            fontsize=5,
-            frameon=False,
-            handlelength=1,
-        )
+        style = {"fontsize": fontsize, "frameon": False, "handlelength": 1}
+        if legend_across:
+            fig.legend(handles=handles, loc="outside lower center", ncol=8, **style)
+        else:
+            ax.legend(
+                handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, **style
+            )
     if depth is not None:
         ax, top = depth
         bar = fig.colorbar(
@@ -124,8 +126,8 @@ def add_keys(
             fraction=0.08,
             pad=0.02,
         )
-        bar.set_label("inverse depth [px]; grey: no label", fontsize=6)
-        bar.ax.tick_params(labelsize=5)
+        bar.set_label("inverse depth [px]; grey: no label", fontsize=1.2 * fontsize)
+        bar.ax.tick_params(labelsize=fontsize)
     if offsets is not None:
         ax, top = offsets
         n = 33
@@ -137,8 +139,8 @@ def add_keys(
         key.set_xticks([])
         key.set_yticks([])
         ax.set_xlabel(
-            f"hue: direction, brightness: length (to {top:.3g} px); grey: not an instance",
-            fontsize=5,
+            f"hue: direction, brightness: length\n(to {top:.3g} px); grey: not an instance",
+            fontsize=fontsize,
         )
 
 
@@ -205,7 +207,9 @@ def show_scenes(
     if rows < 1:
         raise ValueError("--n must be >= 1")
     picks = np.linspace(0, len(data) - 1, rows).round().astype(int)
-    fig, axes = new_figure(5, nrows=rows, width=3.2, height=1.8)
+    # Small in inches and large in points: the docs show it a page wide, and its text must
+    # stay readable there.
+    fig, axes = new_figure(5, nrows=rows, width=2.4, height=1.35)
     titles = ("image", "semantic (trainIds)", "instances", "inverse depth", "instance offsets")
     frames = []
     for index in picks:
@@ -235,15 +239,18 @@ def show_scenes(
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(titles[col], fontsize=8)
-        axes[row * 5].set_ylabel(data.samples[index].stem, fontsize=6)
+                ax.set_title(titles[col], fontsize=10)
+        # the frame's city (its stem's first part): the whole stem does not fit beside a row
+        axes[row * 5].set_ylabel(data.samples[index].stem.split("_")[0], fontsize=9)
     last = (rows - 1) * 5
     add_keys(
         fig,
         semantic=(axes[last + 1], np.concatenate([s.ravel() for s in shown_ids])),
         depth=(axes[last + 3], depth_top),
         offsets=(axes[last + 4], offset_top),
+        fontsize=8,
+        legend_across=True,
     )
     out = Path(out)
-    save_figure(fig, out, dpi=110)
+    save_figure(fig, out, dpi=150)
     return out

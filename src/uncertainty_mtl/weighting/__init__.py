@@ -15,6 +15,7 @@ from uncertainty_mtl.weighting.recent import (
     AnalyticalUncertaintyWeighting,
     ScaleInvariantWeighting,
 )
+from uncertainty_mtl.weighting.step import weighting_backward, weighting_step
 from uncertainty_mtl.weighting.uncertainty import (
     CONVENTIONS,
     LIKELIHOODS,
@@ -39,4 +40,6 @@ __all__ = [
     "UncertaintyWeighting",
     "Weighting",
     "parameter_groups",
+    "weighting_backward",
+    "weighting_step",
 ]

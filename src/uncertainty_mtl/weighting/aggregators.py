@@ -26,29 +26,30 @@ __all__ = ["GradientAggregation"]
 def _makers(tasks: int, options: Mapping[str, float]) -> dict[str, Callable[[], Any]]:
     """``weighting.kind`` -> a maker of its torchjd aggregator (the methods' names, references
     and options are in :mod:`uncertainty_mtl.weighting.registry`; ``options`` holds the
-    method's own, by key, their defaults there)."""
+    method's own, by key, every one given: :func:`~uncertainty_mtl.weighting.registry.option_values`
+    fills in the defaults)."""
     try:
         from torchjd import aggregation as A
     except ModuleNotFoundError as err:  # pragma: no cover - exercised without the extra only
+        from uncertainty_mtl._install import install_command
+
         raise ModuleNotFoundError(
-            "the gradient aggregators need torchjd: pip install 'uncertainty-mtl[methods]'",
+            f"the gradient aggregators need torchjd: {install_command('methods')}",
             name="torchjd",
         ) from err
     return {
         "mgda": A.MGDA,
         "pcgrad": A.PCGrad,
-        "cagrad": lambda: A.CAGrad(c=options.get("c", 0.4)),
+        "cagrad": lambda: A.CAGrad(c=options["c"]),
         "nash-mtl": lambda: A.NashMTL(n_tasks=tasks),
         "imtl-g": A.IMTLG,
         "aligned-mtl": A.AlignedMTL,
         "upgrad": A.UPGrad,
-        "fairgrad": lambda: A.FairGrad(alpha=options.get("alpha", 1.0)),
+        "fairgrad": lambda: A.FairGrad(alpha=options["alpha"]),
         "dualproj": A.DualProj,
-        "gradvac": lambda: A.GradVac(beta=options.get("beta", 0.5)),
+        "gradvac": lambda: A.GradVac(beta=options["beta"]),
         "config": A.ConFIG,
-        "db-mtl": lambda: _dual_balancing(A.Aggregator)(
-            options.get("beta", 0.9), options.get("beta_sigma", 0.0)
-        ),
+        "db-mtl": lambda: _dual_balancing(A.Aggregator)(options["beta"], options["beta_sigma"]),
     }
 
 
@@ -99,8 +100,9 @@ class GradientAggregation(Weighting):
         kind: an aggregator's ``weighting.kind`` (``mgda``, ``pcgrad``, ``cagrad``, ...; see
             :data:`~uncertainty_mtl.weighting.registry.METHODS`).
         options: the method's own hyper-parameters by key (CAGrad's ``c``, FairGrad's
-            ``alpha``, GradVac's ``beta``, DB-MTL's ``beta`` and ``beta_sigma``); defaults where
-            left out.
+            ``alpha``, GradVac's ``beta``, DB-MTL's ``beta`` and ``beta_sigma``), every one the
+            method has: ``weighting.registry.build_method`` (or ``option_values``) fills in the
+            defaults, which are written there only.
         check_finite: raise ``ValueError`` naming the task when a loss is NaN or infinite.
     """
 
@@ -120,7 +122,13 @@ class GradientAggregation(Weighting):
         if kind not in makers:
             raise ValueError(f"unknown aggregator {kind!r}; expected one of {list(makers)}")
         self.kind = kind
-        self.aggregator = makers[kind]()
+        try:
+            self.aggregator = makers[kind]()
+        except KeyError as err:
+            raise ValueError(
+                f"aggregator {kind!r} needs its option {err.args[0]!r}: pass options=, or build "
+                "it with weighting.registry.build_method, which fills in the defaults"
+            ) from None
         self._last = dict.fromkeys(self.tasks, 1.0)
         self._exposed = False  # whether the aggregator has given its weights (ConFIG never does)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final, Literal
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ __all__ = [
     "build_method",
     "markdown_table",
     "method",
+    "option_values",
 ]
 
 Family = Literal["loss weighting", "gradient aggregator", "fixed weights"]
@@ -358,16 +359,32 @@ def build_method(name: str, args: BuildArgs) -> Weighting:
 
     Raises:
         UnknownMethodError: an unknown name.
+        ValueError: an option the method does not have (a left-out option takes its default).
         ModuleNotFoundError: the method's optional package is not installed (its ``name`` is
             the package's, so the CLI names the extra that provides it).
     """
     m = method(name)
     if m.package is not None and importlib.util.find_spec(m.package) is None:
+        from uncertainty_mtl._install import install_command
+
         raise ModuleNotFoundError(
-            f"weighting.kind {name!r} needs {m.package}: pip install 'uncertainty-mtl[{m.extra}]'",
+            f"weighting.kind {name!r} needs {m.package}: {install_command(str(m.extra))}",
             name=m.package,
         )
-    return m.build(args)
+    given = dict(args.options)
+    unknown = sorted(set(given) - {o.key for o in m.options})
+    if unknown:
+        raise ValueError(
+            f"weighting.kind {name!r}: unknown option(s) {unknown}; its options are "
+            f"{[o.key for o in m.options]}"
+        )
+    # A left-out option takes its default, written here only (Option.default).
+    return m.build(replace(args, options=option_values(name, given)))
+
+
+def option_values(name: str, given: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Method ``name``'s own options: ``given`` over the registry's defaults."""
+    return {o.key: float((given or {}).get(o.key, o.default)) for o in method(name).options}
 
 
 def benchmarked(family: str, *, every: bool = False) -> tuple[str, ...]:

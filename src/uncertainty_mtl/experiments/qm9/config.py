@@ -10,7 +10,7 @@ from uncertainty_mtl.data.qm9 import LITERATURE_TARGETS
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.runner import Run
 from uncertainty_mtl.weighting import UncertaintyWeighting, Weighting
-from uncertainty_mtl.weighting.registry import METHODS, BuildArgs, build_method
+from uncertainty_mtl.weighting.registry import BuildArgs, build_method
 
 __all__ = [
     "MODELS",
@@ -153,10 +153,8 @@ class QM9Run:
             return UncertaintyWeighting(
                 dict.fromkeys(self.tasks, "gaussian"), init_log_var=init, check_finite=False
             )
-        options = {o.key: o.default for o in METHODS[self.method].options}
-        args = BuildArgs(
-            self.tasks, seed=self.seed, lr=self.lr, check_finite=False, options=options
-        )
+        # the method's own options at their defaults (build_method fills them in)
+        args = BuildArgs(self.tasks, seed=self.seed, lr=self.lr, check_finite=False)
         return build_method(self.method, args)
 
     def identity(self) -> dict[str, Any]:

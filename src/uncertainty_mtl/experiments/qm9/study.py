@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl._io import write_text
 from uncertainty_mtl.data.qm9 import ALL_TARGETS
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 from uncertainty_mtl.experiments.qm9.config import (
@@ -53,6 +53,10 @@ class QM9Study:
     config: QM9StudyConfig
     device: str = "cpu"
     result_file: str = RESULT_FILE
+
+    @property
+    def smoke(self) -> bool:
+        return self.config.max_train is not None  # cut splits: the smoke preset's
 
     def resolve(self, run: Run, *, parallel: bool = False) -> QM9Run:
         base = {
@@ -116,8 +120,7 @@ def run_study(
             **runner.timing(),
             "wall_time_s": time.perf_counter() - start,
         }
-        write_json(out_dir / "results.json", summary)
-        write_text(out_dir / "table.md", table(summary))
+        runner.write_tables(summary, table(summary), json_name="results.json", md_name="table.md")
         plot_qm9(summary, out_dir / "fig_qm9.png")
     return summary
 

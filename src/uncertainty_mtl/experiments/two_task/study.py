@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from uncertainty_mtl._io import write_json, write_text
+from uncertainty_mtl._io import write_text
 from uncertainty_mtl.data.mnist_like import ImageSplits
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 from uncertainty_mtl.experiments.runner import Run, Runner
@@ -57,6 +57,10 @@ class TwoTaskStudy:
     config: StudyConfig
     device: str = "cpu"
     result_file: str = RESULT_FILE
+
+    @property
+    def smoke(self) -> bool:
+        return self.config.max_train is not None  # cut splits: the smoke preset's
 
     def resolve(self, run: Run, *, parallel: bool = False) -> TwoTaskRun:
         study_only = ("seeds", "grid_seeds", "grid")
@@ -143,8 +147,7 @@ def _run_study(
     summary["wall_time_s"] = time.perf_counter() - start
     summary["trained_runs"] = timing["runs_trained"]
     summary["training_time_s"] = timing["training_time_s"]
-    write_json(out / "results.json", summary)
-    write_text(out / "table.md", table(summary))
+    runner.write_tables(summary, table(summary), json_name="results.json", md_name="table.md")
     plot_log_variances(out / "fig_log_variances.png", config, runner)
     plot_grid(out / "fig_grid_search.png", summary)
     plot_test_curves(out / "fig_test_curves.png", config, summary, results)
