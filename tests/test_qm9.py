@@ -255,6 +255,11 @@ def test_the_study_end_to_end_on_the_fixture(tmp_path, monkeypatch):
         methods=("equal", "uncertainty", "uncertainty-auto", "pcgrad"),
     )
     summary = qm9.run_study(config, tmp_path / "out", progress=False)
+    # One seed writes its tables too: its intervals say n = 1 (a traceback once)
+    one = qm9.run_study(replace(config, seeds=1), tmp_path / "one", progress=False)
+    table = (tmp_path / "one" / "table.md").read_text()
+    assert "## What raw units cost each row" in table and "(n = 1)" in table
+    assert one["seeds"] == [0]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["units"].keys() == {"standardised", "raw"}
     raw = saved["units"]["raw"]

@@ -13,7 +13,7 @@ import pytest
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments import two_task
 from uncertainty_mtl.experiments.two_task.claims import combined, converged_epoch
-from uncertainty_mtl.reporting.stats import paired_difference, verdict
+from uncertainty_mtl.reporting.stats import format_interval, paired_difference, verdict
 
 
 def smoke(**changes):
@@ -34,6 +34,13 @@ def test_paired_difference_by_hand():
     assert paired_difference([1, 1], [2, 0], higher_is_better=True)["p_improve"] == 0.5
     with pytest.raises(ValueError, match="equal"):
         paired_difference([1, 2], [1], higher_is_better=True)
+
+
+def test_an_interval_is_written_with_its_signs_and_one_seed_says_so():
+    assert format_interval([-2.04, 0.46]) == "[-2.0, +0.5]"
+    assert format_interval([0.01234, 0.5], digits=3) == "[+0.012, +0.500]"
+    one = paired_difference([0.1], [0.2], higher_is_better=False)
+    assert format_interval(one["ci95"]) == "(n = 1)"
 
 
 def test_verdicts_need_an_interval_that_excludes_zero():

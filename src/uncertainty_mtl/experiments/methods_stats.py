@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl.reporting.stats import mean_interval, paired_difference
+from uncertainty_mtl.reporting.stats import format_interval, mean_interval, paired_difference
 from uncertainty_mtl.reporting.tables import summarise
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
 
@@ -86,9 +86,7 @@ def paired_cell(row: Mapping[str, Any], base: str, *, verdict: bool = False) -> 
     if found is None:
         return "–"
     d = found["delta_m"]
-    text = f"{d['mean']:+.1f}"
-    if d["ci95"] is not None:
-        text += f" [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+    text = f"{d['mean']:+.1f} {format_interval(d['ci95'])}"
     return f"{text} {d['verdict']}" if verdict else text
 
 

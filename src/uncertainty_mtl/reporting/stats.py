@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["mean_interval", "paired_difference", "verdict"]
+__all__ = ["format_interval", "mean_interval", "paired_difference", "verdict"]
 
 
 def paired_difference(
@@ -55,6 +55,14 @@ def mean_interval(values: Sequence[float]) -> float:
     mean = math.fsum(values) / n
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     return float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+
+
+def format_interval(ci: Sequence[float] | None, digits: int = 1) -> str:
+    """A 95% interval for a table, ``"[-2.0, -0.4]"``; ``"(n = 1)"`` where one seed gives
+    none (:func:`paired_difference`'s ``ci95`` is then ``None``)."""
+    if ci is None:
+        return "(n = 1)"
+    return f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
 
 
 def verdict(ci: Sequence[float] | None, *, higher_is_better: bool) -> str:

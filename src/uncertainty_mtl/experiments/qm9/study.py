@@ -34,7 +34,7 @@ from uncertainty_mtl.experiments.qm9.config import (
 from uncertainty_mtl.experiments.qm9.figures import plot_qm9
 from uncertainty_mtl.experiments.qm9.training import RESULT_FILE, load_arrays, train_run
 from uncertainty_mtl.experiments.runner import Run, Runner
-from uncertainty_mtl.reporting.stats import paired_difference
+from uncertainty_mtl.reporting.stats import format_interval, paired_difference
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 
 __all__ = ["QM9Study", "delta_m", "run_study"]
@@ -246,7 +246,7 @@ def table(summary: dict[str, Any]) -> str:
         lines += [f"## Targets {units}", "", markdown_table(headers, cells), ""]
     if summary.get("units_effect"):
         cells = [
-            [m, f"{d['mean']:+.1f}", f"[{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]", d["verdict"]]
+            [m, f"{d['mean']:+.1f}", format_interval(d["ci95"]), d["verdict"]]
             for m, d in summary["units_effect"].items()
         ]
         lines += [

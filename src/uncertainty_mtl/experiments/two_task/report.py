@@ -16,6 +16,7 @@ from uncertainty_mtl.experiments.two_task.config import (
     learned_run,
 )
 from uncertainty_mtl.reporting.plots import ema, mean_band, new_figure, save_figure
+from uncertainty_mtl.reporting.stats import format_interval
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table
 from uncertainty_mtl.weighting import UncertaintyWeighting
 from uncertainty_mtl.weighting.uncertainty import optimal_log_variance
@@ -113,9 +114,8 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def _difference_cell(task: dict[str, Any], digits: int) -> str:
-    ci = task["ci95"]
-    interval = f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else ""
-    return f"{task['mean']:+.{digits}f}{interval} ({task['verdict']})"
+    interval = format_interval(task["ci95"], digits)
+    return f"{task['mean']:+.{digits}f} {interval} ({task['verdict']})"
 
 
 def claims_section(claims: dict[str, Any], seeds: int) -> list[str]:
