@@ -117,3 +117,13 @@ def test_left_out_options_take_the_registrys_defaults_and_unknown_ones_are_refus
     assert _method("gradnorm").alpha == METHODS["gradnorm"].options[0].default
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['alhpa'\]"):
         build_method("gradnorm", BuildArgs(TASKS, options={"alhpa": 1.0}))
+
+
+def test_an_aggregator_built_directly_names_the_option_it_lacks():
+    from uncertainty_mtl.weighting.aggregators import GradientAggregation
+    from uncertainty_mtl.weighting.registry import option_values
+
+    with pytest.raises(ValueError, match=r"aggregator 'cagrad' needs its option 'c'.*build_method"):
+        GradientAggregation(TASKS, "cagrad")
+    built = GradientAggregation(TASKS, "cagrad", options=option_values("cagrad"))
+    assert built.aggregator.c == METHODS["cagrad"].options[0].default
