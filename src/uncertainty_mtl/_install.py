@@ -34,14 +34,13 @@ def install_command(extra: str, origin: dict[str, object] | None = None) -> str:
     """``pip install ...`` that adds ``extra`` where this package was installed from: the
     clone's directory (``-e`` where it was installed editable), the same git URL and commit,
     or the index; ``origin``: a ``direct_url.json`` mapping (default: this installation's)."""
-    origin = _origin() if origin is None else origin
-    url = str((origin or {}).get("url", ""))
+    found = (_origin() if origin is None else origin) or {}
+    url = str(found.get("url", ""))
     if url.startswith("file://"):
-        path = unquote(urlparse(url).path)
-        dir_info = origin.get("dir_info") if origin else None
+        dir_info = found.get("dir_info")
         editable = isinstance(dir_info, dict) and dir_info.get("editable")
-        return f"pip install {'-e ' if editable else ''}'{path}[{extra}]'"
-    vcs = origin.get("vcs_info") if origin else None
+        return f"pip install {'-e ' if editable else ''}'{unquote(urlparse(url).path)}[{extra}]'"
+    vcs = found.get("vcs_info")
     if isinstance(vcs, dict):
         commit = vcs.get("requested_revision") or vcs.get("commit_id")
         at = f"@{commit}" if commit else ""
