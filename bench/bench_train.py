@@ -305,7 +305,7 @@ def inference(repeats: int) -> list[dict[str, Any]]:
 
 
 def finite_checks(names: list[str], repeats: int) -> list[dict[str, Any]]:
-    from uncertainty_mtl.engine.loop import Trainer
+    from uncertainty_mtl.engine.loop import Loop
 
     rows = []
     for name in names:
@@ -313,8 +313,8 @@ def finite_checks(names: list[str], repeats: int) -> list[dict[str, Any]]:
         h, w = input_size(config)
         model, weighting = build_model(config), build_weighting(config)
         joint = torch.nn.ModuleDict({"model": model, "weighting": weighting})
-        holder = type("Holder", (), {"joint": joint})()
-        check = Trainer._parameters_finite.__get__(holder)  # the method the loop calls
+        holder = type("Holder", (), {"trained_parameters": joint.parameters})()
+        check = Loop._parameters_finite.__get__(holder)  # the method the loop calls
         check()
         times = []
         for _ in range(max(repeats, 20)):

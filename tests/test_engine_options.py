@@ -11,6 +11,7 @@ import torch
 
 import uncertainty_mtl.engine.builders as builders
 import uncertainty_mtl.engine.loop as loop
+import uncertainty_mtl.engine.scene as scene
 from uncertainty_mtl.config import load_config
 from uncertainty_mtl.engine import TrainingError, train
 
@@ -67,7 +68,7 @@ def test_compiled_network_trains_the_same_model(city, tmp_path, monkeypatch):
         compiled.append(module)
         return torch.compile(module, backend="aot_eager")
 
-    monkeypatch.setattr(loop, "compile_module", aot_eager)
+    monkeypatch.setattr(scene, "compile_module", aot_eager)
     train(smoke(city, "optim.steps=3"), tmp_path / "eager", progress=False)
     train(smoke(city, "optim.steps=3", "run.compile=true"), tmp_path / "compiled", progress=False)
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
@@ -78,16 +79,16 @@ def test_compiled_network_trains_the_same_model(city, tmp_path, monkeypatch):
 
 def test_loader_workers_persist_and_do_not_change_a_single_number(city, tmp_path, monkeypatch):
     made = []
-    real = loop.DataLoader
+    real = scene.DataLoader
 
     def spy(*args, **kwargs):
         made.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "DataLoader", spy)
+    monkeypatch.setattr(scene, "DataLoader", spy)
     train(smoke(city, "optim.steps=6", "data.workers=2"), tmp_path / "w2", progress=False)
     assert len(made) == 1 and made[0]["persistent_workers"]  # one loader for the whole run
-    monkeypatch.setattr(loop, "DataLoader", real)
+    monkeypatch.setattr(scene, "DataLoader", real)
     train(smoke(city, "optim.steps=6", "data.workers=0"), tmp_path / "w0", progress=False)
     a = (tmp_path / "w2" / "metrics.jsonl").read_text().splitlines()
     b = (tmp_path / "w0" / "metrics.jsonl").read_text().splitlines()

@@ -5,6 +5,7 @@ end on the fixture."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from dataclasses import replace
@@ -437,3 +438,22 @@ def test_the_committed_study_is_of_these_targets_and_rows():
     assert tuple(saved["units"]) == preset.units
     for part in saved["units"].values():
         assert tuple(part["rows"]) == preset.methods
+
+
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_run(
+    tmp_path, monkeypatch, killed_and_resumed
+):
+    monkeypatch.chdir(tmp_path)
+    folder = write_fixture(tmp_path / "qm9", count=120)
+    config = replace(
+        qm9.smoke_config(qm9.PRESETS["cpu"]), data_dir=str(folder), split=(80, 20), epochs=3
+    )
+    run = qm9.QM9Study(config).resolve(qm9.method_run("uncertainty-auto", "standardised"))
+    from uncertainty_mtl.experiments.qm9.training import QM9Loop
+    from uncertainty_mtl.experiments.runner import loop_job
+
+    steps_per_epoch = -(-80 // run.batch_size)
+    assert steps_per_epoch >= 2
+    job = functools.partial(loop_job, QM9Loop)  # what the study's executor calls
+    result = killed_and_resumed("qm9", run, job, kill_at=steps_per_epoch + 1)
+    assert len(result["history"]) == 3  # one validation an epoch

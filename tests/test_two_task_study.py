@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -329,3 +330,19 @@ def test_the_old_smoke_spelling_still_works_and_says_the_new_one(capsys):
     renamed = _two_task_config(parse(["reproduce", "fashion-mnist", "--preset", "smoke"]))
     err = capsys.readouterr().err
     assert renamed == new and "is now `reproduce two-task`" in err and "here digits" in err
+
+
+@pytest.mark.parametrize("method", ["likelihood", "dwa", "nash-mtl", "gradvac", "db-mtl"])
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_run(method, killed_and_resumed):
+    """4 steps an epoch, a checkpoint each: killed after step 6, the run resumes from step 4
+    (DWA's epoch statistics, Nash-MTL's warm start, GradVac's and DB-MTL's running averages and
+    the batch order included)."""
+    config = smoke(seeds=1, epochs=3)
+    row = runs.learned_run(method) if method == "likelihood" else runs.method_run(method)
+    run = runs.TwoTaskStudy(config).resolve(row)
+    from uncertainty_mtl.experiments.runner import loop_job
+
+    job = functools.partial(loop_job, runs.TwoTaskLoop)  # what the study's executor calls
+    result = killed_and_resumed("two-task", run, job, kill_at=6)
+    # the training time counts both sessions, each up to its last checkpoint
+    assert result["training"]["seconds"] > result["training"]["seconds_this_session"]

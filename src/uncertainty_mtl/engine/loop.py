@@ -1,16 +1,23 @@
-"""The training loop of the scene network.
+"""The one training loop: every run of every study (the scene network, the two-task study, QM9)
+trains through :class:`Loop`.
 
-A run directory holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one record per logging step
-and per validation), ``results.json`` (final evaluation), ``checkpoints/last.pt`` and
-``checkpoints/best.pt``, and TensorBoard event files.
+A study supplies, in a subclass, what is its own: the model, the weighting (or aggregator), the
+optimiser, the batches from any step on (:meth:`Loop.batches`), the forward pass that gives
+the task losses (:meth:`Loop.forward`), the validation (:meth:`Loop.validate`) and the final
+evaluation (:meth:`Loop.finish`). The loop gives the rest, the same for every study:
 
-The best checkpoint is chosen on ``eval.select_split`` by
-:data:`~uncertainty_mtl.engine.evaluate.CHECKPOINT_CRITERION`; the final evaluation is on
-``eval.report_split``, which nothing during training looks at.
+- the weighting's or aggregator's update (:func:`~uncertainty_mtl.engine.step.update`);
+- ``checkpoints/last.pt`` every ``checkpoint_every`` steps and at the end, and an exact resume
+  from it (model, weighting, optimiser, schedule, scaler, step, random state, the best
+  validation, and whatever the study keeps, :meth:`Loop.study_state`);
+- the non-finite checks: a non-finite total loss or parameter stops training before anything
+  is saved, and the checkpoint on disk stays the last good one;
+- ``metrics.jsonl`` (:func:`~uncertainty_mtl.engine.step.log_record` every ``log_every`` steps
+  and at the last), TensorBoard, the progress bar and the seconds by phase.
 
 The host waits for the device only on logging, validation and checkpoint steps: the loss's
 finiteness is accumulated on the device and read then (on the CPU, where reading costs
-nothing, after every step), and a checkpoint is written only when the parameters are finite.
+nothing, after every step).
 """
 
 from __future__ import annotations
@@ -19,40 +26,17 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from uncertainty_mtl._io import append_line, is_disk_error, write_json, write_text
-from uncertainty_mtl._procs import loader_worker_options
-from uncertainty_mtl.config import (
-    ConfigError,
-    TrainConfig,
-    config_to_dict,
-    with_absolute_paths,
-)
-from uncertainty_mtl.data.cityscapes import IMAGENET_MEAN, IMAGENET_STD
-from uncertainty_mtl.data.prepare import check_scene_root, ensure_scene_data, scene_frames
-from uncertainty_mtl.engine.builders import (
-    NetWithLoss,
-    autocast,
-    build_model,
-    build_optimiser,
-    build_scheduler,
-    build_weighting,
-    deterministic,
-    grad_scaler,
-)
 from uncertainty_mtl.engine.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -61,52 +45,33 @@ from uncertainty_mtl.engine.checkpoint import (
     truncate_log,
 )
 from uncertainty_mtl.engine.cost import Phases, peak_memory, reset_peak_memory
-from uncertainty_mtl.engine.distributed import (
-    Process,
-    all_gather_objects,
-    broadcast_object,
-    check_device,
-    checksum,
-    setup_process,
-    sync_buffers,
-)
-from uncertainty_mtl.engine.evaluate import (
-    CHECKPOINT_CRITERION,
-    checked_split,
-    checkpoint_score,
-    eval_loader,
-    evaluate,
-    final_evaluation,
-    input_size_of,
-)
-from uncertainty_mtl.engine.rundir import open_run_directory
-from uncertainty_mtl.engine.sampling import EpochBatches, SeededFrames
-from uncertainty_mtl.engine.step import check_aggregation, log_record, update
+from uncertainty_mtl.engine.distributed import Process
+from uncertainty_mtl.engine.step import log_record, update
 from uncertainty_mtl.errors import RunDirectoryError, TrainingError
-from uncertainty_mtl.inference.postprocess import upsample_outputs
-from uncertainty_mtl.tasks.registry import task_errors
+from uncertainty_mtl.weighting import Weighting
 
-__all__ = ["TrainingError", "train"]
+__all__ = [
+    "Best",
+    "Loop",
+    "TrainingError",
+    "checkpoint_epochs",
+    "finite_check_every",
+]
 
 
 @dataclass
-class _Best:
+class Best:
     """The best validation so far: its criterion score, its step, and the per-task errors of
-    the first validation that the criterion divides by."""
+    the first validation that a relative criterion divides by."""
 
     score: float = math.inf
     step: int | None = None
     reference: dict[str, float] | None = None
 
 
-#: What ``last.pt`` holds besides each stateful part's state dict
-#: (:meth:`Trainer.stateful_parts`), all needed to resume.
+#: What ``last.pt`` holds besides each stateful part's state dict (:meth:`Loop.stateful_parts`),
+#: all needed to resume.
 _RESUME_EXTRAS = ("rng", "step", "best")
-
-
-def compile_module(module: nn.Module) -> Callable[..., Any]:
-    """``torch.compile`` with its default backend (inductor)."""
-    return torch.compile(module)
 
 
 def finite_check_every(device: torch.device, log_every: int) -> int:
@@ -115,108 +80,127 @@ def finite_check_every(device: torch.device, log_every: int) -> int:
     return 1 if device.type == "cpu" else log_every
 
 
-class Trainer:
-    """One run: its parts, its state and the steps that move it.
+def checkpoint_epochs(epochs: int, checkpoints: int = 10) -> int:
+    """Epochs between the checkpoints of a run of ``epochs`` epochs: about ``checkpoints`` of
+    them, each at the end of an epoch (a kill loses at most a tenth of the run; a run of many
+    short epochs does not spend its time writing them)."""
+    return max(1, math.ceil(epochs / checkpoints))
+
+
+class Loop:
+    """One run's training. A study's subclass sets, in its ``__init__`` before calling this
+    one's, ``model`` (with ``shared_parameters`` and ``last_shared_layer``), ``weighting``,
+    ``optimiser``, ``tasks`` and ``steps_per_epoch``, and may set ``scheduler`` and ``scaler``.
 
     Args:
-        config: the resolved configuration.
         out: the run directory.
         proc: this process.
-        progress: show progress bars.
-        phases: where the run's seconds by phase are summed (see :meth:`run`, :meth:`finish`).
+        resolved: the run's resolved config (``config.yaml``, and stored in ``last.pt``).
+        steps: the run's optimiser steps.
+        log_every: steps between ``metrics.jsonl`` records (and the last step).
+        checkpoint_every: steps between checkpoints (and the last step).
+        eval_every: steps between validations (and the last step); ``None``: none.
+        progress: show a progress bar.
+        phases: where the run's seconds by phase are summed.
     """
+
+    model: nn.Module
+    weighting: Weighting
+    optimiser: torch.optim.Optimizer
+    tasks: Sequence[str]
+    steps_per_epoch: int
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scaler: torch.amp.GradScaler
 
     def __init__(
         self,
-        config: TrainConfig,
         out: Path,
         proc: Process,
+        resolved: dict[str, Any],
         *,
+        steps: int,
+        log_every: int,
+        checkpoint_every: int,
+        eval_every: int | None,
         progress: bool,
         phases: Phases | None = None,
     ) -> None:
-        self.config, self.out, self.proc, self.progress = config, out, proc, progress
+        self.out, self.proc, self.resolved, self.progress = out, proc, resolved, progress
+        self.steps, self.log_every = steps, log_every
+        self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
         self.phases = phases if phases is not None else Phases()
-        self.resolved = config_to_dict(config)
+        if not hasattr(self, "scaler"):  # the update's hooks expect one
+            self.scaler = torch.amp.GradScaler(proc.device.type, enabled=False)
         self.last_path = out / "checkpoints" / "last.pt"
         self.best_path = out / "checkpoints" / "best.pt"
-        self.tasks = config.trained_tasks
-        per_rank, remainder = divmod(config.optim.batch_size, proc.world)
-        if remainder or per_rank < 1:
-            raise ConfigError(
-                f"optim.batch_size {config.optim.batch_size} must be a multiple of the number of "
-                f"processes ({proc.world})"
-            )
-        self.per_rank_batch = per_rank
-        shown = progress and proc.main
-        self.frames = scene_frames(
-            config.data, self.tasks, config.data.train_split, train=True, progress=shown
-        )
-        self.steps_per_epoch = len(self.frames) // config.optim.batch_size
-        if self.steps_per_epoch < 1:
-            raise ConfigError(
-                f"the {config.data.train_split} split has {len(self.frames)} frames, fewer than "
-                f"one batch of {config.optim.batch_size}"
-            )
-        self.input_size = input_size_of(config, self.frames)
-        # Every split the run touches is checked now, not after the last step.
-        select = config.eval.select_split
-        self.select_loader = None
-        if select:
-            frames = checked_split(config, select, "eval.select_split", progress=shown)
-            self.select_loader = eval_loader(config, select, proc, frames)[0]
-        self.report_frames = checked_split(
-            config, config.eval.report_split, "eval.report_split", progress=shown
-        )
-
-        torch.manual_seed(config.run.seed)
-        model = build_model(config).to(proc.device)
-        if config.run.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.weighting = build_weighting(config).to(proc.device)
-        if self.weighting.needs_features:
-            check_aggregation(config, proc)
-        if config.model.sync_bn and proc.world > 1:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
-        self.model = model
-        joint: nn.Module = NetWithLoss(model, self.weighting, depth_scale=config.data.depth_scale)
-        if proc.world > 1:
-            joint = nn.parallel.DistributedDataParallel(
-                joint, device_ids=[proc.device.index] if proc.device.type == "cuda" else None
-            )
-        # Compiled, the module is called; ``joint`` keeps the parameters and the state dicts.
-        self.joint = joint
-        self.step_module: Callable[..., tuple[Tensor, dict[str, Tensor], Tensor | None]] = (
-            compile_module(joint) if config.run.compile else joint
-        )
-        self.optimiser = build_optimiser(config, model, self.weighting)
-        self.scheduler = build_scheduler(config, self.optimiser)
-        self.scaler = grad_scaler(config, proc.device)
         self.step = 0
-        self.best = _Best()
-        # this session's last validation (step, metrics): the final evaluation's when it is the
-        # kept checkpoint's on the report split and nothing else is measured there
-        self._validated: tuple[int, dict[str, Any]] | None = None
+        self.best = Best()
         self.saved_step: int | None = None
         self.seconds_before = 0.0  # training seconds of earlier sessions (up to their checkpoint)
         self._session_start: float | None = None
-        self.finite_check_every = finite_check_every(proc.device, config.run.log_every)
+        self._validation_before = 0.0  # the phases' validation seconds when this session began
+        self.finite_check_every = finite_check_every(proc.device, log_every)
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=proc.device)
         self._unchecked_from = 1
         self.writer: Any = None
+
+    # -- what a study supplies -----------------------------------------------------------------
+
+    def batches(self) -> Iterable[Any]:
+        """The batches of steps ``self.step + 1`` to ``self.steps``, in order (after a resume,
+        the same ones an uninterrupted run would have drawn)."""
+        raise NotImplementedError
+
+    def forward(self, batch: Any) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """The batch's weighted total, its task losses, and the shared features when the
+        weighting aggregates task gradients (``weighting.needs_features``), else ``None``."""
+        raise NotImplementedError
+
+    def validate(self) -> None:
+        """The validation at ``self.step`` (every ``eval_every`` steps and at the last)."""
+
+    def finish(self, train_seconds: float) -> dict[str, Any]:
+        """Evaluates the kept model; writes and returns the run's result
+        (:meth:`write_results`)."""
+        raise NotImplementedError
+
+    def study_state(self) -> dict[str, Any]:
+        """What the study keeps across steps beyond the model (e.g. its curves), as tensors
+        and plain values: stored in ``last.pt`` and handed back on resume."""
+        return {}
+
+    def load_study_state(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`study_state`."""
+
+    @property
+    def can_measure(self) -> bool:
+        """Whether a logged step may measure its update against ``equal``'s (one more backward
+        pass; not under DDP or ``torch.compile``)."""
+        return self.proc.world == 1
+
+    def trained_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters the finiteness check reads."""
+        yield from self.model.parameters()
+        yield from self.weighting.parameters()
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        """What a study stores in its checkpoints beside the state (e.g. the input size)."""
+        return {}
 
     # -- state ---------------------------------------------------------------------------------
 
     def stateful_parts(self) -> dict[str, Any]:
         """The parts whose state dicts ``last.pt`` holds, by their key there (the one list of
         them: :meth:`save_last` writes and :meth:`resume` reads exactly these)."""
-        return {
+        parts: dict[str, Any] = {
             "model": self.model,
             "weighting": self.weighting,
             "optimizer": self.optimiser,
-            "scheduler": self.scheduler,
             "scaler": self.scaler,
         }
+        if self.scheduler is not None:
+            parts["scheduler"] = self.scheduler
+        return parts
 
     def resume(self) -> None:
         parts = self.stateful_parts()
@@ -225,12 +209,15 @@ class Trainer:
         for key, part in parts.items():
             part.load_state_dict(state[key])
         set_rng_state(state["rng"])
-        self.step, self.best = state["step"], _Best(**state["best"])
+        self.step, self.best = state["step"], Best(**state["best"])
         self.seconds_before = float(state.get("seconds", 0.0))  # absent before it was recorded
+        self.load_study_state(state.get("study", {}))
         self.saved_step = self.step
         self._unchecked_from = self.step + 1
 
     def open_run_directory(self) -> None:
+        """Writes ``config.yaml``, drops the records of steps after the checkpoint from
+        ``metrics.jsonl`` (they are trained again) and opens TensorBoard's writer."""
         if not self.proc.main:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -260,13 +247,14 @@ class Trainer:
                 ) from err
             raise
 
-    def _kept(self) -> str:
+    def kept(self) -> str:
+        """The last good checkpoint, for messages."""
         if self.saved_step is None:
             return "none yet"
         return f"{self.last_path} (step {self.saved_step})"
 
     def _parameters_finite(self) -> bool:
-        flags = [p.detach().isfinite().all() for p in self.joint.parameters()]
+        flags = [p.detach().isfinite().all() for p in self.trained_parameters()]
         return bool(torch.stack(flags).all())
 
     def check_finite(
@@ -283,7 +271,7 @@ class Trainer:
                 raise TrainingError(
                     f"step {self.step}: the parameters are not finite after the update (the "
                     f"total loss was finite: {float(total.detach())}); training stopped, "
-                    f"nothing saved, last good checkpoint: {self._kept()}"
+                    f"nothing saved, last good checkpoint: {self.kept()}"
                 )
             self._unchecked_from = self.step + 1
             return
@@ -296,14 +284,14 @@ class Trainer:
         raise TrainingError(
             f"{where}: non-finite total loss ({float(total.detach())}); task losses at step "
             f"{self.step}: {values}, non-finite: {bad}; training stopped, last good checkpoint: "
-            f"{self._kept()}"
+            f"{self.kept()}"
         )
 
     def save_last(self) -> None:
         if not self._parameters_finite():
             raise TrainingError(
                 f"step {self.step}: the parameters are not finite; nothing saved, last good "
-                f"checkpoint: {self._kept()}"
+                f"checkpoint: {self.kept()}"
             )
         self.saved_step = self.step
         if self.proc.main:
@@ -312,175 +300,108 @@ class Trainer:
                 {
                     **{key: part.state_dict() for key, part in self.stateful_parts().items()},
                     "step": self.step,
-                    "seconds": self.seconds_before + self._session_seconds(),
+                    "seconds": self.seconds_before + self.session_seconds(),
                     "rng": rng_state(),
                     "best": dataclasses.asdict(self.best),
-                    "input_size": self.input_size,
+                    "study": self.study_state(),
+                    **self.checkpoint_extras(),
                     "config": self.resolved,
                 },
             )
 
-    def _session_seconds(self) -> float:
-        start = self._session_start
-        return 0.0 if start is None else time.perf_counter() - start
-
-    def validate(self) -> None:
-        split = self.config.eval.select_split
-        assert self.select_loader is not None and split is not None
-        sync_buffers(self.model, self.proc)
-        metrics = evaluate(
-            self.model,
-            self.select_loader,
-            device=self.proc.device,
-            input_size=self.input_size,
-            depth_scale=self.config.data.depth_scale,
-            amp_context=autocast(self.config, self.proc.device),
-            channels_last=self.config.run.channels_last,
-        )
-        errors = task_errors(metrics, self.tasks)
-        if not all(math.isfinite(e) for e in errors.values()):
-            raise TrainingError(
-                f"step {self.step}: a task error on eval.select_split {split!r} is not finite "
-                f"({errors}); training stopped, last good checkpoint: {self._kept()}"
-            )
-        self._validated = (self.step, metrics)
-        if self.best.reference is None:
-            self.best.reference = errors
-        score = checkpoint_score(errors, self.best.reference)
-        scalars = {f"{split}/{k}": v for k, v in metrics.items() if not isinstance(v, dict)}
-        self.log({"step": self.step, "split": split, "criterion": score, **scalars})
-        self.log_panel(split)
-        if score < self.best.score:
-            self.best.score, self.best.step = score, self.step
-            if self.proc.main:
-                save_checkpoint(
-                    self.best_path,
-                    {
-                        "model": self.model.state_dict(),
-                        "weighting": self.weighting.state_dict(),
-                        "step": self.step,
-                        "score": score,
-                        "metrics": metrics,
-                        "input_size": self.input_size,
-                    },
-                )
-
-    @torch.no_grad()
-    def log_panel(self, split: str) -> None:
-        """TensorBoard's image of the first frame of ``split``: input, then prediction beside
-        ground truth for each task (``<split>/prediction``)."""
-        if not self.proc.main or self.select_loader is None:
+    def save_best(self, score: float, **extras: Any) -> None:
+        """Keeps the model as it is in ``best.pt`` when ``score`` (lower is better) beats the
+        best so far; ``extras`` (e.g. its metrics) are stored beside it."""
+        if score >= self.best.score:
             return
-        from uncertainty_mtl.reporting.visualise import prediction_strip
+        self.best.score, self.best.step = score, self.step
+        if self.proc.main:
+            save_checkpoint(
+                self.best_path,
+                {
+                    "model": self.model.state_dict(),
+                    "weighting": self.weighting.state_dict(),
+                    "step": self.step,
+                    "score": score,
+                    **extras,
+                    **self.checkpoint_extras(),
+                },
+            )
 
-        image, targets, _ = self.select_loader.dataset[0]
-        x = image[None].to(self.proc.device)
-        size = tuple(image.shape[-2:])
-        if self.input_size is not None and list(self.input_size) != list(size):
-            x = F.interpolate(x, size=tuple(self.input_size), mode="bilinear", antialias=True)
-        was_training = self.model.training
-        self.model.eval()
-        with autocast(self.config, self.proc.device):
-            outputs = {k: v.float() for k, v in self.model(x).items()}
-        self.model.train(was_training)
-        if "depth" in outputs:
-            outputs["depth"] = outputs["depth"] / self.config.data.depth_scale
-        full = upsample_outputs(outputs, size)
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        rgb = ((image * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        strip = prediction_strip(
-            rgb,
-            {k: v[0].cpu().numpy() for k, v in full.items()},
-            {k: v.numpy() for k, v in targets.items()},
-        )
-        self.writer.add_image(f"{split}/prediction", strip, self.step, dataformats="HWC")
+    def load_best(self) -> None:
+        """Puts the model and the weighting of ``best.pt`` in place."""
+        state = load_checkpoint(self.best_path, self.proc.device)
+        self.model.load_state_dict(state["model"])
+        self.weighting.load_state_dict(state["weighting"])
+
+    def session_seconds(self) -> float:
+        """This session's training seconds so far (its validations not counted)."""
+        start = self._session_start
+        if start is None:
+            return 0.0
+        validation = self.phases.seconds.get("validation", 0.0) - self._validation_before
+        return time.perf_counter() - start - validation
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def loader(self) -> DataLoader[Any]:
-        """One loader for the rest of the run; its workers live as long as it does. Its own
-        generator keeps the global RNG (dropout) untouched by the loader."""
-        c = self.config
-        sampler = EpochBatches(
-            len(self.frames),
-            self.per_rank_batch,
-            self.proc.world,
-            self.proc.rank,
-            c.run.seed,
-            c.optim.steps,
-            self.step,
-        )
-        return DataLoader(
-            SeededFrames(self.frames, c.run.seed),
-            batch_sampler=sampler,
-            num_workers=c.data.workers,
-            persistent_workers=c.data.workers > 0,
-            pin_memory=self.proc.device.type == "cuda",
-            generator=torch.Generator().manual_seed(c.run.seed),
-            **loader_worker_options(c.data.workers),
-        )
-
     def train_step(
-        self, images: Tensor, targets: dict[str, Tensor], *, measure: bool = False
+        self, batch: Any, *, measure: bool = False
     ) -> tuple[Tensor, dict[str, Tensor], float, float | None]:
         """One step; with ``measure`` (a step that is logged) also the norm of its shared
-        update against ``equal``'s on the same batch, on one process without compile."""
-        with autocast(self.config, self.proc.device):
-            total, losses, features = self.step_module(images, targets)
+        update against ``equal``'s on the same batch (:attr:`can_measure`)."""
+        total, losses, features = self.forward(batch)
         self._nonfinite |= ~torch.isfinite(total.detach())
-        measure = measure and self.proc.world == 1 and not self.config.run.compile
         ratio = update(
-            self.model,
+            self.model,  # type: ignore[arg-type]
             self.weighting,
             self.optimiser,
             self.scaler,
             total,
             losses,
             features,
-            compare_to_equal=measure,
+            compare_to_equal=measure and self.can_measure,
         )
         lr = float(self.optimiser.param_groups[0]["lr"])  # the rate this step used
-        self.scheduler.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.step += 1
         return total, losses, lr, ratio
 
+    def bar_label(self) -> str:
+        return f"training {self.out.name}"
+
     def run(self, on_step: Callable[[int], None] | None = None) -> float:
-        """Trains to ``optim.steps``; returns the seconds it took. Its phases: ``steps``
-        (forward, backward, update), ``data_wait`` (for the loader's next batch), ``logging``
-        (finiteness checks included), ``validation`` and ``checkpoints``."""
+        """Trains to ``steps``; returns this session's training seconds (its validations not
+        counted). Its phases: ``steps`` (forward, backward, update), ``data_wait`` (for the next
+        batch), ``logging`` (finiteness checks included), ``validation`` and ``checkpoints``."""
         from tqdm.auto import tqdm
 
-        c, proc = self.config, self.proc
-        steps = c.optim.steps
-        self.joint.train()
+        steps, proc, phases = self.steps, self.proc, self.phases
+        self.model.train()
+        self.weighting.train()
         reset_peak_memory(proc.device)
-        start = self._session_start = time.perf_counter()
+        self._validation_before = phases.seconds.get("validation", 0.0)
+        self._session_start = time.perf_counter()
         bar = tqdm(
             total=steps,
             initial=self.step,
-            desc=f"training {self.out.name}",
+            desc=self.bar_label(),
             unit="step",
             disable=not (self.progress and proc.main),
         )
-        phases = self.phases
         waiting = time.perf_counter()
-        for images, targets in self.loader():
+        for batch in self.batches():
             phases.add("data_wait", time.perf_counter() - waiting)
-            images = images.to(proc.device, non_blocking=True)
-            if c.run.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = {k: v.to(proc.device, non_blocking=True) for k, v in targets.items()}
             epoch = self.step // self.steps_per_epoch
             if self.step % self.steps_per_epoch == 0:
                 self.weighting.on_epoch(epoch)  # epoch statistics (e.g. DWA's loss ratios)
-            logging = (self.step + 1) % c.run.log_every == 0 or self.step + 1 == steps
+            logging = (self.step + 1) % self.log_every == 0 or self.step + 1 == steps
             with phases("steps"):
-                total, losses, lr, ratio = self.train_step(images, targets, measure=logging)
+                total, losses, lr, ratio = self.train_step(batch, measure=logging)
             bar.update()
-            checkpointing = self.step % c.run.checkpoint_every == 0 or self.step == steps
-            validating = self.select_loader is not None and (
-                self.step % c.eval.every == 0 or self.step == steps
+            checkpointing = self.step % self.checkpoint_every == 0 or self.step == steps
+            validating = self.eval_every is not None and (
+                self.step % self.eval_every == 0 or self.step == steps
             )
             syncing = logging or checkpointing or validating
             with phases("logging"):
@@ -503,143 +424,36 @@ class Trainer:
                 on_step(self.step)
             waiting = time.perf_counter()
         bar.close()
-        return time.perf_counter() - start
+        return self.session_seconds()
 
-    def _kept_validation(self, kept: str) -> dict[str, Any] | None:
-        """The metrics of this session's last validation (always at the last step) when it
-        measured the kept checkpoint on the report split with everything the final evaluation
-        measures (no instance clustering), else ``None``."""
-        c = self.config
-        clusters = c.eval.cluster_method is not None and {"semantic", "instance"} <= set(self.tasks)
-        if (
-            kept != "best"
-            or self._validated is None
-            or self._validated[0] != self.best.step
-            or c.eval.select_split != c.eval.report_split
-            or clusters
-        ):
-            return None
-        return self._validated[1]
-
-    def finish(self, train_seconds: float) -> dict[str, Any]:
-        """Evaluates the kept checkpoint on the report split (phase ``final_evaluation``, of
-        which ``clustering`` and ``instance_ap``); writes ``results.json``, whose
-        ``training.phase_seconds`` are this session's seconds by phase."""
-        proc = self.proc
-        distributed = None
-        if proc.world > 1:
-            sync_buffers(self.model, proc)
-            sums = all_gather_objects([checksum(self.model), self.weighting.log_variances()])
-            distributed = {
-                "world_size": proc.world,
-                "per_rank": sums,
-                "identical_on_all_ranks": all(s == sums[0] for s in sums),
-            }
-        kept = "best" if self.best.step is not None else "last"
-        # a selection run's single validation measured the kept checkpoint (the model as it
-        # is) on this very split: not measured twice
-        measured = self._kept_validation(kept)
-        with self.phases("final_evaluation"):
-            if kept == "best" and measured is None:
-                state = load_checkpoint(self.best_path, proc.device) if proc.main else None
-                state = broadcast_object(state)
-                self.model.load_state_dict(state["model"])
-                self.weighting.load_state_dict(state["weighting"])
-            results = final_evaluation(
-                self.config,
-                self.model,
-                proc,
-                kept=kept,
-                input_size=self.input_size,
-                step=self.best.step if kept == "best" else self.step,
-                progress=self.progress,
-                frames=self.report_frames,
-                phases=self.phases,
-                metrics=measured,
-            )
-        results["training"] = {
-            "steps": self.config.optim.steps,
+    def training_record(self, train_seconds: float) -> dict[str, Any]:
+        """``results.json``'s ``training``: the steps, the training seconds of this session and
+        of every session (each up to its last checkpoint: work a killed session redid later is
+        counted once), this session's seconds by phase and the peak memory."""
+        return {
+            "steps": self.steps,
             "seconds_this_session": train_seconds,
-            # every session's, each up to its last checkpoint (work a killed session redid later
-            # is counted once)
             "seconds": self.seconds_before + train_seconds,
-            "selection_split": self.config.eval.select_split,
-            "selection_criterion": CHECKPOINT_CRITERION,
-            "best_step": self.best.step,
-            "weighting_at_kept_checkpoint": self.weighting.log_dict(),
+            "seconds_per_step": (self.seconds_before + train_seconds) / max(self.steps, 1),
             "phase_seconds": dict(self.phases.seconds),
-            **peak_memory(proc.device),
+            **peak_memory(self.proc.device),
         }
-        if distributed:
-            results["distributed"] = distributed
-        if proc.main:
-            write_json(self.out / "results.json", results)
-            # the reported split's numbers, beside the curves, at the kept checkpoint's step
-            split, step = results["split"], results["step"] or self.step
-            for key, value in results["metrics"].items():
-                if isinstance(value, int | float) and not key.endswith("_pixels"):
-                    self.writer.add_scalar(f"{split}/{key}", value, step)
-            self.writer.close()
-        return results
 
+    def write_results(self, results: dict[str, Any]) -> None:
+        """Writes ``results.json`` (the main process), and the reported split's metrics beside
+        the curves in TensorBoard at the kept model's step."""
+        if not self.proc.main:
+            return
+        write_json(self.out / "results.json", results)
+        split, step = results["split"], results.get("step") or self.step
+        for key, value in results["metrics"].items():
+            if isinstance(value, int | float) and not key.endswith("_pixels"):
+                self.writer.add_scalar(f"{split}/{key}", value, step)
+        self.writer.close()
 
-def train(
-    config: TrainConfig,
-    out: str | os.PathLike[str],
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    on_step: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Trains ``config`` into the run directory ``out`` and evaluates the kept checkpoint on the
-    report split.
-
-    Args:
-        config: the resolved configuration.
-        out: the run directory.
-        resume: continue the run in ``out`` from ``checkpoints/last.pt``.
-        progress: show progress bars.
-        on_step: called with the step number after every step (e.g. to stop a test run).
-
-    Raises:
-        RunDirectoryError: ``out`` is not ours, another process trains into it, it already
-            holds a run (without ``resume``) or no checkpoint (with it).
-        ConfigError: with ``resume``, ``out`` holds a run of another configuration.
-        DataError: a split the run touches is missing, unreadable, or has no labelled pixels
-            for a task (found before the first step).
-        TrainingError: the total loss or the parameters became non-finite (the message names
-            the step and the tasks; the last good checkpoint stays).
-
-    Returns:
-        The content of ``results.json``.
-    """
-    check_device(config.run.device)
-    config = with_absolute_paths(config)  # config.yaml names the data wherever it is read
-    check_scene_root(config.data)  # a root that gives no data: refused before the run directory
-    main = int(os.environ.get("RANK", "0")) == 0
-    run_dir = open_run_directory(out, config_to_dict(config), resume=resume, main=main)
-    trainer: Trainer | None = None
-    phases = Phases()
-    try:
-        proc = setup_process(config.run.device)
-        if config.run.threads:
-            torch.set_num_threads(config.run.threads)
-        if proc.main:
-            with phases("data"):  # the synthetic city generated when missing
-                ensure_scene_data(config.data, progress=progress)
-        if proc.world > 1:
-            dist.barrier()
-        with deterministic(config.run.deterministic):
-            with phases("setup"):  # data sets and caches opened, model built, state resumed
-                trainer = Trainer(config, Path(out), proc, progress=progress, phases=phases)
-                if resume:
-                    trainer.resume()
-                trainer.open_run_directory()
-            seconds = trainer.run(on_step)
-            return trainer.finish(seconds)
-    finally:
-        if trainer is not None and trainer.writer is not None:
-            # Closed twice after finish() is a no-op; a full disk must not hide the error.
+    def close(self) -> None:
+        """Closes TensorBoard's writer (again after :meth:`write_results` is a no-op); a full
+        disk here must not hide the error that ended the run."""
+        if self.writer is not None:
             with contextlib.suppress(OSError):
-                trainer.writer.close()
-        run_dir.close()
+                self.writer.close()

@@ -1,10 +1,15 @@
 """What a run directory promises: ours or refused, one writer at a time, no stray
-temporary files, and a resume only of the same configuration."""
+temporary files, and a resume only of the same configuration; and a run trained into one
+(:func:`train_loop`, :func:`train_in_directory`)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +23,21 @@ from uncertainty_mtl.config import (
     load_config,
     with_absolute_paths,
 )
+from uncertainty_mtl.engine.cost import Phases
+from uncertainty_mtl.engine.loop import Loop
 from uncertainty_mtl.errors import ConfigError, RunDirectoryError
 
-__all__ = ["MARKER", "RunDirectory", "open_run_directory", "read_run_config"]
+__all__ = [
+    "MARKER",
+    "RunDirectory",
+    "open_run_directory",
+    "plain_settings",
+    "read_run_config",
+    "saved_differences",
+    "scene_differences",
+    "train_in_directory",
+    "train_loop",
+]
 
 #: The file that makes a directory a run of ours.
 MARKER = "umtl_run.json"
@@ -69,7 +86,34 @@ def read_run_config(out: Path) -> TrainConfig:
         raise RunDirectoryError(f"{path}: not a valid run config ({err})") from err
 
 
-def _check(out: Path, resolved: dict[str, Any], resume: bool) -> None:
+def scene_differences(out: Path, resolved: dict[str, Any]) -> list[str]:
+    """How the scene run in ``out`` was configured otherwise than ``resolved``."""
+    # a run saved before its data paths were stored absolute: relative to here, as then
+    saved = with_absolute_paths(read_run_config(out))
+    return config_differences(config_to_dict(saved), resolved)
+
+
+def saved_differences(
+    out: Path, resolved: dict[str, Any], *, ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """How the run in ``out`` (its ``config.yaml``, a flat mapping) was configured otherwise
+    than ``resolved``, less the keys in ``ignore`` (what says how it executes)."""
+    path = out / "config.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise RunDirectoryError(f"{path}: cannot read the run's config ({err})") from err
+    if not isinstance(saved, dict):
+        raise RunDirectoryError(f"{path}: not a run's config (expected a mapping)")
+    kept = [{k: v for k, v in d.items() if k not in ignore} for d in (saved, resolved)]
+    return config_differences(*kept)
+
+
+#: How a run directory's saved config is compared with the one asked to resume it.
+Differences = Callable[[Path, dict[str, Any]], list[str]]
+
+
+def _check(out: Path, resolved: dict[str, Any], resume: bool, differences: Differences) -> None:
     last = out / "checkpoints" / "last.pt"
     if resume:
         if not last.is_file():
@@ -77,9 +121,7 @@ def _check(out: Path, resolved: dict[str, Any], resume: bool) -> None:
                 f"--resume: {last} does not exist (the run saved no checkpoint yet); "
                 "start it again without --resume"
             )
-        # a run saved before its data paths were stored absolute: relative to here, as then
-        saved = with_absolute_paths(read_run_config(out))
-        diffs = config_differences(config_to_dict(saved), resolved)
+        diffs = differences(out, resolved)
         if diffs:
             raise ConfigError(f"--resume: {out} was trained with another config: {diffs}")
     elif last.exists() or (out / "results.json").exists():
@@ -87,13 +129,19 @@ def _check(out: Path, resolved: dict[str, Any], resume: bool) -> None:
 
 
 def open_run_directory(
-    out: str | os.PathLike[str], resolved: dict[str, Any], *, resume: bool, main: bool = True
+    out: str | os.PathLike[str],
+    resolved: dict[str, Any],
+    *,
+    resume: bool,
+    main: bool = True,
+    differences: Differences = scene_differences,
 ) -> RunDirectory:
     """Claims ``out`` for a run before anything is written into it.
 
     The main process claims the directory (absent, empty or ours; anything else refused),
     takes its lock, checks it against ``resume``, and removes the temporary files a killed run
-    left; other ranks only check.
+    left; other ranks only check. ``differences`` compares the config a run was trained with
+    to ``resolved`` before a resume (default: a scene run's).
 
     Raises:
         RunDirectoryError: ``out`` is not ours, is locked by another process, already holds a
@@ -102,7 +150,7 @@ def open_run_directory(
     """
     out = Path(out)
     if not main:
-        _check(out, resolved, resume)
+        _check(out, resolved, resume, differences)
         return RunDirectory(out, None)
     if resume and not (out / MARKER).is_file() and not (out / _LEGACY[0]).is_file():
         raise RunDirectoryError(f"--resume: {out} is not a run directory of umtl train")
@@ -110,9 +158,73 @@ def open_run_directory(
     claim_directory(out, MARKER, "umtl run", legacy=_LEGACY)
     lock = DirectoryLock(out).acquire()
     try:
-        _check(out, resolved, resume)
+        _check(out, resolved, resume, differences)
         remove_temporaries([out, out / "checkpoints"])
     except BaseException:
         lock.release()
         raise
     return RunDirectory(out, lock, created=created)
+
+
+def train_loop(
+    make: Callable[[], Loop],
+    *,
+    resume: bool,
+    phases: Phases,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Builds a run's loop (``make``, phase ``setup``), resumes it from ``last.pt`` when asked,
+    trains it and returns :meth:`Loop.finish`'s result; the caller holds the run directory
+    (:func:`~uncertainty_mtl.engine.rundir.open_run_directory`)."""
+    loop: Loop | None = None
+    try:
+        with phases("setup"):  # data opened, model built, state resumed
+            loop = make()
+            if resume:
+                loop.resume()
+            loop.open_run_directory()
+        seconds = loop.run(on_step)
+        return loop.finish(seconds)
+    finally:
+        if loop is not None:
+            loop.close()
+
+
+def plain_settings(settings: Any) -> dict[str, Any]:
+    """A study run's settings (a dataclass) as ``config.yaml`` holds them: plain values, lists
+    for tuples."""
+    plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(settings)))
+    return plain
+
+
+def train_in_directory(
+    loop_type: Any,
+    settings: Any,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """A study's run trained into ``run_dir``, which it claims and locks first:
+    ``loop_type(settings, run_dir, progress=, phases=)`` (a
+    :class:`~uncertainty_mtl.engine.loop.Loop`), its ``settings`` a dataclass saved as
+    ``config.yaml``. With ``resume``, from the last checkpoint, refused if the saved settings
+    differ from ``settings`` in more than ``loop_type.volatile`` (what says how it executes).
+    ``on_step`` is called with the step number after every step. Returns the run's result."""
+    claimed = open_run_directory(
+        run_dir,
+        plain_settings(settings),
+        resume=resume,
+        differences=partial(saved_differences, ignore=loop_type.volatile),
+    )
+    try:
+        phases = Phases()
+        return train_loop(
+            lambda: loop_type(settings, run_dir, progress=progress, phases=phases),
+            resume=resume,
+            phases=phases,
+            on_step=on_step,
+        )
+    finally:
+        claimed.close()

@@ -30,7 +30,15 @@ from uncertainty_mtl._io import DirectoryLock, claim_directory, read_json, write
 from uncertainty_mtl.errors import DirectoryLockedError, RunDirectoryError
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 
-__all__ = ["SMOKE_NOTE", "Run", "Runner", "Study", "train_when_free", "training_seconds"]
+__all__ = [
+    "SMOKE_NOTE",
+    "Run",
+    "Runner",
+    "Study",
+    "loop_job",
+    "train_when_free",
+    "training_seconds",
+]
 
 #: The first line of a smoke study's tables.
 SMOKE_NOTE = (
@@ -145,6 +153,19 @@ def train_when_free(
             return train((run_dir / "checkpoints" / "last.pt").is_file())
         except DirectoryLockedError:
             time.sleep(_POLL_S)
+
+
+def loop_job(loop_type: Any, settings: Any, run_dir: Path) -> dict[str, Any]:
+    """A study's job for a run of the one loop (``loop_type``, e.g. the two-task or the QM9
+    run, with its ``settings``): its result, trained, resumed or waited for
+    (:func:`train_when_free`)."""
+    from uncertainty_mtl.engine.rundir import train_in_directory
+
+    return train_when_free(
+        run_dir,
+        "results.json",
+        lambda resume: train_in_directory(loop_type, settings, run_dir, resume=resume),
+    )
 
 
 def _read_result(path: Path) -> dict[str, Any]:

@@ -55,6 +55,13 @@ def _makers(tasks: int, options: Mapping[str, float]) -> dict[str, Callable[[], 
 
 #: The aggregators whose rows are the gradients of ``log L_t`` instead of ``L_t``.
 _OF_LOG_LOSSES = ("db-mtl",)
+#: What an aggregator carries from step to step in plain attributes (outside its buffers), by
+#: kind, each by its dotted path from the aggregator: Nash-MTL's step count, last weights and
+#: scale (its solver warm-starts from them), DB-MTL's step count and averaged gradients.
+_CARRIED = {
+    "nash-mtl": ("weighting.step", "weighting.prvs_alpha", "weighting.normalization_factor"),
+    "db-mtl": ("steps", "buffer", "weights"),
+}
 
 
 def _dual_balancing(base: type) -> type:
@@ -179,3 +186,67 @@ class GradientAggregation(Weighting):
 
     def extra_repr(self) -> str:
         return f"tasks={list(self.tasks)}, kind={self.kind!r}"
+
+    # -- state: a resumed run goes on as an uninterrupted one -------------------------------------
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The weights of the last step and what the aggregator carries to the next
+        (:data:`_CARRIED`; NumPy arrays as tensors)."""
+        import numpy as np  # torchjd's own dependency
+
+        carried = {}
+        for name in _CARRIED.get(self.kind, ()):
+            value = getattr(*self._owner(name))
+            carried[name] = (
+                torch.from_numpy(value.copy()) if isinstance(value, np.ndarray) else value
+            )
+        return {"last": dict(self._last), "exposed": self._exposed, "aggregator": carried}
+
+    def set_extra_state(self, state: dict[str, Any] | None) -> None:
+        if state is None:  # a checkpoint from before this state was kept
+            return
+        import numpy as np
+
+        self._last, self._exposed = dict(state["last"]), bool(state["exposed"])
+        for name, value in state["aggregator"].items():
+            owner, attribute = self._owner(name)
+            if isinstance(getattr(owner, attribute), np.ndarray):
+                value = value.numpy()
+            setattr(owner, attribute, value)
+        nash = self.aggregator.weighting if self.kind == "nash-mtl" else None
+        if nash is not None and nash.step > 0:
+            nash._init_optim_problem()  # the solver's problem, which it builds at its first step
+
+    def _owner(self, path: str) -> tuple[Any, str]:
+        """The object and the attribute name at ``path`` (dotted) from the aggregator."""
+        *parents, attribute = path.split(".")
+        owner = self.aggregator
+        for parent in parents:
+            owner = getattr(owner, parent)
+        return owner, attribute
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        extra = prefix + "_extra_state"
+        if extra not in state_dict:
+            state_dict = {**state_dict, extra: None}
+        # A buffer an aggregator makes at its first step (GradVac's φ) is made here to the
+        # saved one's measure, so that loading fills it; its key in the aggregator follows it.
+        for path, module in self.aggregator.named_modules():
+            for name, buffer in list(module._buffers.items()):
+                key = ".".join(filter(None, (f"{prefix}aggregator", path, name)))
+                if buffer is None and key in state_dict:
+                    module._buffers[name] = torch.empty_like(state_dict[key])
+                    if name == "_phi_t":
+                        module._state_key = (state_dict[key].shape[0], state_dict[key].dtype)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )

@@ -32,8 +32,8 @@ from uncertainty_mtl.experiments.qm9.config import (
     single_run,
 )
 from uncertainty_mtl.experiments.qm9.figures import plot_qm9
-from uncertainty_mtl.experiments.qm9.training import RESULT_FILE, load_arrays, train_run
-from uncertainty_mtl.experiments.runner import Run, Runner
+from uncertainty_mtl.experiments.qm9.training import RESULT_FILE, QM9Loop, load_arrays
+from uncertainty_mtl.experiments.runner import Run, Runner, loop_job
 from uncertainty_mtl.reporting.stats import format_interval, paired_difference
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 
@@ -68,7 +68,7 @@ class QM9Study:
         return config.identity()
 
     def job(self, config: QM9Run, run_dir: Path) -> Job:
-        return Job(f"{run_dir.parent.name}/{run_dir.name}", train_run, (config, run_dir))
+        return Job(f"{run_dir.parent.name}/{run_dir.name}", loop_job, (QM9Loop, config, run_dir))
 
     def prepare(self, *, progress: bool = True) -> None:
         c = self.config

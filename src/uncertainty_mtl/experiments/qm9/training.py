@@ -1,12 +1,11 @@
-"""One QM9 run: its data, losses and metrics, trained through the engine's step
-(:func:`~uncertainty_mtl.engine.step.update`, so every weighting's hooks run) and recorded as
-the other studies' runs are: ``metrics.jsonl`` and ``results.json``."""
+"""One QM9 run: its data, losses and metrics, trained by the one loop
+(:class:`~uncertainty_mtl.engine.loop.Loop`: every weighting's hooks, checkpoints, exact resume,
+the non-finite checks, ``metrics.jsonl``, TensorBoard) into a run directory like the other
+studies' runs."""
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -16,16 +15,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.data.qm9 import ALL_TARGETS, QM9Arrays, load_qm9_arrays
-from uncertainty_mtl.engine.cost import peak_memory, reset_peak_memory
-from uncertainty_mtl.engine.step import log_record, update
+from uncertainty_mtl.engine.cost import Phases
+from uncertainty_mtl.engine.distributed import Process
+from uncertainty_mtl.engine.in_memory import InMemoryLoop
+from uncertainty_mtl.engine.loop import checkpoint_epochs
+from uncertainty_mtl.engine.rundir import plain_settings, train_in_directory
 from uncertainty_mtl.experiments.qm9.config import QM9Run
 from uncertainty_mtl.models.descriptor_mlp import DescriptorMLP
 from uncertainty_mtl.models.molecule_gnn import SchNetMultiTask
 from uncertainty_mtl.weighting import parameter_groups
 
-__all__ = ["RESULT_FILE", "load_arrays", "mean_absolute_errors", "train_run"]
+__all__ = [
+    "RESULT_FILE",
+    "QM9Loop",
+    "load_arrays",
+    "mean_absolute_errors",
+    "train_run",
+]
 
 RESULT_FILE = "results.json"
 _COLUMN = {t.name: i for i, t in enumerate(ALL_TARGETS)}
@@ -109,96 +116,86 @@ def mean_absolute_errors(
     return {t: v / len(y) for t, v in total.items()}
 
 
-def train_run(run: QM9Run, run_dir: Path, *, progress: bool = False) -> dict[str, Any]:
-    """Trains one run and writes ``metrics.jsonl`` and ``results.json``; returns the result."""
-    start = time.perf_counter()
-    arrays = load_arrays(run.data_dir, run.max_train, run.max_eval, tuple(run.split))
-    device = torch.device(run.device)
-    columns = [_COLUMN[t] for t in run.tasks]
-    centre_np, scale_np = _scaling(run, arrays)
-    centre = torch.from_numpy(centre_np).to(device)
-    scale = torch.from_numpy(scale_np).to(device)
+class QM9Loop(InMemoryLoop):
+    """One QM9 run on the one loop: the splits on the device, the targets standardised (or
+    not) by the training split's statistics, a fresh order every epoch (from the run's seed),
+    each target's MAE on val after every epoch (``history``), and the last model evaluated on
+    val and test in each target's own unit."""
 
-    def split(name: str) -> tuple[Inputs, Tensor]:
-        idx = arrays.split[name]
-        x = _inputs(run, arrays, idx, device)
-        return x, torch.from_numpy(arrays.targets[idx][:, columns]).to(device)
+    model: DescriptorMLP | SchNetMultiTask
 
-    x_train, y_train = split("train")
-    evals = {s: split(s) for s in ("val", "test")}
-    targets = ((y_train - centre) / scale).float()
-    torch.manual_seed(run.seed)
-    model = _model(run, x_train).to(device)
-    weighting = run.make_weighting().to(device)
-    optimiser = torch.optim.Adam(parameter_groups(model, weighting, lr=run.lr, weight_decay=0.0))
-    scaler = torch.amp.GradScaler(device.type, enabled=False)  # the update's hooks expect one
-    order = torch.Generator().manual_seed(run.seed)
-    steps_per_epoch = math.ceil(len(y_train) / run.batch_size)
-    log_every = max(1, steps_per_epoch // 4)
-    records: list[str] = []
-    history: list[dict[str, Any]] = []
-    step, evaluating = 0, 0.0
-    reset_peak_memory(device)
-    looping = time.perf_counter()
-    from tqdm.auto import tqdm
+    def __init__(
+        self, run: QM9Run, out: Path, *, progress: bool = False, phases: Phases | None = None
+    ) -> None:
+        self.settings = run
+        arrays = load_arrays(run.data_dir, run.max_train, run.max_eval, tuple(run.split))
+        device = torch.device(run.device)
+        columns = [_COLUMN[t] for t in run.tasks]
+        centre, self.scale_np = _scaling(run, arrays)
+        self.centre = torch.from_numpy(centre).to(device)
+        self.scale = torch.from_numpy(self.scale_np).to(device)
 
-    bar = tqdm(
-        total=run.epochs * steps_per_epoch, desc=str(run_dir), leave=False, disable=not progress
-    )
-    for epoch in range(run.epochs):
-        weighting.on_epoch(epoch)
-        for index in torch.split(torch.randperm(len(y_train), generator=order), run.batch_size):
-            code = model.features(_take(x_train, index))  # type: ignore[arg-type]
-            out = model.outputs(code)
-            truth = targets[index]
-            losses = {t: ((out[t] - truth[:, i]) ** 2).mean() for i, t in enumerate(run.tasks)}
-            total = weighting(losses)
-            logging = (step + 1) % log_every == 0
-            ratio = update(
-                model,
-                weighting,
-                optimiser,
-                scaler,
-                total,
-                losses,
-                code if weighting.needs_features else None,
-                compare_to_equal=logging,
-            )
-            step += 1
-            if logging:
-                lr = optimiser.param_groups[0]["lr"]
-                record = log_record(step, epoch, losses, total, weighting, lr, ratio)
-                records.append(json.dumps(record))
-            bar.update()
-        tic = time.perf_counter()
-        val = mean_absolute_errors(model, *evals["val"], centre, scale)
-        history.append({"epoch": epoch + 1, **{f"val/{t}": v for t, v in val.items()}})
-        evaluating += time.perf_counter() - tic
-    bar.close()
-    training_seconds = time.perf_counter() - looping - evaluating
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "metrics.jsonl", "\n".join(records) + "\n")
-    final = {s: mean_absolute_errors(model, *evals[s], centre, scale) for s in ("val", "test")}
-    result = {
-        "split": "test",
-        "metrics": final["test"],
-        "training": {
-            "steps": step,
-            "seconds": training_seconds,
-            "seconds_this_session": training_seconds,
-            "seconds_per_step": training_seconds / max(step, 1),
-            "wall_time_s": time.perf_counter() - start,
-            **peak_memory(device),
-        },
-        "seed": run.seed,
-        "tasks": list(run.tasks),
-        "method": run.method,
-        "units": run.units,
-        "scale": dict(zip(run.tasks, scale_np.tolist(), strict=True)),
-        "final": final,
-        "log_variances": weighting.log_variances(),
-        "effective_weights": weighting.effective_weights(),
-        "history": history,
-    }
-    write_json(run_dir / RESULT_FILE, result)
-    return result
+        def split(name: str) -> tuple[Inputs, Tensor]:
+            idx = arrays.split[name]
+            x = _inputs(run, arrays, idx, device)
+            return x, torch.from_numpy(arrays.targets[idx][:, columns]).to(device)
+
+        self.x_train, y_train = split("train")
+        self.n_train = len(y_train)
+        self.evals = {s: split(s) for s in ("val", "test")}
+        self.targets = ((y_train - self.centre) / self.scale).float()
+        torch.manual_seed(run.seed)
+        self.model = _model(run, self.x_train).to(device)
+        self.weighting = run.make_weighting().to(device)
+        self.optimiser = torch.optim.Adam(
+            parameter_groups(self.model, self.weighting, lr=run.lr, weight_decay=0.0)
+        )
+        self.tasks = run.tasks
+        self.steps_per_epoch = math.ceil(self.n_train / run.batch_size)
+        self.history = []
+        super().__init__(
+            out,
+            Process(0, 1, device),
+            plain_settings(run),
+            steps=run.epochs * self.steps_per_epoch,
+            log_every=max(1, self.steps_per_epoch // 4),
+            checkpoint_every=self.steps_per_epoch * checkpoint_epochs(run.epochs),
+            eval_every=self.steps_per_epoch,
+            progress=progress,
+            phases=phases,
+        )
+
+    def forward(self, batch: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        code = self.model.features(_take(self.x_train, batch))  # type: ignore[arg-type]
+        out = self.model.outputs(code)
+        truth = self.targets[batch]
+        losses = {t: ((out[t] - truth[:, i]) ** 2).mean() for i, t in enumerate(self.tasks)}
+        return self.weighting(losses), losses, code if self.weighting.needs_features else None
+
+    def errors(self, split: str) -> dict[str, float]:
+        return mean_absolute_errors(self.model, *self.evals[split], self.centre, self.scale)
+
+    def validate(self) -> None:
+        epoch = self.step // self.steps_per_epoch
+        self.history.append(
+            {"epoch": epoch, **{f"val/{t}": v for t, v in self.errors("val").items()}}
+        )
+
+    def finish(self, train_seconds: float) -> dict[str, Any]:
+        run = self.settings
+        with self.phases("final_evaluation"):
+            final = {s: self.errors(s) for s in ("val", "test")}
+        return self.report(
+            final,
+            train_seconds,
+            method=run.method,
+            units=run.units,
+            scale=dict(zip(run.tasks, self.scale_np.tolist(), strict=True)),
+        )
+
+
+def train_run(run: QM9Run, run_dir: Path, **options: Any) -> dict[str, Any]:
+    """Trains one run into ``run_dir`` and returns the content of its ``results.json``
+    (``options``: :func:`~uncertainty_mtl.engine.rundir.train_in_directory`'s ``resume``,
+    ``progress``, ``on_step``)."""
+    return train_in_directory(QM9Loop, run, run_dir, **options)

@@ -56,6 +56,7 @@ from uncertainty_mtl.experiments.two_task.study import (
 )
 from uncertainty_mtl.experiments.two_task.training import (
     RESULT_FILE,
+    TwoTaskLoop,
     evaluate,
     load_splits,
     task_losses,
@@ -72,6 +73,7 @@ __all__ = [
     "RESULT_FILE",
     "TASKS",
     "StudyConfig",
+    "TwoTaskLoop",
     "TwoTaskRun",
     "TwoTaskStudy",
     "choose_schedule",

@@ -16,7 +16,7 @@ import yaml
 from uncertainty_mtl._io import write_text
 from uncertainty_mtl.data.mnist_like import ImageSplits
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
-from uncertainty_mtl.experiments.runner import Run, Runner
+from uncertainty_mtl.experiments.runner import Run, Runner, loop_job
 from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.experiments.two_task.claims import claims
 from uncertainty_mtl.experiments.two_task.config import (
@@ -36,7 +36,7 @@ from uncertainty_mtl.experiments.two_task.report import (
     plot_test_curves,
     table,
 )
-from uncertainty_mtl.experiments.two_task.training import RESULT_FILE, load_splits, train_run
+from uncertainty_mtl.experiments.two_task.training import RESULT_FILE, TwoTaskLoop, load_splits
 from uncertainty_mtl.reporting.tables import summarise
 
 __all__ = [
@@ -78,7 +78,9 @@ class TwoTaskStudy:
         return settings
 
     def job(self, config: TwoTaskRun, run_dir: Path) -> Job:
-        return Job(f"{run_dir.parent.name}/{run_dir.name}", train_run, (config, run_dir))
+        return Job(
+            f"{run_dir.parent.name}/{run_dir.name}", loop_job, (TwoTaskLoop, config, run_dir)
+        )
 
     def prepare(self, *, progress: bool = True) -> None:
         load_splits(self.config)

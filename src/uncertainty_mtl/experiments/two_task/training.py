@@ -1,13 +1,12 @@
-"""One two-task run: its data, its losses and metrics, and its training through the engine's
-step (:func:`~uncertainty_mtl.engine.step.update`), recorded as a scene run is: ``metrics.jsonl``
-(the engine's log record) and ``results.json`` (``split``, ``metrics``, ``training``, and the
-study's own keys)."""
+"""One two-task run: its data, its losses and metrics, trained by the one loop
+(:class:`~uncertainty_mtl.engine.loop.Loop`: checkpoints, exact resume, the non-finite checks,
+``metrics.jsonl``, TensorBoard) into a run directory like a scene run's: ``results.json`` holds
+``split``, ``metrics``, ``training``, and the study's own keys."""
 
 from __future__ import annotations
 
-import json
 import math
-import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from uncertainty_mtl._io import write_json, write_text
 from uncertainty_mtl.data.mnist_like import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_HOW_TO_GET,
@@ -24,8 +22,12 @@ from uncertainty_mtl.data.mnist_like import (
     load_digits_splits,
     load_fashion_mnist_splits,
 )
-from uncertainty_mtl.engine.cost import peak_memory, reset_peak_memory
-from uncertainty_mtl.engine.step import log_record, update
+from uncertainty_mtl.engine.cost import Phases
+from uncertainty_mtl.engine.distributed import Process
+from uncertainty_mtl.engine.in_memory import InMemoryLoop
+from uncertainty_mtl.engine.loop import checkpoint_epochs
+from uncertainty_mtl.engine.rundir import plain_settings, train_in_directory
+from uncertainty_mtl.engine.step import update
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.two_task.config import StudyConfig, TwoTaskRun
 from uncertainty_mtl.models.autoencoder import ConvAutoencoderClassifier
@@ -34,8 +36,10 @@ from uncertainty_mtl.weighting import Weighting, parameter_groups
 
 __all__ = [
     "RESULT_FILE",
+    "TwoTaskLoop",
     "build_training",
     "evaluate",
+    "forward_pass",
     "load_splits",
     "task_losses",
     "train_run",
@@ -147,6 +151,16 @@ def build_training(
     return model, weighting, optimiser
 
 
+def forward_pass(
+    model: ConvAutoencoderClassifier, weighting: Weighting, images: Tensor, labels: Tensor
+) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+    """The weighted total of a batch, its task losses, and the code (the shared features) when
+    the weighting aggregates task gradients."""
+    code = model.features(images)
+    losses = task_losses(model.outputs(code), images, labels)
+    return weighting(losses), losses, code if weighting.needs_features else None
+
+
 def train_step(
     model: ConvAutoencoderClassifier,
     weighting: Weighting,
@@ -154,112 +168,95 @@ def train_step(
     scaler: torch.amp.GradScaler,
     images: Tensor,
     labels: Tensor,
-    *,
-    compare_to_equal: bool = False,
-) -> tuple[dict[str, Tensor], Tensor, float | None]:
-    """One optimiser step of the study on a batch: the task losses, the weighted total and,
-    with ``compare_to_equal``, the shared update's norm over ``equal``'s
-    (:func:`~uncertainty_mtl.engine.step.update`)."""
-    code = model.features(images)
-    losses = task_losses(model.outputs(code), images, labels)
-    total = weighting(losses)
-    features = code if weighting.needs_features else None
-    ratio = update(
-        model, weighting, optimiser, scaler, total, losses, features,
-        compare_to_equal=compare_to_equal,
-    )  # fmt: skip
-    return losses, total, ratio
+) -> tuple[dict[str, Tensor], Tensor]:
+    """One optimiser step of the study on a batch, outside a run (the step cost's timing):
+    the task losses and the weighted total."""
+    total, losses, features = forward_pass(model, weighting, images, labels)
+    update(model, weighting, optimiser, scaler, total, losses, features)
+    return losses, total
 
 
-def train_run(run: TwoTaskRun, run_dir: Path, *, progress: bool = False) -> dict[str, Any]:
-    """Trains one row for one seed and writes ``metrics.jsonl`` and ``results.json`` in
-    ``run_dir``; returns the result."""
-    start = time.perf_counter()
-    splits = load_splits(run)
-    device = torch.device(run.device)
-    x_train, y_train = (torch.from_numpy(a).to(device) for a in splits.train)
-    evals = {
-        split: tuple(torch.from_numpy(a).to(device) for a in getattr(splits, split))
-        for split in ("val", "test")
-    }
-    torch.manual_seed(run.seed)
-    model, weighting, optimiser = build_training(
-        run,
-        splits.image_size,
-        splits.num_classes,
-        mean=float(x_train.mean()),
-        std=float(x_train.std()),
-        device=device,
-    )
-    order = torch.Generator().manual_seed(run.seed)
-    steps_per_epoch = math.ceil(len(y_train) / run.batch_size)
-    total_steps = run.epochs * steps_per_epoch
+class TwoTaskLoop(InMemoryLoop):
+    """One two-task run on the one loop: the splits on the device, a fresh order of the
+    training images every epoch (from the run's seed), the curves on val and test every
+    ``eval_every`` steps (``history``), and the last model evaluated on both."""
 
-    def evaluation(step: int) -> dict[str, Any]:
-        row: dict[str, Any] = {"step": step}
-        for split, (x, y) in evals.items():
-            metrics = evaluate(model, x, y, channels_last=run.channels_last)
+    model: ConvAutoencoderClassifier
+
+    def __init__(
+        self, run: TwoTaskRun, out: Path, *, progress: bool = False, phases: Phases | None = None
+    ) -> None:
+        self.settings = run
+        splits = load_splits(run)
+        device = torch.device(run.device)
+        self.x_train, self.y_train = (torch.from_numpy(a).to(device) for a in splits.train)
+        self.evals = {
+            split: tuple(torch.from_numpy(a).to(device) for a in getattr(splits, split))
+            for split in ("val", "test")
+        }
+        torch.manual_seed(run.seed)
+        self.model, self.weighting, self.optimiser = build_training(
+            run,
+            splits.image_size,
+            splits.num_classes,
+            mean=float(self.x_train.mean()),
+            std=float(self.x_train.std()),
+            device=device,
+        )
+        self.tasks = self.model.tasks
+        self.steps_per_epoch = math.ceil(len(self.y_train) / run.batch_size)
+        self.n_train = len(self.y_train)
+        self.history = []
+        super().__init__(
+            out,
+            Process(0, 1, device),
+            plain_settings(run),
+            steps=run.epochs * self.steps_per_epoch,
+            log_every=run.log_every,
+            checkpoint_every=self.steps_per_epoch * checkpoint_epochs(run.epochs),
+            eval_every=run.eval_every,
+            progress=progress,
+            phases=phases,
+        )
+
+    def batches(self) -> Iterator[Tensor]:
+        if not self.history:  # the curves start at the initialisation
+            with self.phases("validation"):
+                self.history.append(self.evaluation())
+        yield from super().batches()
+
+    def forward(self, batch: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        images = _layout(self.x_train[batch], self.settings.channels_last)
+        return forward_pass(self.model, self.weighting, images, self.y_train[batch])
+
+    def evaluation(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"step": self.step}
+        for split, (x, y) in self.evals.items():
+            metrics = evaluate(self.model, x, y, channels_last=self.settings.channels_last)
             row.update({f"{split}/{k}": v for k, v in metrics.items()})
         return row
 
-    from tqdm.auto import tqdm
+    def validate(self) -> None:
+        self.history.append(self.evaluation())
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    records: list[str] = []
-    history = [evaluation(0)]
-    step = 0
-    scaler = torch.amp.GradScaler(device.type, enabled=False)  # the update's hooks expect one
-    reset_peak_memory(device)
-    evaluating = 0.0  # seconds spent on the curves' evaluations, not on training
-    looping = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=str(run_dir), leave=False, disable=not progress)
-    for epoch in range(run.epochs):
-        weighting.on_epoch(epoch)  # epoch statistics (DWA's loss ratios)
-        for index in torch.split(torch.randperm(len(y_train), generator=order), run.batch_size):
-            x, y = _layout(x_train[index], run.channels_last), y_train[index]
-            logging = (step + 1) % run.log_every == 0
-            losses, total, ratio = train_step(
-                model, weighting, optimiser, scaler, x, y, compare_to_equal=logging
-            )
-            step += 1
-            if logging:
-                lr = optimiser.param_groups[0]["lr"]
-                record = log_record(step, epoch, losses, total, weighting, lr, ratio)
-                records.append(json.dumps(record))
-                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k.startswith("loss/")})
-            if step % run.eval_every == 0 or step == total_steps:
-                tic = time.perf_counter()
-                history.append(evaluation(step))
-                evaluating += time.perf_counter() - tic
-            bar.update()
-    bar.close()
-    training_seconds = time.perf_counter() - looping - evaluating
-    write_text(run_dir / "metrics.jsonl", "\n".join(records) + "\n")
-    final = {
-        split: evaluate(model, *evals[split], channels_last=run.channels_last)
-        for split in ("val", "test")
-    }
-    result = {
-        # the keys of a scene run's results.json
-        "split": "test",
-        "metrics": final["test"],
-        "training": {
-            "steps": total_steps,
-            "seconds": training_seconds,
-            "seconds_this_session": training_seconds,
-            "wall_time_s": time.perf_counter() - start,
-            **peak_memory(device),
-        },
-        # the study's own
-        "seed": run.seed,
-        "tasks": list(run.tasks),
-        "weights": run.weights,
-        "convention": run.convention,
-        "method": run.method,
-        "final": final,
-        "log_variances": weighting.log_variances(),
-        "effective_weights": weighting.effective_weights(),
-        "history": history,
-    }
-    write_json(run_dir / RESULT_FILE, result)
-    return result
+    def finish(self, train_seconds: float) -> dict[str, Any]:
+        run = self.settings
+        with self.phases("final_evaluation"):
+            final = {
+                split: evaluate(self.model, *self.evals[split], channels_last=run.channels_last)
+                for split in ("val", "test")
+            }
+        return self.report(
+            final,
+            train_seconds,
+            weights=run.weights,
+            convention=run.convention,
+            method=run.method,
+        )
+
+
+def train_run(run: TwoTaskRun, run_dir: Path, **options: Any) -> dict[str, Any]:
+    """Trains one row for one seed into ``run_dir`` and returns the content of its
+    ``results.json`` (``options``: :func:`~uncertainty_mtl.engine.rundir.train_in_directory`'s
+    ``resume``, ``progress``, ``on_step``)."""
+    return train_in_directory(TwoTaskLoop, run, run_dir, **options)
