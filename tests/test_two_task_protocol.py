@@ -13,7 +13,7 @@ import pytest
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments import two_task
 from uncertainty_mtl.experiments.two_task.claims import combined, converged_epoch
-from uncertainty_mtl.reporting.stats import format_interval, paired_difference, verdict
+from uncertainty_mtl.reporting.stats import delta_m, format_interval, paired_difference, verdict
 
 
 def smoke(**changes):
@@ -34,6 +34,20 @@ def test_paired_difference_by_hand():
     assert paired_difference([1, 1], [2, 0], higher_is_better=True)["p_improve"] == 0.5
     with pytest.raises(ValueError, match="equal"):
         paired_difference([1, 2], [1], higher_is_better=True)
+
+
+def test_delta_m_by_hand_and_every_study_uses_it():
+    # accuracy 90 against 100 (higher is better): +10 %; an error of 2 against 1: +100 %
+    values, refs = {"a": 90.0, "b": 2.0}, {"a": 100.0, "b": 1.0}
+    assert delta_m(values, refs, {"a": True, "b": False}) == pytest.approx(55.0)
+    assert delta_m(refs, refs, {"a": True, "b": False}) == 0.0
+    from uncertainty_mtl.experiments import qm9
+    from uncertainty_mtl.experiments.methods_stats import delta_m as by_spec
+
+    assert qm9.delta_m({"x": 3.0, "y": 1.0}, {"x": 2.0, "y": 2.0}) == pytest.approx(0.0)
+    metrics = {"accuracy": 90.0, "reconstruction_l1": 0.2}
+    single = {"classification": {"accuracy": 100.0}, "reconstruction": {"reconstruction_l1": 0.1}}
+    assert by_spec(metrics, single, ("classification", "reconstruction")) == pytest.approx(55.0)
 
 
 def test_an_interval_is_written_with_its_signs_and_one_seed_says_so():

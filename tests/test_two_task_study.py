@@ -12,6 +12,7 @@ import pytest
 
 from uncertainty_mtl.cli import main
 from uncertainty_mtl.data.mnist_like import write_idx
+from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments import two_task as runs
 from uncertainty_mtl.experiments import two_task as study
 from uncertainty_mtl.experiments.runner import SMOKE_NOTE
@@ -198,18 +199,38 @@ def test_two_workers_give_the_same_numbers_as_one(tmp_path):
             ), (row, metric)
 
 
-def test_method_runs_name_one_weighting_and_keep_the_old_runs_identity():
+def test_a_run_names_its_method_as_every_study_does_and_keeps_its_directory():
     config = smoke()
-    base = {k: v for k, v in vars(config).items() if k not in ("seeds", "grid_seeds", "grid")}
-    with pytest.raises(ValueError, match="one of"):
-        runs.TwoTaskRun(**base, convention="likelihood", method="dwa")
-    with pytest.raises(ValueError, match="method must be one of"):
-        runs.TwoTaskRun(**base, method="fixed")
     two_task_study = runs.TwoTaskStudy(config)
-    fixed = two_task_study.identity(two_task_study.resolve(runs.fixed_run(0.5)))
-    assert "method" not in fixed  # runs from before the methods are found again
+    fixed = two_task_study.resolve(runs.fixed_run(0.5))
+    assert fixed.weighting.kind == "fixed" and fixed.weighting.weights["classification"] == 0.5
+    # the identity (the directory's hash) of a run from before the one vocabulary, by hand
+    assert two_task_study.identity(fixed) == {
+        "dataset": "digits",
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "weighting_lr": None,
+        "init_log_var": 0.0,
+        "eval_every": config.eval_every,
+        "log_every": config.log_every,
+        "max_train": config.max_train,
+        "max_eval": config.max_eval,
+        "weights": {"classification": 0.5, "reconstruction": 0.5},
+        "convention": None,
+    }
     dwa = two_task_study.identity(two_task_study.resolve(runs.method_run("dwa")))
-    assert dwa["method"] == "dwa" and dwa["weights"] is None
+    assert dwa["method"] == "dwa" and dwa["weights"] is None and "weighting" not in dwa
+    # an option away from its default is part of what the run is
+    tempered = runs.method_run("dwa").with_patch("dwa-t5", **{"weighting.dwa.temperature": 5.0})
+    changed = two_task_study.identity(two_task_study.resolve(tempered))
+    assert changed["weighting"] == {"dwa": {"temperature": 5.0}}
+    assert two_task_study.resolve(tempered).make_weighting().temperature == 5.0
+    with pytest.raises(ValueError, match="method must be one of"):
+        runs.method_run("fixed")
+    typo = runs.method_run("dwa").with_patch("typo", **{"weighting.temprature": 5.0})
+    with pytest.raises(ConfigError, match=r"weighting: unknown key\(s\) \['temprature'\]"):
+        two_task_study.resolve(typo)
 
 
 def test_two_task_loop_calls_every_weighting_hook(tmp_path, monkeypatch):

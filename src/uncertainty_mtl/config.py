@@ -145,6 +145,11 @@ class WeightingConfig:
     gradvac: GradVacConfig = field(default_factory=GradVacConfig)
     db_mtl: DbMtlConfig = field(default_factory=DbMtlConfig)
 
+    def rate(self, lr: float) -> float:
+        """The learning rate of the weighting's own parameters: ``lr`` (the network's) unless
+        ``weighting.lr`` sets one (the one place this default is applied)."""
+        return lr if self.lr is None else self.lr
+
 
 @dataclass
 class OptimConfig:
@@ -468,6 +473,13 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; allowed: {names}")
     values = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**values)
+
+
+def weighting_config(data: Mapping[str, Any]) -> WeightingConfig:
+    """A ``weighting`` section (a mapping, its sections nested) as every study names a method:
+    types checked, an unknown key refused in one line naming it."""
+    config: WeightingConfig = _build(WeightingConfig, dict(data), "weighting")
+    return config
 
 
 _CONFIG_PACKAGE = "uncertainty_mtl"

@@ -14,7 +14,9 @@ from pathlib import Path
 
 def main(spec: dict) -> None:
     os.chdir(spec["cwd"])  # QM9's descriptor cache is relative to it
-    settings = spec["settings"]
+    from uncertainty_mtl.config import weighting_config
+
+    settings = {**spec["settings"], "weighting": weighting_config(spec["settings"]["weighting"])}
     if spec["study"] == "qm9":
         from uncertainty_mtl.experiments.qm9 import QM9Run
         from uncertainty_mtl.experiments.qm9.training import train_run

@@ -54,7 +54,7 @@ def build_model(config: TrainConfig) -> MultiTaskNet:
 def build_weighting(config: TrainConfig) -> Weighting:
     """The configured weighting. Its own per-call finiteness check is off: the training loop
     checks the total (without a device synchronisation on every step, see ``engine.loop``)."""
-    lr = config.weighting.lr if config.weighting.lr is not None else config.optim.lr
+    lr = config.weighting.rate(config.optim.lr)
     return weighting_from(
         config.weighting, config.trained_tasks, seed=config.run.seed, lr=lr, check_finite=False
     )
@@ -85,8 +85,9 @@ def weighting_from(
         check_finite=check_finite,
         options=options,
         weights=w.weights,
-        likelihoods={t: w.likelihoods.get(t, TASKS[t].likelihood) for t in tasks},
-        event_dims={t: TASKS[t].event_dims for t in tasks},
+        # a task outside the registry (QM9's targets) names its likelihood in the config
+        likelihoods={t: w.likelihoods.get(t) or TASKS[t].likelihood for t in tasks},
+        event_dims={t: TASKS[t].event_dims if t in TASKS else 1 for t in tasks},
         init_log_var=w.init_log_var,
         convention=w.convention,
         regulariser=w.regulariser,
@@ -101,7 +102,11 @@ def build_optimiser(
     weighting's parameters in their own group without weight decay."""
     o = config.optim
     groups = parameter_groups(
-        model, weighting, lr=o.lr, weight_decay=o.weight_decay, weighting_lr=config.weighting.lr
+        model,
+        weighting,
+        lr=o.lr,
+        weight_decay=o.weight_decay,
+        weighting_lr=config.weighting.rate(o.lr),
     )
     if o.optimizer == "adam":
         return torch.optim.Adam(groups, lr=o.lr)

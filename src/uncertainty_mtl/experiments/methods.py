@@ -15,6 +15,7 @@ single-task models (Maninis et al. 2019; lower is better), seconds per training 
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -109,14 +110,9 @@ def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None
     return Run(f"method-{method}", {"tasks": list(TASKS), "weighting.kind": method}, seed)
 
 
-def delta_m(
-    metrics: Mapping[str, float],
-    single: Mapping[str, Mapping[str, float]],
-    tasks: Sequence[str] = TASKS,
-) -> float:
-    """Δm % against the single-task models (:func:`methods_stats.delta_m`; the scene's three
-    tasks by default)."""
-    return task_delta_m(metrics, single, tasks)
+#: Δm % against the single-task models, the scene's three tasks by default
+#: (:func:`~uncertainty_mtl.experiments.methods_stats.delta_m`).
+delta_m = functools.partial(task_delta_m, tasks=TASKS)
 
 
 def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -417,8 +413,7 @@ def _two_task_methods(
     single = {t: {SPECS[t].metric: single_means[t][SPECS[t].metric]["mean"]} for t in tasks}
     references = seed_references(done, singles, tasks)
 
-    def two_task_delta_m(metrics: Mapping[str, float], base: Mapping[str, Any]) -> float:
-        return delta_m(metrics, base, tasks)
+    two_task_delta_m = functools.partial(task_delta_m, tasks=tasks)
 
     rows: dict[str, Any] = {}
     for method in methods:
@@ -427,7 +422,7 @@ def _two_task_methods(
             "kind": "aggregator" if method in EVERY_AGGREGATOR else "loss weighting",
             "lr": config.lr,
             "metrics": two_task.split_summaries(results, "test"),
-            "delta_m": summarise([delta_m(r["metrics"], single, tasks) for r in results]),
+            "delta_m": summarise([two_task_delta_m(r["metrics"], single) for r in results]),
             "delta_m_all_pairs": all_pairs_delta_m(results, references, two_task_delta_m),
             **_per_step(results),
             **rows_diagnostics([runner.run_dir(r) for r in runs[method]], tasks),

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from uncertainty_mtl.reporting.stats import delta_m as stats_delta_m
 from uncertainty_mtl.reporting.stats import format_interval, mean_interval, paired_difference
 from uncertainty_mtl.reporting.tables import summarise
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
@@ -49,16 +50,14 @@ def delta_m(
     single: Mapping[str, Mapping[str, float]],
     tasks: Sequence[str],
 ) -> float:
-    """Δm % = (1/T)·Σ_t (−1)^{l_t}·(M_t − M_t^single)/M_t^single·100, ``l_t = 1`` where higher
-    is better: the mean relative loss against the single-task models (lower is better; 0 is as
-    good as them on average)."""
-    terms = []
-    for task in tasks:
-        spec = SPECS[task]
-        value, base = float(metrics[spec.metric]), float(single[task][spec.metric])
-        sign = -1.0 if spec.higher_is_better else 1.0
-        terms.append(sign * (value - base) / base * 100.0)
-    return sum(terms) / len(terms)
+    """Δm % of a run's ``metrics`` against the single-task models' (``single``: task ->
+    metrics), each task's metric and direction from its spec
+    (:func:`~uncertainty_mtl.reporting.stats.delta_m`)."""
+    return stats_delta_m(
+        {t: metrics[SPECS[t].metric] for t in tasks},
+        {t: single[t][SPECS[t].metric] for t in tasks},
+        {t: SPECS[t].higher_is_better for t in tasks},
+    )
 
 
 def paired_rows(rows: Mapping[str, dict[str, Any]]) -> None:

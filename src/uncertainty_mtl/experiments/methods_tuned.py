@@ -15,6 +15,7 @@ the table's note).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -161,8 +162,7 @@ def tuned_table(
         for t in tasks
     }
 
-    def delta_m(metrics: Mapping[str, float], base: Mapping[str, Any]) -> float:
-        return task_delta_m(metrics, base, tasks)
+    delta_m = functools.partial(task_delta_m, tasks=tasks)
 
     table_rows: dict[str, Any] = {}
     for row in rows:

@@ -7,10 +7,32 @@ per-seed differences are paired; the interval is Student's t over those differen
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_interval", "mean_interval", "paired_difference", "verdict"]
+__all__ = [
+    "delta_m",
+    "format_interval",
+    "mean_interval",
+    "paired_difference",
+    "verdict",
+]
+
+
+def delta_m(
+    values: Mapping[str, float],
+    references: Mapping[str, float],
+    higher_is_better: Mapping[str, bool],
+) -> float:
+    """Δm % (Maninis et al., 2019) over the tasks of ``references``:
+    ``(1/T)·Σ_t (−1)^{l_t}·(M_t − M_t^ref)/M_t^ref·100``, ``l_t = 1`` where higher is better.
+    The mean relative loss against the references (lower is better; 0: as good as they are on
+    average). Every study's Δm is this one."""
+    terms = []
+    for task, base in references.items():
+        sign = -1.0 if higher_is_better[task] else 1.0
+        terms.append(sign * (float(values[task]) - float(base)) / float(base) * 100.0)
+    return sum(terms) / len(terms)
 
 
 def paired_difference(

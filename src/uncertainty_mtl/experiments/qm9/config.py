@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from uncertainty_mtl.config import WEIGHTING_KINDS
+from uncertainty_mtl.config import WEIGHTING_KINDS, WeightingConfig
 from uncertainty_mtl.data.qm9 import LITERATURE_TARGETS
+from uncertainty_mtl.engine.builders import weighting_from
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.runner import Run
-from uncertainty_mtl.weighting import UncertaintyWeighting, Weighting
-from uncertainty_mtl.weighting.registry import BuildArgs, build_method
+from uncertainty_mtl.weighting import Weighting
 
 __all__ = [
+    "AUTO",
     "MODELS",
     "PRESETS",
     "QM9_TASKS",
@@ -21,6 +22,7 @@ __all__ = [
     "QM9Run",
     "QM9StudyConfig",
     "method_run",
+    "row_weighting",
     "single_run",
     "smoke_config",
 ]
@@ -33,6 +35,9 @@ UNITS = ("standardised", "raw")
 #: ``mlp``: :class:`~uncertainty_mtl.models.DescriptorMLP` on the Coulomb-matrix eigenvalues
 #: (minutes on a CPU); ``schnet``: PyG's SchNet on the atoms (a GPU's model).
 MODELS = ("mlp", "schnet")
+#: A row named for more than its kind: the uncertainty weighting with each ``s`` started at
+#: its optimum for the first loss (``weighting.init_log_var: auto``).
+AUTO = "uncertainty-auto"
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,8 @@ class QM9StudyConfig:
         units: the target scalings the study trains under (:data:`UNITS`).
         methods: ``weighting.kind`` of each multi-task row (``uncertainty`` with the
             likelihood convention: a Gaussian term on each MSE, which the paper convention
-            shares; ``uncertainty-auto``: the same, each ``s`` started at its optimum).
-            Every row keeps its method's default options.
+            shares; ``uncertainty-auto``: the same with ``weighting.init_log_var: auto``, each
+            ``s`` started at its optimum). Every row keeps its method's default options.
         epochs, batch_size, lr: Adam's training.
         hidden: the shared MLP's widths (``model=mlp``).
         model: one of :data:`MODELS`.
@@ -90,7 +95,7 @@ class QM9StudyConfig:
         bad = [u for u in self.units if u not in UNITS]
         if bad or not self.units:
             raise ConfigError(f"units: {bad or 'none'}; expected some of {list(UNITS)}")
-        known = (*WEIGHTING_KINDS, "uncertainty-auto")
+        known = (*WEIGHTING_KINDS, AUTO)
         unknown = [m for m in self.methods if m not in known or m == "fixed"]
         if unknown:
             raise ConfigError(f"methods: unknown {unknown}; expected kinds of {list(known)}")
@@ -121,13 +126,22 @@ def smoke_config(config: QM9StudyConfig) -> QM9StudyConfig:
     )
 
 
+def row_weighting(row: str) -> dict[str, Any]:
+    """The ``weighting`` section of a multi-task row: its kind with the registry's default
+    options, or for :data:`AUTO` the uncertainty weighting started at its optimum."""
+    if row == AUTO:
+        return {"kind": "uncertainty", "init_log_var": "auto"}
+    return {"kind": row}
+
+
 @dataclass(frozen=True)
 class QM9Run:
     """One run: the study's training settings, the targets it trains and how they are weighed.
 
     Attributes:
         tasks: the targets trained (one for a single-task reference, all 11 otherwise).
-        method: ``weighting.kind`` (``equal`` for a single task), or ``uncertainty-auto``.
+        weighting: the method as every study names it (``weighting.kind`` and its options;
+            ``equal`` for a single task), each target's likelihood Gaussian.
         units: ``standardised`` or ``raw``.
     """
 
@@ -138,29 +152,32 @@ class QM9Run:
     hidden: tuple[int, ...]
     max_train: int | None
     max_eval: int | None
+    weighting: WeightingConfig
     split: tuple[int, int] = (110_000, 10_000)
     model: str = "mlp"
     schnet: tuple[float, float, float] = (128, 6, 10.0)
     tasks: tuple[str, ...] = QM9_TASKS
-    method: str = "equal"
     units: str = "standardised"
     seed: int = 0
     device: str = "cpu"
 
     def make_weighting(self) -> Weighting:
-        if self.method in ("uncertainty", "uncertainty-auto"):
-            init: Any = "auto" if self.method == "uncertainty-auto" else 0.0
-            return UncertaintyWeighting(
-                dict.fromkeys(self.tasks, "gaussian"), init_log_var=init, check_finite=False
-            )
-        # the method's own options at their defaults (build_method fills them in)
-        args = BuildArgs(self.tasks, seed=self.seed, lr=self.lr, check_finite=False)
-        return build_method(self.method, args)
+        lr = self.weighting.rate(self.lr)
+        return weighting_from(self.weighting, self.tasks, seed=self.seed, lr=lr, check_finite=False)
+
+    @property
+    def row(self) -> str:
+        """The row's name (``method`` in the results): the kind, or :data:`AUTO`."""
+        w = self.weighting
+        return AUTO if w.kind == "uncertainty" and w.init_log_var == "auto" else w.kind
 
     def identity(self) -> dict[str, Any]:
+        """What the run is (its directory's hash): its settings less what says how it executes,
+        the weighting named by its row as it always was (``method``)."""
         settings = asdict(self)
-        for volatile in ("seed", "device", "data_dir"):
+        for volatile in ("seed", "device", "data_dir", "weighting"):
             settings.pop(volatile)
+        settings["method"] = self.row
         # the MLP's runs keep the identity they had before SchNet came
         for unused in ("model", "schnet") if self.model == "mlp" else ("hidden",):
             settings.pop(unused)
@@ -175,9 +192,11 @@ REFERENCE_UNITS = "standardised"
 
 def single_run(task: str, units: str = REFERENCE_UNITS, seed: int = 0) -> Run:
     """The single-task reference of ``task``."""
-    return Run(f"single-{task}-{units}", {"tasks": (task,), "units": units}, seed)
+    patch = {"tasks": (task,), "units": units, "weighting.kind": "equal"}
+    return Run(f"single-{task}-{units}", patch, seed)
 
 
 def method_run(method: str, units: str, seed: int = 0) -> Run:
-    """All 11 targets weighed by ``method``."""
-    return Run(f"{method}-{units}", {"method": method, "units": units}, seed)
+    """All 11 targets weighed by the row ``method`` (:func:`row_weighting`)."""
+    weighting = {f"weighting.{k}": v for k, v in row_weighting(method).items()}
+    return Run(f"{method}-{units}", {**weighting, "units": units}, seed)

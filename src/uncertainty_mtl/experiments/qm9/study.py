@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from uncertainty_mtl._io import write_text
+from uncertainty_mtl.config import apply_patch, weighting_config
 from uncertainty_mtl.data.qm9 import ALL_TARGETS
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 from uncertainty_mtl.experiments.qm9.config import (
@@ -34,6 +35,7 @@ from uncertainty_mtl.experiments.qm9.config import (
 from uncertainty_mtl.experiments.qm9.figures import plot_qm9
 from uncertainty_mtl.experiments.qm9.training import RESULT_FILE, QM9Loop, load_arrays
 from uncertainty_mtl.experiments.runner import Run, Runner, loop_job
+from uncertainty_mtl.reporting.stats import delta_m as stats_delta_m
 from uncertainty_mtl.reporting.stats import format_interval, paired_difference
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 
@@ -62,7 +64,12 @@ class QM9Study:
         base = {
             k: v for k, v in asdict(self.config).items() if k not in ("seeds", "units", "methods")
         }
-        return QM9Run(**{**base, **run.patch, "seed": run.seed, "device": self.device})
+        # every target's likelihood Gaussian (an MSE each), the method as the run names it
+        study = {"likelihoods": dict.fromkeys(run.patch.get("tasks", QM9_TASKS), "gaussian")}
+        own = {k: v for k, v in run.patch.items() if k.startswith("weighting.")}
+        weighting = weighting_config(apply_patch({"weighting": study}, own)["weighting"])
+        settings = {**base, **{k: v for k, v in run.patch.items() if k not in own}}
+        return QM9Run(**settings, weighting=weighting, seed=run.seed, device=self.device)
 
     def identity(self, config: QM9Run) -> dict[str, Any]:
         return config.identity()
@@ -76,9 +83,10 @@ class QM9Study:
 
 
 def delta_m(errors: dict[str, float], single: dict[str, float]) -> float:
-    """Δm %: the mean over targets of the relative MAE against the single-task references
-    (every target's error is lower-is-better)."""
-    return 100.0 * sum((errors[t] - single[t]) / single[t] for t in single) / len(single)
+    """Δm % of a run's MAEs against the single-task references'
+    (:func:`~uncertainty_mtl.reporting.stats.delta_m`; every target's error is
+    lower-is-better)."""
+    return stats_delta_m(errors, single, dict.fromkeys(single, False))
 
 
 def run_study(

@@ -188,7 +188,7 @@ class QM9Loop(InMemoryLoop):
         return self.report(
             final,
             train_seconds,
-            method=run.method,
+            method=run.row,
             units=run.units,
             scale=dict(zip(run.tasks, self.scale_np.tolist(), strict=True)),
         )

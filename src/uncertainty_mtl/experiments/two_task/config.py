@@ -11,7 +11,7 @@ from uncertainty_mtl.engine.builders import weighting_from
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments.runner import Run
 from uncertainty_mtl.tasks.registry import TASKS as TASK_SPECS
-from uncertainty_mtl.weighting import FixedWeighting, UncertaintyWeighting, Weighting
+from uncertainty_mtl.weighting import Weighting
 
 __all__ = [
     "LIKELIHOODS",
@@ -202,10 +202,10 @@ class TwoTaskRun:
     """One run's resolved config: the study's settings, the weighting and the seed.
 
     Attributes:
-        weights: fixed weights ``{task: w}`` (a task of weight 0 is not trained), or
-        convention: ``"likelihood"`` or ``"paper"`` for learned weights, or
-        method: another ``weighting.kind`` of the methods benchmark (``equal``, ``dwa``, a
-            gradient aggregator, ...) with its default parameters.
+        weighting: the method, named as every study names it (``weighting.kind`` and its
+            options: ``fixed`` with ``weights`` (a task of weight 0 is not trained),
+            ``uncertainty`` with its ``convention`` and ``init_log_var``, or any other kind of
+            the registry); its ``lr`` is the rate of its own parameters (``lr`` when unset).
         seed: initialisation and batch order.
         device: where it trains (not part of what the run is).
     """
@@ -215,64 +215,78 @@ class TwoTaskRun:
     epochs: int
     batch_size: int
     lr: float
-    weighting_lr: float | None
-    init_log_var: float
     eval_every: int
     log_every: int
     max_train: int | None
     max_eval: int | None
+    weighting: WeightingConfig
     channels_last: bool = False
-    weights: dict[str, float] | None = None
-    convention: str | None = None
-    method: str | None = None
     seed: int = 0
     device: str = "cpu"
 
-    def __post_init__(self) -> None:
-        given = [x is not None for x in (self.weights, self.convention, self.method)]
-        if sum(given) != 1:
-            raise ValueError(
-                "a two-task run has one of: fixed weights, a learned convention, a method"
-            )
-        if self.convention not in (None, "likelihood", "paper"):
-            raise ValueError(f"convention must be 'likelihood' or 'paper', got {self.convention}")
-        if self.method is not None and self.method not in METHOD_KINDS:
-            raise ValueError(f"method must be one of {list(METHOD_KINDS)}, got {self.method!r}")
-
     @property
     def tasks(self) -> tuple[str, ...]:
-        weights = self.weights
-        return TASKS if weights is None else tuple(t for t in TASKS if weights[t] > 0)
+        w = self.weighting
+        return TASKS if w.kind != "fixed" else tuple(t for t in TASKS if w.weights[t] > 0)
+
+    @property
+    def weighting_lr(self) -> float:
+        return self.weighting.rate(self.lr)
 
     def make_weighting(self) -> Weighting:
-        if self.method is not None:
-            return weighting_from(
-                WeightingConfig(kind=self.method),
-                TASKS,
-                seed=self.seed,
-                lr=self.weighting_lr or self.lr,
-            )
-        if self.weights is not None:
-            return FixedWeighting(self.weights)
-        assert self.convention is not None
-        return UncertaintyWeighting(
-            LIKELIHOODS, init_log_var=self.init_log_var, convention=self.convention
-        )
+        return weighting_from(self.weighting, self.tasks, seed=self.seed, lr=self.weighting_lr)
+
+    def named(self) -> dict[str, Any]:
+        """The weighting as the study's results have always named it: ``weights`` (fixed),
+        ``convention`` (the uncertainty weighting) or ``method`` (any other kind), the other
+        two ``None``."""
+        w = self.weighting
+        fixed, learned = w.kind == "fixed", w.kind == "uncertainty"
+        return {
+            "weights": w.weights if fixed else None,
+            "convention": w.convention if learned else None,
+            "method": None if fixed or learned else w.kind,
+        }
+
+    def identity(self) -> dict[str, Any]:
+        """What the run is (its directory's hash): its settings, less what says how it executes,
+        with the weighting as the study has always named it (``weights``, ``convention`` or
+        ``method``; the rate and the initial ``s``), so that a run keeps its directory; options
+        of a weighting set away from their defaults are added under ``weighting``."""
+        settings = asdict(self)
+        for volatile in ("seed", "device", "data_dir", "weighting"):
+            settings.pop(volatile)
+        w = self.weighting
+        settings.update(self.named(), weighting_lr=w.lr, init_log_var=w.init_log_var)
+        if settings["method"] is None:  # the runs from before the methods have no such key
+            settings.pop("method")
+        if not settings["channels_last"]:  # nor those from before the memory format
+            settings.pop("channels_last")
+        named = ("kind", "weights", "convention", "init_log_var", "lr")
+        default = asdict(WeightingConfig(kind=w.kind))
+        extra = {k: v for k, v in asdict(w).items() if k not in named and v != default[k]}
+        if extra:
+            settings["weighting"] = extra
+        return settings
 
 
 def fixed_run(w: float, seed: int = 0) -> Run:
     """The grid point with classification weight ``w`` (reconstruction ``1 - w``)."""
     weights = {"classification": w, "reconstruction": 1.0 - w}
-    return Run(f"fixed-{w:.2f}", {"weights": weights}, seed)
+    return Run(f"fixed-{w:.2f}", {"weighting.kind": "fixed", "weighting.weights": weights}, seed)
 
 
 def learned_run(convention: str, seed: int = 0) -> Run:
-    return Run(f"learned-{convention}", {"convention": convention}, seed)
+    """The uncertainty weighting under ``convention`` (``likelihood`` or ``paper``)."""
+    patch = {"weighting.kind": "uncertainty", "weighting.convention": convention}
+    return Run(f"learned-{convention}", patch, seed)
 
 
 def method_run(method: str, seed: int = 0) -> Run:
     """A run of the methods benchmark: ``method`` (a ``weighting.kind``) on both tasks."""
-    return Run(f"method-{method}", {"method": method}, seed)
+    if method not in METHOD_KINDS:
+        raise ValueError(f"method must be one of {list(METHOD_KINDS)}, got {method!r}")
+    return Run(f"method-{method}", {"weighting.kind": method}, seed)
 
 
 def config_dict(config: StudyConfig) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from uncertainty_mtl._io import write_json
 from uncertainty_mtl.experiments.executors import Executor, LocalExecutor
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
-from uncertainty_mtl.experiments.two_task.config import TASKS, StudyConfig
+from uncertainty_mtl.experiments.two_task.config import TASKS, StudyConfig, fixed_run
 from uncertainty_mtl.experiments.two_task.study import TwoTaskStudy
 from uncertainty_mtl.experiments.two_task.training import load_splits
 
@@ -57,7 +57,7 @@ CHOICE_RULE = (
 def curve_run(batch: int, train_images: int) -> Run:
     """The unweighted row at ``batch``, evaluated after every epoch."""
     patch = {
-        "weights": {"classification": 0.5, "reconstruction": 0.5},
+        **fixed_run(0.5).patch,
         "batch_size": batch,
         "eval_every": math.ceil(train_images / batch),
     }

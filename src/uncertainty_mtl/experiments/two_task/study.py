@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from uncertainty_mtl._io import write_text
+from uncertainty_mtl.config import apply_patch, weighting_config
 from uncertainty_mtl.data.mnist_like import ImageSplits
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 from uncertainty_mtl.experiments.runner import Run, Runner, loop_job
@@ -63,19 +64,24 @@ class TwoTaskStudy:
         return self.config.max_train is not None  # cut splits: the smoke preset's
 
     def resolve(self, run: Run, *, parallel: bool = False) -> TwoTaskRun:
-        study_only = ("seeds", "grid_seeds", "grid")
+        """The run's config: the study's settings, then the run's patch (``weighting.<key>``
+        for the method, as every study names it; the study's ``init_log_var`` and
+        ``weighting_lr`` are the weighting's unless the patch sets them)."""
+        study_only = ("seeds", "grid_seeds", "grid", "init_log_var", "weighting_lr")
         base = {k: v for k, v in asdict(self.config).items() if k not in study_only}
-        return TwoTaskRun(**{**base, **run.patch, "seed": run.seed, "device": self.device})
+        study = {"init_log_var": self.config.init_log_var, "lr": self.config.weighting_lr}
+        own = {k: v for k, v in run.patch.items() if k.startswith("weighting.")}
+        weighting = apply_patch({"weighting": study}, own)["weighting"]
+        settings = {**base, **{k: v for k, v in run.patch.items() if k not in own}}
+        return TwoTaskRun(
+            **settings,
+            weighting=weighting_config(weighting),
+            seed=run.seed,
+            device=self.device,
+        )
 
     def identity(self, config: TwoTaskRun) -> dict[str, Any]:
-        settings = asdict(config)
-        for volatile in ("seed", "device", "data_dir"):
-            settings.pop(volatile)
-        if settings["method"] is None:  # the runs from before the methods keep their identity
-            settings.pop("method")
-        if not settings["channels_last"]:  # and those from before the memory format
-            settings.pop("channels_last")
-        return settings
+        return config.identity()
 
     def job(self, config: TwoTaskRun, run_dir: Path) -> Job:
         return Job(
@@ -178,7 +184,7 @@ def grid_summaries(
     seeds = config.grid_seeds or config.seeds
     return [
         {
-            "weights": run.patch["weights"],
+            "weights": run.patch["weighting.weights"],
             "run_id": run.name,
             "seeds": seeds,
             "val": _metric_summaries(results, run.name, seeds, "val"),
@@ -253,7 +259,7 @@ def summarise_study(
         "rows": rows,
         "grid": grid,
         "approx_optimal": {
-            "weights": None if chosen is None else fixed_run(chosen).patch["weights"],
+            "weights": None if chosen is None else fixed_run(chosen).patch["weighting.weights"],
             "criterion": "among the grid's multi-task points (0 < w < 1), with the validation "
             "means over "
             + ("seeds" if config.grid_seeds is None else f"the first {config.grid_seeds} seed(s)")

@@ -249,9 +249,7 @@ class TwoTaskLoop(InMemoryLoop):
         return self.report(
             final,
             train_seconds,
-            weights=run.weights,
-            convention=run.convention,
-            method=run.method,
+            **run.named(),
         )
 
 
