@@ -51,7 +51,7 @@ def test_the_study_finds_them_without_data_dir_and_trains(tmp_path):
     out = tmp_path / "out"
     args = ["reproduce", "two-task", "--dataset", "fashion-mnist", "--preset", "smoke"]
     assert main([*args, "--seeds", "1", "--workers", "1", "--quiet", "--out", str(out)]) == 0
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "two_task.json").read_text())
     assert results["dataset"] == "fashion-mnist" and results["image_size"] == 28
     assert f"data_dir: {FASHION_MNIST_DIR}" in (out / "config.yaml").read_text()
     # every row trained on the real images: 64 of them, batch 16, 2 epochs

@@ -258,10 +258,10 @@ def test_the_study_end_to_end_on_the_fixture(tmp_path, monkeypatch):
     summary = qm9.run_study(config, tmp_path / "out", progress=False)
     # One seed writes its tables too: its intervals say n = 1 (a traceback once)
     one = qm9.run_study(replace(config, seeds=1), tmp_path / "one", progress=False)
-    table = (tmp_path / "one" / "table.md").read_text()
+    table = (tmp_path / "one" / "qm9.md").read_text()
     assert "## What raw units cost each row" in table and "(n = 1)" in table
     assert one["seeds"] == [0]
-    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    saved = json.loads((tmp_path / "out" / "qm9.json").read_text())
     assert saved["units"].keys() == {"standardised", "raw"}
     raw = saved["units"]["raw"]
     assert set(raw["rows"]) == {"equal", "uncertainty", "uncertainty-auto", "pcgrad"}
@@ -284,7 +284,7 @@ def test_the_study_end_to_end_on_the_fixture(tmp_path, monkeypatch):
     sigma = raw["rows"]["uncertainty-auto"]["sigma_vs_mae"]
     assert set(sigma["targets"]) == set(qm9.QM9_TASKS) and -1 <= sigma["spearman"] <= 1
     assert raw["rows"]["pcgrad"]["step_cost_vs_equal"] > 0
-    table = (tmp_path / "out" / "table.md").read_text()
+    table = (tmp_path / "out" / "qm9.md").read_text()
     assert "## Targets raw" in table and table.startswith(SMOKE_NOTE)
     # one set of single-task references (standardised) serves both scalings
     assert saved["single_task_units"] == "standardised"
@@ -294,12 +294,12 @@ def test_the_study_end_to_end_on_the_fixture(tmp_path, monkeypatch):
     assert effect["differences"] == pytest.approx(
         [a - b for a, b in zip(raw["rows"]["uncertainty"]["delta_m"]["values"], std, strict=True)]
     )
-    assert "## What raw units cost each row" in (tmp_path / "out" / "table.md").read_text()
+    assert "## What raw units cost each row" in (tmp_path / "out" / "qm9.md").read_text()
     # Δm with the references' spread: 2 seeds of the row × 2 seeds of references
     refs = [{t: raw["single_task_mae"][t]["values"][j] for t in qm9.QM9_TASKS} for j in range(2)]
     expected = [qm9.delta_m(m, ref) for m in maes for ref in refs]
     assert equal["delta_m_all_pairs"]["values"] == pytest.approx(expected)
-    assert (tmp_path / "out" / "fig_qm9.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "qm9.png").stat().st_size > 10_000
     assert summary["runs_trained"] == 2 * 11 + 2 * 2 * 4
     assert qm9.run_study(config, tmp_path / "out", progress=False)["runs_trained"] == 0
 
@@ -432,7 +432,7 @@ def test_the_study_trains_schnet_on_the_fixture(tmp_path, monkeypatch):
 def test_the_committed_study_is_of_these_targets_and_rows():
     """docs/qm9/ holds the study of this code: the literature's 11 targets, both scalings, the
     default rows and seeds (a change of the targets or rows must regenerate it)."""
-    saved = json.loads((Path(__file__).parent.parent / "docs" / "qm9" / "results.json").read_text())
+    saved = json.loads((Path(__file__).parent.parent / "docs" / "qm9" / "qm9.json").read_text())
     preset = qm9.PRESETS["cpu"]
     assert tuple(saved["targets"]) == qm9.QM9_TASKS and saved["seeds"] == list(range(preset.seeds))
     assert tuple(saved["units"]) == preset.units

@@ -117,7 +117,7 @@ def test_learning_curves_choose_on_val_and_draw_them(tmp_path):
     assert saved["chosen"]["batch_size"] in (16, 32) and 1 <= saved["chosen"]["epochs"] <= 2
     assert [p["epoch"] for p in saved["curves"]["16"]] == [0, 1, 2]  # 64 images: 4 steps an epoch
     assert all("test/accuracy" not in p for c in saved["curves"].values() for p in c)
-    assert (tmp_path / "fig_learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_sweep_on_fewer_seeds_trains_the_chosen_point_for_every_seed(tmp_path):
@@ -168,7 +168,7 @@ def test_claims_compare_the_rows_per_seed(tmp_path):
     settle = claims["uncertainties_converge_in_first_epoch"]["rows"]["learned_likelihood"]
     assert len(settle["classification"]["epochs"]) == 2
     assert all(0 <= e <= smoke().epochs for e in settle["reconstruction"]["epochs"])
-    assert "paired over seeds" in (tmp_path / "table.md").read_text()
+    assert "paired over seeds" in (tmp_path / "two_task.md").read_text()
 
 
 def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path):

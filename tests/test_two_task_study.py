@@ -25,7 +25,7 @@ ROWS = {
     "learned_likelihood",
     "learned_paper",
 }
-FIGURES = ("fig_log_variances.png", "fig_grid_search.png", "fig_test_curves.png")
+FIGURES = ("two_task.png", "two_task-log_variances.png", "two_task-test_curves.png")
 
 
 def smoke(**changes):
@@ -35,11 +35,11 @@ def smoke(**changes):
 def test_smoke_study_writes_every_output_and_a_rerun_trains_nothing(tmp_path):
     config = smoke()
     first = study.run_study(config, tmp_path, progress=False)
-    for name in ("config.yaml", "results.json", "table.md", *FIGURES):
+    for name in ("config.yaml", "two_task.json", "two_task.md", *FIGURES):
         assert (tmp_path / name).stat().st_size > 0, name
     for name in FIGURES:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "two_task.json").read_text())
     assert set(results) >= {
         "study",
         "dataset",
@@ -62,7 +62,7 @@ def test_smoke_study_writes_every_output_and_a_rerun_trains_nothing(tmp_path):
     assert set(both["final_log_variances"]) == {"classification", "reconstruction"}
     assert results["approx_optimal"]["weights"] == {"classification": 0.5, "reconstruction": 0.5}
     assert [g["weights"]["classification"] for g in results["grid"]] == [0.0, 0.5, 1.0]
-    table = (tmp_path / "table.md").read_text()
+    table = (tmp_path / "two_task.md").read_text()
     assert "| Classification only | 1, 0 |" in table and "89.7" in table
     assert table.startswith(SMOKE_NOTE)  # cut splits: the table says its numbers mean nothing
 
@@ -154,7 +154,7 @@ def test_fashion_mnist_study_on_idx_files_through_the_cli(tmp_path, capsys):
         ]
     )
     assert code == 0
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "two_task.json").read_text())
     assert results["dataset"] == "fashion-mnist" and results["image_size"] == 28
     assert "Two-task study on fashion-mnist" in capsys.readouterr().out
 
@@ -272,7 +272,7 @@ def test_methods_on_the_two_task_study_share_its_rows_and_compute_delta_m(
     )  # fmt: skip
     assert code == 0
     summary = json.loads((tmp_path / "methods.json").read_text())
-    study_rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    study_rows = json.loads((tmp_path / "two_task.json").read_text())["rows"]
     rows = summary["rows"]
     assert list(rows) == ["equal", "uncertainty", "approx-optimal", "mgda"]
     assert rows["uncertainty"]["runs"][0].startswith(str(tmp_path / "runs" / "learned-likelihood"))

@@ -33,7 +33,7 @@ def _add_two_task_study(studies: Any) -> None:
         "digits by default, or Fashion-MNIST)",
         description="Trains every row of the reproduction report's Table 1 (classification only, "
         "reconstruction only, unweighted, approx. optimal fixed weights, learned weights in both "
-        "conventions) for several seeds; writes results.json, table.md and three figures.",
+        "conventions) for several seeds; writes two_task.json, two_task.md and three figures.",
     )
     two_task.set_defaults(handler=_reproduce_two_task)
     two_task.add_argument(
@@ -99,7 +99,7 @@ def _reproduce_two_task(args: argparse.Namespace) -> int:
     if args.curves:
         print(f"chosen on val: {summary['chosen']}  ({summary['rule']})")
     else:
-        with open(os.path.join(out, "table.md"), encoding="utf-8") as f:
+        with open(os.path.join(out, "two_task.md"), encoding="utf-8") as f:
             print(f.read())
     print(f"wrote {out}/ in {summary['wall_time_s']:.0f} s")
     return 0
@@ -144,7 +144,7 @@ def _add_qm9_study(studies: Any) -> None:
         "needs the 'qm9' extra)",
         description="Trains the 11 single-task references and every multi-task row on QM9 "
         "(the CSV files of the PyPI package qm9pack), with the targets standardised and in "
-        "their raw units; writes results.json and table.md. The default model is an MLP over "
+        "their raw units; writes qm9.json, qm9.md and qm9.png. The default model is an MLP over "
         "Coulomb-matrix eigenvalues: its numbers are not comparable with the papers' GNNs.",
     )
     qm9.set_defaults(handler=_reproduce_qm9)
@@ -188,7 +188,7 @@ def _reproduce_qm9(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    with open(os.path.join(args.out, "table.md"), encoding="utf-8") as f:
+    with open(os.path.join(args.out, "qm9.md"), encoding="utf-8") as f:
         print(f.read())
     print(f"wrote {args.out}/ in {summary['wall_time_s']:.0f} s")
     return 0

@@ -117,7 +117,8 @@ def reproduce_ablations(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[s
                 weights,
             ]
         )
-    runner.write_tables(
+    runner.write_outputs(
+        "ablations",
         summary,
         "\n".join(
             [
@@ -134,7 +135,5 @@ def reproduce_ablations(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[s
                 markdown_table(headers, lines),
             ]
         ),
-        json_name="ablations.json",
-        md_name="ablations.md",
     )
     return summary

@@ -76,7 +76,8 @@ def reproduce_appendix_b(runner: Runner[SceneStudy]) -> dict[str, Any]:
     rows = [[k, *[f"{v[t]:.3f}" for t in TASKS]] for k, v in final.items()]
     agreed = ["not within the run" if agree[t] is None else str(agree[t]) for t in TASKS]
     rows.append(["steps until the initialisations agree (spread < 0.1)", *agreed])
-    runner.write_tables(
+    figure = runner.write_outputs(
+        "appendix_b",
         summary,
         "\n".join(
             [
@@ -93,8 +94,6 @@ def reproduce_appendix_b(runner: Runner[SceneStudy]) -> dict[str, Any]:
                 markdown_table(headers, rows),
             ]
         ),
-        json_name="appendix_b.json",
-        md_name="appendix_b.md",
     )
     fig, axes = new_figure(3, width=4.2)
     for ax, task in zip(axes, TASKS, strict=True):
@@ -108,5 +107,5 @@ def reproduce_appendix_b(runner: Runner[SceneStudy]) -> dict[str, Any]:
         ax.set_ylabel("s = log σ²")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    save_figure(fig, runner.out / "appendix_b.png")
+    save_figure(fig, figure)
     return summary

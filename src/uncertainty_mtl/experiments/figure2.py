@@ -111,8 +111,7 @@ def reproduce_figure2(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
         "panels": panels,
         **runner.timing(),
     }
-    runner.write_tables(summary, _markdown(summary), json_name="figure2.json", md_name="figure2.md")
-    _plot(runner.out / "figure2.png", summary)
+    _plot(runner.write_outputs("figure2", summary, _markdown(summary)), summary)
     return summary
 
 

@@ -216,8 +216,8 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
         "weight_sum_spearman": weight_sum_spearman(rows),
         **runner.timing(),
     }
-    runner.write_tables(summary, _markdown(summary), json_name="methods.json", md_name="methods.md")
-    methods_figure(runner.out / "methods.png", summary, f"{summary['preset']} preset")
+    figure = runner.write_outputs("methods", summary, _markdown(summary))
+    methods_figure(figure, summary, f"{summary['preset']} preset")
     return summary
 
 
@@ -448,11 +448,8 @@ def _two_task_methods(
         **runner.timing(),
         "wall_time_s": time.perf_counter() - start,  # the study's own rows included
     }
-    out = runner.out
-    runner.write_tables(
-        summary, _two_task_markdown(summary), json_name="methods.json", md_name="methods.md"
-    )
-    methods_figure(out / "methods.png", summary, f"two tasks, {config.dataset}")
+    figure = runner.write_outputs("methods", summary, _two_task_markdown(summary))
+    methods_figure(figure, summary, f"two tasks, {config.dataset}")
     return summary
 
 

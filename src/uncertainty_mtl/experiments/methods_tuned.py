@@ -212,10 +212,8 @@ def tuned_table(
         **runner.timing(),
         "wall_time_s": time.perf_counter() - start,
     }
-    runner.write_tables(
-        summary, tuned_markdown(summary), json_name=f"{name}.json", md_name=f"{name}.md"
-    )
-    methods_figure(runner.out / f"{name}.png", summary, f"{bench.title}, tuned rates")
+    figure = runner.write_outputs(name, summary, tuned_markdown(summary))
+    methods_figure(figure, summary, f"{bench.title}, tuned rates")
     return summary
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+import yaml
+
 from uncertainty_mtl._io import DirectoryLock, claim_directory, read_json, write_json, write_text
 from uncertainty_mtl.errors import DirectoryLockedError, RunDirectoryError
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
@@ -94,6 +96,9 @@ class Study(Protocol):
 
     def job(self, config: Any, run_dir: Path) -> Job:
         """The call that trains ``config`` into ``run_dir`` (resuming what it finds there)."""
+
+    def settings(self) -> dict[str, Any]:
+        """What the study was asked (its preset, data and options): its ``config.yaml``."""
 
     def prepare(self, *, progress: bool = True) -> None:
         """Work shared by every run (data generated once), before runs start side by side;
@@ -276,15 +281,18 @@ class Runner(Generic[S]):
             self._training_seconds[run] = training_seconds(result)
         return done
 
-    def write_tables(
-        self, summary: Mapping[str, Any], markdown: str, *, json_name: str, md_name: str
-    ) -> None:
-        """Writes a study's results (``summary`` as JSON, its Markdown table) into ``out``, each
-        file atomically; a smoke study's table starts with :data:`SMOKE_NOTE`."""
-        write_json(self.out / json_name, summary)
+    def write_outputs(self, name: str, summary: Mapping[str, Any], markdown: str) -> Path:
+        """Writes a study's results, the one way every study does, into ``out``, each file
+        atomically: ``<name>.json`` (``summary``), ``<name>.md`` (its table; a smoke study's
+        starts with :data:`SMOKE_NOTE`) and ``config.yaml`` (the study's settings,
+        :meth:`Study.settings`). Returns the path of ``<name>.png``, the study's figure."""
+        write_json(self.out / f"{name}.json", summary)
         write_text(
-            self.out / md_name, f"{SMOKE_NOTE}\n\n{markdown}" if self.study.smoke else markdown
+            self.out / f"{name}.md", f"{SMOKE_NOTE}\n\n{markdown}" if self.study.smoke else markdown
         )
+        settings = json.loads(json.dumps(self.study.settings(), default=str))
+        write_text(self.out / "config.yaml", yaml.safe_dump(settings, sort_keys=False))
+        return self.out / f"{name}.png"
 
     def timing(self) -> dict[str, Any]:
         """This invocation's wall time, how many of the runs it used it trained (the others were

@@ -216,6 +216,14 @@ class SceneStudy:
     def smoke(self) -> bool:
         return self.preset == "smoke"
 
+    def settings(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "data": self.data,
+            "overrides": list(self.overrides),
+            "search": self.search,
+        }
+
     @property
     def spec(self) -> Preset:
         return PRESETS[self.preset]

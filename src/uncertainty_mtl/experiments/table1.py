@@ -269,9 +269,7 @@ def reproduce_table1(
     if study.spec.report_split == "test":
         summary["trivial_baselines"] = trivial_baselines(study)
     summary.update(runner.timing())
-    runner.write_tables(
-        summary, table_markdown(summary), json_name="table1.json", md_name="table1.md"
-    )
+    runner.write_outputs("table1", summary, table_markdown(summary))
     return summary
 
 

@@ -158,11 +158,10 @@ def reproduce_units(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str, 
         "seeds": list(range(seeds)),
         **runner.timing(),
     }
-    runner.write_tables(
+    runner.write_outputs(
+        "units",
         summary,
         _markdown(summary, runner.study.spec.choose_split),
-        json_name="units.json",
-        md_name="units.md",
     )
     return summary
 

@@ -2,7 +2,7 @@
 
 ``config`` (the study's settings and one run's), ``training`` (one run through the engine's
 step), ``study`` (the runs, Δm, paired intervals, learned σ against the errors) and
-``figures`` (``fig_qm9.png``).
+``figures`` (``qm9.png``).
 """
 
 from uncertainty_mtl.experiments.qm9.config import (

@@ -15,7 +15,7 @@ _MARKERS = {"standardised": ("o", "tab:blue"), "raw": ("s", "tab:red")}
 
 
 def plot_qm9(summary: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """``fig_qm9.png``: left, each row's Δm (mean and 95% interval over seeds) per scaling;
+    """``qm9.png``: left, each row's Δm (mean and 95% interval over seeds) per scaling;
     right, per target, the MAE the learned σ predicts (σ·√(2/π)) against the test MAE, for the
     uncertainty weighting under each scaling (the diagonal: σ is the error)."""
     fig, (left, right) = new_figure(2, width=6.0, height=4.2)

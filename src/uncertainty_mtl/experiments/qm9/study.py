@@ -18,9 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from uncertainty_mtl._io import write_text
 from uncertainty_mtl.config import apply_patch, weighting_config
 from uncertainty_mtl.data.qm9 import ALL_TARGETS
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
@@ -71,6 +68,9 @@ class QM9Study:
         settings = {**base, **{k: v for k, v in run.patch.items() if k not in own}}
         return QM9Run(**settings, weighting=weighting, seed=run.seed, device=self.device)
 
+    def settings(self) -> dict[str, Any]:
+        return asdict(self.config)
+
     def identity(self, config: QM9Run) -> dict[str, Any]:
         return config.identity()
 
@@ -98,8 +98,8 @@ def run_study(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Trains every run (skipping finished ones) and writes ``config.yaml``, ``results.json``
-    and ``table.md`` into ``out``."""
+    """Trains every run (skipping finished ones) and writes ``qm9.json``, ``qm9.md``,
+    ``qm9.png`` and ``config.yaml`` into ``out``."""
     start = time.perf_counter()
     c = config
     load_arrays(c.data_dir, c.max_train, c.max_eval, tuple(c.split))  # bad data fails first
@@ -107,8 +107,6 @@ def run_study(
     with Runner(
         QM9Study(config, device), Path(out), executor or LocalExecutor(workers), progress
     ) as runner:
-        out_dir = runner.out
-        write_text(out_dir / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
         runs = [
             *(single_run(t, REFERENCE_UNITS, s) for s in seeds for t in QM9_TASKS),
             *(method_run(m, u, s) for u in config.units for s in seeds for m in config.methods),
@@ -128,8 +126,7 @@ def run_study(
             **runner.timing(),
             "wall_time_s": time.perf_counter() - start,
         }
-        runner.write_tables(summary, table(summary), json_name="results.json", md_name="table.md")
-        plot_qm9(summary, out_dir / "fig_qm9.png")
+        plot_qm9(summary, runner.write_outputs("qm9", summary, table(summary)))
     return summary
 
 
@@ -222,7 +219,7 @@ def _sigma_vs_mae(found: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(summary: dict[str, Any]) -> str:
-    """``table.md``: per target scaling, each row's MAE per target and its Δm."""
+    """``qm9.md``: per target scaling, each row's MAE per target and its Δm."""
     lines = [
         "# QM9: 11 targets, each in its own unit",
         "",

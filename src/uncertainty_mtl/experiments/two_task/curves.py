@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl._io import write_json
 from uncertainty_mtl.experiments.executors import Executor, LocalExecutor
 from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
@@ -122,7 +122,7 @@ def learning_curves(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Trains the curves (skipping finished ones), chooses the schedule and writes
-    ``curves.json`` and ``fig_learning_curves.png`` into ``out``.
+    ``curves.json``, ``curves.md``, ``curves.png`` and ``config.yaml`` into ``out``.
 
     Returns:
         The content of ``curves.json``: the rule, the choice, each curve's val metrics per epoch.
@@ -166,8 +166,37 @@ def learning_curves(
             "training_time_s": timing["training_time_s"],
             "wall_time_s": time.perf_counter() - start,
         }
-        write_json(runner.out / "curves.json", summary)
         from uncertainty_mtl.experiments.two_task.report import plot_learning_curves
 
-        plot_learning_curves(runner.out / "fig_learning_curves.png", summary)
+        figure = runner.write_outputs("curves", summary, _markdown(summary))
+        plot_learning_curves(figure, summary)
     return summary
+
+
+def _markdown(summary: Mapping[str, Any]) -> str:
+    """The choice and its rule, and each curve's best validation (the figure has the curves)."""
+
+    def point(c: Mapping[str, Any]) -> str:
+        val = c["val"]
+        return (
+            f"batch {c['batch_size']} at {c['epochs']} epochs (val accuracy "
+            f"{val['accuracy']:.2f} %, L1 {val['reconstruction_l1']:.4f})"
+        )
+
+    chosen, short = summary["chosen"], summary["chosen_short"]
+    lines = [
+        f"# Learning curves ({summary['dataset']}, {summary['row']})",
+        "",
+        f"Rule: {summary['rule']}.",
+        "",
+        f"- Chosen: {point(chosen)}; the best score: {point(chosen['best'])}.",
+        f"- Within {short['max_epochs']} epochs: {point(short)}.",
+        "",
+        "| batch | epochs | best val accuracy (%) | best val L1 |",
+        "|---|---|---|---|",
+    ]
+    for batch, rows in summary["curves"].items():
+        accuracy = max(r["val/accuracy"] for r in rows)
+        l1 = min(r["val/reconstruction_l1"] for r in rows)
+        lines.append(f"| {batch} | {rows[-1]['epoch']} | {accuracy:.2f} | {l1:.4f} |")
+    return "\n".join(lines) + "\n"

@@ -11,9 +11,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from uncertainty_mtl._io import write_text
 from uncertainty_mtl.config import apply_patch, weighting_config
 from uncertainty_mtl.data.mnist_like import ImageSplits
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
@@ -39,6 +36,9 @@ from uncertainty_mtl.experiments.two_task.report import (
 )
 from uncertainty_mtl.experiments.two_task.training import RESULT_FILE, TwoTaskLoop, load_splits
 from uncertainty_mtl.reporting.tables import summarise
+
+#: The study's name: its outputs are ``two_task.json``, ``.md`` and ``.png``.
+STUDY = "two_task"
 
 __all__ = [
     "TwoTaskStudy",
@@ -80,6 +80,9 @@ class TwoTaskStudy:
             device=self.device,
         )
 
+    def settings(self) -> dict[str, Any]:
+        return config_dict(self.config)
+
     def identity(self, config: TwoTaskRun) -> dict[str, Any]:
         return config.identity()
 
@@ -103,16 +106,16 @@ def run_study(
 ) -> dict[str, Any]:
     """Trains every row for every seed (skipping finished runs) and writes the study's outputs.
 
-    Writes into ``out``: ``config.yaml``, ``results.json``, ``table.md``,
-    ``fig_log_variances.png``, ``fig_grid_search.png``, ``fig_test_curves.png`` and one directory
-    per run under ``runs/<row>-<config hash>/seed<k>/``.
+    Writes into ``out``: ``two_task.json``, ``two_task.md``, ``two_task.png`` (the weight
+    sweep), ``two_task-log_variances.png``, ``two_task-test_curves.png``, ``config.yaml`` and one
+    directory per run under ``runs/<row>-<config hash>/seed<k>/``.
 
     Args:
         workers: runs trained side by side here (when no ``executor`` is given).
         executor: where the runs train (raises ``Submitted`` for a cluster).
 
     Returns:
-        The content of ``results.json``.
+        The content of ``two_task.json``.
     """
     start = time.perf_counter()
     splits = load_splits(config)  # bad data fails here, before anything is written
@@ -127,7 +130,6 @@ def _run_study(
 ) -> dict[str, Any]:
     """:func:`run_study`'s work, in the directory ``runner`` holds."""
     out = runner.out  # claimed and locked: absent, empty or a study of ours
-    write_text(out / "config.yaml", yaml.safe_dump(config_dict(config), sort_keys=False))
     seeds = range(config.seeds)
     runs = [
         *(
@@ -155,10 +157,9 @@ def _run_study(
     summary["wall_time_s"] = time.perf_counter() - start
     summary["trained_runs"] = timing["runs_trained"]
     summary["training_time_s"] = timing["training_time_s"]
-    runner.write_tables(summary, table(summary), json_name="results.json", md_name="table.md")
-    plot_log_variances(out / "fig_log_variances.png", config, runner)
-    plot_grid(out / "fig_grid_search.png", summary)
-    plot_test_curves(out / "fig_test_curves.png", config, summary, results)
+    plot_grid(runner.write_outputs(STUDY, summary, table(summary)), summary)
+    plot_log_variances(out / f"{STUDY}-log_variances.png", config, runner)
+    plot_test_curves(out / f"{STUDY}-test_curves.png", config, summary, results)
     return summary
 
 
