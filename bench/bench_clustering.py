@@ -210,7 +210,7 @@ def main() -> None:
     methods = args.methods.split(",")
     predictor = None
     if args.run:
-        from uncertainty_mtl.engine.runs import predictor as load_predictor
+        from uncertainty_mtl.engine.finished import predictor as load_predictor
 
         predictor = load_predictor(args.run, cluster_method="grid")
     out: dict[str, Any] = {"benchmark": "instance_clustering", "run": args.run or None}

@@ -17,7 +17,7 @@
   plots).
 * ``city``: one training step of the city's methods table per row (every method, the trainer's
   update at the preset's SGD rate), on random batches of each scene preset's size, 1 thread, the
-  methods in turns (:func:`uncertainty_mtl.experiments.scene_cost.scene_step_costs`, what the
+  methods in turns (:func:`uncertainty_mtl.experiments.paper.scene_cost.scene_step_costs`, what the
   city table's figure plots).
 """
 
@@ -37,15 +37,15 @@ from uncertainty_mtl.config import load_config
 from uncertainty_mtl.engine.builders import NetWithLoss, build_model, build_weighting, grad_scaler
 from uncertainty_mtl.engine.step import update
 from uncertainty_mtl.experiments import two_task
-from uncertainty_mtl.experiments.methods import (
+from uncertainty_mtl.experiments.benchmark.methods import (
     AGGREGATORS,
     CITY_METHODS,
     EVERY_METHOD,
     LOSS_WEIGHTINGS,
     method_run,
 )
-from uncertainty_mtl.experiments.scene import SceneStudy
-from uncertainty_mtl.experiments.scene_cost import input_size, random_batch, scene_step_costs
+from uncertainty_mtl.experiments.paper.scene import SceneStudy
+from uncertainty_mtl.experiments.paper.scene_cost import input_size, random_batch, scene_step_costs
 from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.weighting import FixedWeighting, parameter_groups
 from uncertainty_mtl.weighting.aggregators import GradientAggregation

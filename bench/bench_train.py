@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from uncertainty_mtl.config import load_config, shipped_configs
 from uncertainty_mtl.engine import build_model, build_weighting, train
-from uncertainty_mtl.experiments.scene_cost import input_size, random_batch
+from uncertainty_mtl.experiments.paper.scene_cost import input_size, random_batch
 from uncertainty_mtl.tasks.registry import SCENE_TASKS, scene_losses
 from uncertainty_mtl.weighting import parameter_groups
 

@@ -186,7 +186,7 @@ def test_optim_optimizer_builds_adam_with_the_log_variances_undecayed():
 
 
 def test_the_paper_preset_keeps_the_papers_aspp_rates_and_its_figure2_lr():
-    from uncertainty_mtl.experiments.scene import PRESETS
+    from uncertainty_mtl.experiments.paper.scene import PRESETS
 
     assert load_config("paper/tiny-cityscapes/three-task").model.aspp_rates == [12, 24, 36]
     assert PRESETS["paper"].figure2_patch == {"optim.lr": 0.01}

@@ -12,7 +12,7 @@ import pytest
 from uncertainty_mtl.cli import main
 from uncertainty_mtl.config import WEIGHTING_KINDS, ConfigError, WeightingConfig, load_config
 from uncertainty_mtl.engine.builders import weighting_from
-from uncertainty_mtl.experiments import methods as methods_study
+from uncertainty_mtl.experiments.benchmark import methods as methods_study
 from uncertainty_mtl.weighting import Weighting
 from uncertainty_mtl.weighting.registry import (
     AGGREGATOR,

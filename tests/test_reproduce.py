@@ -12,13 +12,13 @@ import pytest
 
 from uncertainty_mtl.cli import main
 from uncertainty_mtl.errors import RunDirectoryError
-from uncertainty_mtl.experiments import ablations as ablations_module
-from uncertainty_mtl.experiments import methods as methods_module
-from uncertainty_mtl.experiments import table1
-from uncertainty_mtl.experiments import units as units_module
+from uncertainty_mtl.experiments.benchmark import methods as methods_module
+from uncertainty_mtl.experiments.benchmark.selection import choose
+from uncertainty_mtl.experiments.paper import ablations as ablations_module
+from uncertainty_mtl.experiments.paper import table1
+from uncertainty_mtl.experiments.paper import units as units_module
+from uncertainty_mtl.experiments.paper.scene import SceneStudy
 from uncertainty_mtl.experiments.runner import SMOKE_NOTE, Runner
-from uncertainty_mtl.experiments.scene import SceneStudy
-from uncertainty_mtl.experiments.selection import choose
 
 
 @pytest.fixture(scope="module")
@@ -438,8 +438,8 @@ def test_halving_chooses_what_the_full_grid_chooses_on_the_smoke_preset(smoke_ou
 def test_the_city_tuned_arms_give_every_row_its_own_rate(
     smoke_out, monkeypatch, optimiser, rows, centre
 ):
-    from uncertainty_mtl.experiments.selection import Halving
-    from uncertainty_mtl.experiments.tuning import LrSearch
+    from uncertainty_mtl.experiments.benchmark.selection import Halving
+    from uncertainty_mtl.experiments.benchmark.tuning import LrSearch
 
     out, common = smoke_out
     monkeypatch.setattr(methods_module, "EVERY_METHOD", rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from uncertainty_mtl.experiments.selection import Halving, choose, successive_halving
+from uncertainty_mtl.experiments.benchmark.selection import Halving, choose, successive_halving
 
 
 def test_the_schedule_of_the_cpu_preset_search():
@@ -117,7 +117,7 @@ def test_one_candidate_left_stops_the_search():
 
 def test_a_study_names_its_search_and_refuses_an_unknown_one():
     from uncertainty_mtl.errors import ConfigError
-    from uncertainty_mtl.experiments.scene import SceneStudy
+    from uncertainty_mtl.experiments.paper.scene import SceneStudy
 
     assert SceneStudy("cpu").halving == Halving(eta=3, rungs=3)
     assert SceneStudy("cpu", search="grid").halving.steps(600) == [600]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from uncertainty_mtl.cli import main
-from uncertainty_mtl.experiments.methods_tuned import weight_sum_spearman
-from uncertainty_mtl.experiments.tuning import LrSearch, tune_lr
+from uncertainty_mtl.experiments.benchmark.methods_tuned import weight_sum_spearman
+from uncertainty_mtl.experiments.benchmark.tuning import LrSearch, tune_lr
 
 
 def peaked_at(best: float, calls: list[tuple[tuple[float, ...], int]]):
@@ -85,12 +85,12 @@ def test_bad_methods_arguments_fail_in_one_line_before_anything_is_written(
 
 
 def test_the_tuned_table_on_digits_gives_every_row_its_own_rate(tmp_path, monkeypatch):
-    from uncertainty_mtl.experiments import methods
+    from uncertainty_mtl.experiments.benchmark import methods, methods_two_task
 
     rows = ("equal", "uncertainty", "approx-optimal", "si", "mgda")
     assert set(rows) < set(methods.EVERY_METHOD)  # si: a row of the tuned tables only
     assert "si" not in methods.METHODS
-    monkeypatch.setattr(methods, "EVERY_METHOD", rows)
+    monkeypatch.setattr(methods_two_task, "EVERY_METHOD", rows)
     argv = [
         "reproduce", "methods", "--dataset", "digits", "--preset", "smoke", "--seeds", "2",
         "--protocol", "tuned", "--out", str(tmp_path), "--workers", "1", "--quiet",
@@ -207,7 +207,7 @@ def test_a_timed_step_is_a_real_step_on_changing_batches(method, monkeypatch):
 
 
 def test_table_agreement_by_hand():
-    from uncertainty_mtl.experiments.methods_stats import table_agreement
+    from uncertainty_mtl.experiments.benchmark.methods_stats import table_agreement
 
     def table(**rows):
         return {
@@ -245,7 +245,7 @@ def test_table_agreement_by_hand():
 @pytest.mark.parametrize("kind", ["gradnorm", "nash-mtl", "uncertainty"])
 def test_a_timed_city_step_is_the_trainers_update_on_changing_batches(kind, monkeypatch):
     from uncertainty_mtl.config import load_config
-    from uncertainty_mtl.experiments import scene_cost
+    from uncertainty_mtl.experiments.paper import scene_cost
 
     built, seen, original, update = [], [], scene_cost.build_optimiser, scene_cost.update
 
@@ -273,7 +273,7 @@ def test_a_timed_city_step_is_the_trainers_update_on_changing_batches(kind, monk
 
 
 def test_random_batches_have_every_tasks_targets_in_the_pipelines_shapes():
-    from uncertainty_mtl.experiments.scene_cost import random_batch
+    from uncertainty_mtl.experiments.paper.scene_cost import random_batch
 
     images, targets = random_batch(["semantic", "instance", "depth"], 2, 8, 16, seed=1)
     assert images.shape == (2, 3, 8, 16)
@@ -286,7 +286,7 @@ def test_random_batches_have_every_tasks_targets_in_the_pipelines_shapes():
 
 def test_the_timed_input_is_the_crop_else_the_resize_else_the_frame():
     from uncertainty_mtl.config import load_config
-    from uncertainty_mtl.experiments.scene_cost import input_size
+    from uncertainty_mtl.experiments.paper.scene_cost import input_size
 
     assert input_size(load_config("smoke")) == (32, 64)  # the synthetic city's frames
     assert input_size(load_config("smoke", ["data.size=[16,32]"])) == (16, 32)

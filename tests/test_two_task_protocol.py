@@ -42,7 +42,7 @@ def test_delta_m_by_hand_and_every_study_uses_it():
     assert delta_m(values, refs, {"a": True, "b": False}) == pytest.approx(55.0)
     assert delta_m(refs, refs, {"a": True, "b": False}) == 0.0
     from uncertainty_mtl.experiments import qm9
-    from uncertainty_mtl.experiments.methods_stats import delta_m as by_spec
+    from uncertainty_mtl.experiments.benchmark.methods_stats import delta_m as by_spec
 
     assert qm9.delta_m({"x": 3.0, "y": 1.0}, {"x": 2.0, "y": 2.0}) == pytest.approx(0.0)
     metrics = {"accuracy": 90.0, "reconstruction_l1": 0.2}

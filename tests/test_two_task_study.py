@@ -261,9 +261,10 @@ def test_two_task_loop_calls_every_weighting_hook(tmp_path, monkeypatch):
 def test_methods_on_the_two_task_study_share_its_rows_and_compute_delta_m(
     tmp_path, monkeypatch, capsys
 ):
-    from uncertainty_mtl.experiments import methods
+    from uncertainty_mtl.experiments.benchmark import methods_two_task
 
-    monkeypatch.setattr(methods, "EVERY_METHOD", ("equal", "uncertainty", "approx-optimal", "mgda"))
+    rows = ("equal", "uncertainty", "approx-optimal", "mgda")
+    monkeypatch.setattr(methods_two_task, "EVERY_METHOD", rows)
     code = main(
         [
             "reproduce", "methods", "--dataset", "digits", "--preset", "smoke", "--seeds", "1",

@@ -97,7 +97,7 @@ def test_an_aggregator_that_never_gives_its_weights_logs_none():
 
 
 def test_the_diagnostics_of_a_row_read_its_runs_logs(tmp_path):
-    from uncertainty_mtl.experiments.methods_stats import rows_diagnostics
+    from uncertainty_mtl.experiments.benchmark.methods_stats import rows_diagnostics
 
     lines = [
         {"step": 1, "weight/a": 1.0, "weight/b": 3.0, "update_norm_vs_equal": 0.5},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from uncertainty_mtl.experiments.methods_stats import table_agreement
+from uncertainty_mtl.experiments.benchmark.methods_stats import table_agreement
 
 
 def main() -> None:

@@ -5,23 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import uncertainty_mtl
 from uncertainty_mtl._install import install_command
-from uncertainty_mtl.cli.common import (
-    _add_common,
-    _executor,
-    _positive_int,
-    _workers,
-)
-from uncertainty_mtl.cli.studies import (
-    _DATA_DIR_HELP,
-    _add_qm9_study,
+from uncertainty_mtl.cli.common import _positive_int, _workers
+from uncertainty_mtl.cli.paper import add_scene_studies
+from uncertainty_mtl.cli.qm9 import _add_qm9_study
+from uncertainty_mtl.cli.two_task import (
     _add_two_task_study,
-    _reproduce_two_task_methods,
     _two_task_config,  # noqa: F401 (the tests reach it here)
 )
 
@@ -80,14 +74,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 #: ``umtl reproduce`` of the scene network: study -> its help line.
-SCENE_STUDIES = {
-    "table1": "Table 1: single tasks, fixed weightings, 2- and 3-task learned weightings",
-    "figure2": "Figure 2: fixed-weight sweeps for (semantic, depth) and (instance, depth)",
-    "appendix-b": "Appendix B: the learned log-variances from initial s in {-2, 0, 2, 5}",
-    "units": "fixed vs learned weights when the depth labels change units (×100)",
-    "ablations": "likelihood vs paper convention, positive regulariser, tempered softmax",
-    "methods": "every loss weighting and gradient aggregator on Table 1's protocol",
-}
 
 
 def _add_reproduce(commands: Any) -> None:
@@ -95,89 +81,7 @@ def _add_reproduce(commands: Any) -> None:
     studies = reproduce.add_subparsers(dest="study", required=True, metavar="STUDY")
     _add_two_task_study(studies)
     _add_qm9_study(studies)
-    for name, text in SCENE_STUDIES.items():
-        _add_scene_study(studies, name, text)
-
-
-def _add_scene_study(studies: Any, name: str, text: str) -> None:
-    description = (
-        f"{text}. Runs are shared between the reproduce commands that use the same --out; "
-        "finished runs are skipped, interrupted ones resumed."
-    )
-    sub = studies.add_parser(name, help=text, description=description)
-    sub.set_defaults(handler=_reproduce_scene)
-    sub.add_argument(
-        "--preset",
-        choices=["cpu", "cpu-lite", "paper", "smoke"],
-        default="cpu",
-        help="cpu: small encoder on the synthetic city (default); cpu-lite: the same at 32×64, "
-        "about a third of the cost; paper: the paper's Tiny Cityscapes setting, needs --data "
-        "and a GPU; smoke: seconds",
-    )
-    sub.add_argument(
-        "--data",
-        default=None,
-        metavar="ROOT",
-        help="a Cityscapes-layout root (default: the synthetic city, generated on first use)",
-    )
-    if name == "methods":
-        sub.add_argument(
-            "--dataset",
-            choices=["city", "digits", "fashion-mnist"],
-            default="city",
-            help="city: the 3-task scene protocol of Table 1 (default); digits, "
-            "fashion-mnist: the two-task study of the reproduction report (its preset; "
-            "--preset smoke shrinks it), output by default in runs/two-task-<dataset>",
-        )
-        sub.add_argument("--data-dir", help=_DATA_DIR_HELP)
-        sub.add_argument(
-            "--protocol",
-            choices=["fixed-lr", "tuned"],
-            default="fixed-lr",
-            help="fixed-lr: every row at the preset's learning rate (default; it ranks step "
-            "sizes as much as methods); tuned: every row, the single-task references included, "
-            "first chooses its rate on the selection split by the same search (use --seeds 5; "
-            "on the city --preset cpu-lite fits a 2-core machine)",
-        )
-        sub.add_argument(
-            "--optimiser",
-            choices=["sgd", "adam"],
-            default=None,
-            help="the tuned protocol's arm on the city: sgd (default, the preset's) or adam "
-            "(grid centred on 1e-3); the two-task study trains with adam only",
-        )
-    if name != "appendix-b":
-        sub.add_argument("--seeds", type=_positive_int, default=1)
-    if name in ("table1", "methods"):
-        sub.add_argument(
-            "--search",
-            choices=["halving", "grid"],
-            default="halving",
-            help="how the approx. optimal weights are chosen among the 24 candidates: halving "
-            "(default: all at 1/9 of a selection run, the best third at 1/3, the best three in "
-            "full; about a third of the steps) or grid (every candidate in full)",
-        )
-    if name == "table1":
-        sub.add_argument(
-            "--only",
-            default=None,
-            metavar="ROW",
-            help="train one row only (e.g. for a job array); rerun without it to write the table",
-        )
-    sub.add_argument(
-        "--out", default=None, help="output directory (default: runs/reproduce-<preset>)"
-    )
-    sub.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of every run's config",
-    )
-    _add_common(
-        sub, workers_help="runs trained side by side (default: CPUs, or 1 for --preset paper)"
-    )
+    add_scene_studies(studies)
 
 
 def _add_data(commands: Any) -> None:
@@ -399,64 +303,6 @@ def _data_show(args: argparse.Namespace) -> int:
     from uncertainty_mtl.reporting.visualise import show_scenes
 
     print(f"wrote {show_scenes(args.root, args.split, n=args.n, out=args.out)}")
-    return 0
-
-
-def _reproduce_scene(args: argparse.Namespace) -> int:
-    from uncertainty_mtl.errors import ConfigError
-    from uncertainty_mtl.experiments import ablations, appendix_b, figure2, methods, table1, units
-    from uncertainty_mtl.experiments.runner import Runner
-    from uncertainty_mtl.experiments.scene import SceneStudy
-
-    if args.study == "methods" and args.dataset != "city":
-        return _reproduce_two_task_methods(args)
-    seeds = getattr(args, "seeds", 1)
-    tuned = getattr(args, "protocol", "fixed-lr") == "tuned"
-    optimiser = getattr(args, "optimiser", None) or "sgd"
-    if getattr(args, "optimiser", None) and not tuned:
-        raise ConfigError(
-            "--optimiser picks an arm of --protocol tuned; fixed-lr uses the preset's"
-        )
-    if tuned:
-        methods.check_tuned_preset(args.preset)
-    # study -> (its reproduction, given the runner; the markdown file it writes)
-    studies: dict[str, tuple[Callable[[Runner[SceneStudy]], dict[str, Any]], str]] = {
-        "table1": (lambda r: table1.reproduce_table1(r, seeds=seeds, only=args.only), "table1"),
-        "figure2": (lambda r: figure2.reproduce_figure2(r, seeds=seeds), "figure2"),
-        "appendix-b": (appendix_b.reproduce_appendix_b, "appendix_b"),
-        "units": (lambda r: units.reproduce_units(r, seeds=seeds), "units"),
-        "ablations": (lambda r: ablations.reproduce_ablations(r, seeds=seeds), "ablations"),
-        "methods": (lambda r: methods.reproduce_methods(r, seeds=seeds), "methods"),
-    }
-    if tuned:
-        studies["methods"] = (
-            lambda r: methods.reproduce_methods_tuned(r, seeds=seeds, optimiser=optimiser),
-            f"methods-tuned-{optimiser}",
-        )
-    reproduce, name = studies[args.study]
-    workers = args.workers or (1 if args.preset == "paper" else os.cpu_count() or 1)
-    out = args.out or f"runs/reproduce-{args.preset}"
-    study = SceneStudy(
-        args.preset,
-        data=args.data,
-        overrides=tuple(args.overrides),
-        search=getattr(args, "search", "halving"),
-    )
-    study.check_data()  # before the study directory is made
-    with Runner(
-        study, Path(out), _executor(args, out, workers), progress=not args.quiet
-    ) as reproduction:
-        summary = reproduce(reproduction)
-    if getattr(args, "only", None):
-        print(f"row {args.only}: {len(summary['runs'])} run(s) under {out}/runs")
-        return 0
-    with open(os.path.join(out, f"{name}.md"), encoding="utf-8") as f:
-        print(f.read())
-    timing = reproduction.timing()
-    print(
-        f"wrote {out}/ in {timing['wall_time_s']:.0f} s, training {timing['runs_trained']} of "
-        f"the {timing['runs_used']} runs it uses (the others were finished on disk)"
-    )
     return 0
 
 

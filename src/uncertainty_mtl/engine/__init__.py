@@ -15,8 +15,8 @@
 from uncertainty_mtl.engine.builders import NetWithLoss, build_model, build_weighting
 from uncertainty_mtl.engine.distributed import shutdown_distributed
 from uncertainty_mtl.engine.evaluate import CHECKPOINT_CRITERION, evaluate
+from uncertainty_mtl.engine.finished import evaluate_checkpoint, evaluate_run, load_run, predictor
 from uncertainty_mtl.engine.loop import TrainingError
-from uncertainty_mtl.engine.runs import evaluate_checkpoint, evaluate_run, load_run, predictor
 from uncertainty_mtl.engine.scene import train
 
 __all__ = [

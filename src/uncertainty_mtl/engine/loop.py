@@ -3,8 +3,9 @@ trains through :class:`Loop`.
 
 A study supplies, in a subclass, what is its own: the model, the weighting (or aggregator), the
 optimiser, the batches from any step on (:meth:`Loop.batches`), the forward pass that gives
-the task losses (:meth:`Loop.forward`), the validation (:meth:`Loop.validate`) and the final
-evaluation (:meth:`Loop.finish`). The loop gives the rest, the same for every study:
+the task losses (:meth:`Loop.forward`), the validation
+(:meth:`Loop.evaluate_on_selection`) and the final evaluation (:meth:`Loop.finish`). The loop
+gives the rest, the same for every study:
 
 - the weighting's or aggregator's update (:func:`~uncertainty_mtl.engine.step.update`);
 - ``checkpoints/last.pt`` every ``checkpoint_every`` steps and at the end, and an exact resume
@@ -156,7 +157,7 @@ class Loop:
         weighting aggregates task gradients (``weighting.needs_features``), else ``None``."""
         raise NotImplementedError
 
-    def validate(self) -> None:
+    def evaluate_on_selection(self) -> None:
         """The validation at ``self.step`` (every ``eval_every`` steps and at the last)."""
 
     def finish(self, train_seconds: float) -> dict[str, Any]:
@@ -416,7 +417,7 @@ class Loop:
                     bar.set_postfix(shown)
             if validating:
                 with phases("validation"):
-                    self.validate()
+                    self.evaluate_on_selection()
             if checkpointing:
                 with phases("checkpoints"):
                     self.save_last()

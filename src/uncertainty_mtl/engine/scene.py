@@ -183,7 +183,7 @@ class SceneLoop(Loop):
     def checkpoint_extras(self) -> dict[str, Any]:
         return {"input_size": self.input_size}
 
-    def validate(self) -> None:
+    def evaluate_on_selection(self) -> None:
         split = self.config.eval.select_split
         assert self.select_loader is not None and split is not None
         sync_buffers(self.model, self.proc)

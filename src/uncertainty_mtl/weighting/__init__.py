@@ -10,7 +10,7 @@ from uncertainty_mtl.weighting.methods import (
     RandomWeighting,
 )
 from uncertainty_mtl.weighting.optim import parameter_groups
-from uncertainty_mtl.weighting.recent import (
+from uncertainty_mtl.weighting.scale_invariant import (
     FAMO,
     AnalyticalUncertaintyWeighting,
     ScaleInvariantWeighting,

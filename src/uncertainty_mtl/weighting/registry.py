@@ -188,13 +188,13 @@ def _gradnorm(a: BuildArgs) -> Weighting:
 
 
 def _si(a: BuildArgs) -> Weighting:
-    from uncertainty_mtl.weighting.recent import ScaleInvariantWeighting
+    from uncertainty_mtl.weighting.scale_invariant import ScaleInvariantWeighting
 
     return ScaleInvariantWeighting(a.tasks, check_finite=a.check_finite)
 
 
 def _uw_so(a: BuildArgs) -> Weighting:
-    from uncertainty_mtl.weighting.recent import AnalyticalUncertaintyWeighting
+    from uncertainty_mtl.weighting.scale_invariant import AnalyticalUncertaintyWeighting
 
     return AnalyticalUncertaintyWeighting(
         a.tasks, temperature=a.options["temperature"], check_finite=a.check_finite
@@ -202,7 +202,7 @@ def _uw_so(a: BuildArgs) -> Weighting:
 
 
 def _famo(a: BuildArgs) -> Weighting:
-    from uncertainty_mtl.weighting.recent import FAMO
+    from uncertainty_mtl.weighting.scale_invariant import FAMO
 
     return FAMO(
         a.tasks,

@@ -175,7 +175,7 @@ class QM9Loop(InMemoryLoop):
     def errors(self, split: str) -> dict[str, float]:
         return mean_absolute_errors(self.model, *self.evals[split], self.centre, self.scale)
 
-    def validate(self) -> None:
+    def evaluate_on_selection(self) -> None:
         epoch = self.step // self.steps_per_epoch
         self.history.append(
             {"epoch": epoch, **{f"val/{t}": v for t, v in self.errors("val").items()}}

@@ -7,7 +7,7 @@ the report's Table 1, plus our ablation:
 * classification only, reconstruction only (one-hot fixed weights);
 * unweighted sum (0.5, 0.5);
 * approximately optimal fixed weights: the best multi-task point of a weight grid, chosen on the
-  validation split (:data:`~uncertainty_mtl.experiments.selection.CANDIDATE_CRITERION`);
+  validation split (:data:`~uncertainty_mtl.experiments.benchmark.selection.CANDIDATE_CRITERION`);
 * learned weights, likelihood convention (softmax term for cross-entropy, Laplace term for L1);
 * learned weights, paper convention (Gaussian term for the L1 loss too): the report's
   "incorrect coefficients" (its eq. 32), kept as an ablation.

@@ -4,8 +4,8 @@ the number of epochs, from learning curves (:func:`learning_curves`).
 The unweighted row (0.5, 0.5: both heads learn, neither is favoured) trains for ``horizon``
 epochs at each candidate batch size, one seed, evaluated on val after every epoch. Every
 (batch, epochs) pair is a candidate, scored by the study's own criterion
-(:data:`~uncertainty_mtl.experiments.selection.CANDIDATE_CRITERION`, both tasks' val errors
-min-max normalised over all candidates, averaged). Among the candidates whose score is within
+(:data:`~uncertainty_mtl.experiments.benchmark.selection.CANDIDATE_CRITERION`, both tasks' val
+errors min-max normalised over all candidates, averaged). Among the candidates whose score is within
 :data:`TOLERANCE` of the best, the cheapest in training images (epochs × training split) is
 chosen, a smaller batch breaking ties, because the study trains dozens of runs at that setting.
 The test split is never read.
@@ -21,9 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from uncertainty_mtl.experiments.benchmark.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.experiments.executors import Executor, LocalExecutor
 from uncertainty_mtl.experiments.runner import Run, Runner
-from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.experiments.two_task.config import TASKS, StudyConfig, fixed_run
 from uncertainty_mtl.experiments.two_task.study import TwoTaskStudy
 from uncertainty_mtl.experiments.two_task.training import load_splits

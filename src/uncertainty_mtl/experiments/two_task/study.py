@@ -13,9 +13,9 @@ from typing import Any
 
 from uncertainty_mtl.config import apply_patch, weighting_config
 from uncertainty_mtl.data.mnist_like import ImageSplits
+from uncertainty_mtl.experiments.benchmark.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 from uncertainty_mtl.experiments.runner import Run, Runner, loop_job
-from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.experiments.two_task.claims import claims
 from uncertainty_mtl.experiments.two_task.config import (
     REFERENCE,

@@ -236,7 +236,7 @@ class TwoTaskLoop(InMemoryLoop):
             row.update({f"{split}/{k}": v for k, v in metrics.items()})
         return row
 
-    def validate(self) -> None:
+    def evaluate_on_selection(self) -> None:
         self.history.append(self.evaluation())
 
     def finish(self, train_seconds: float) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from uncertainty_mtl.config import (
     read_config,
 )
 from uncertainty_mtl.errors import ConfigError
+from uncertainty_mtl.experiments.benchmark.selection import Halving
 from uncertainty_mtl.experiments.executors import Job
 from uncertainty_mtl.experiments.runner import Run, train_when_free
-from uncertainty_mtl.experiments.selection import Halving
 from uncertainty_mtl.reporting.tables import format_mean_std, summarise_metrics
 from uncertainty_mtl.tasks.registry import SCENE_TASKS
 

@@ -17,9 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from uncertainty_mtl.experiments.benchmark.selection import CANDIDATE_CRITERION, choose
+from uncertainty_mtl.experiments.paper.scene import (
+    SceneStudy,
+    cell,
+    fixed_run,
+    learned_run,
+    mean_metrics,
+)
 from uncertainty_mtl.experiments.runner import Run, Runner
-from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
-from uncertainty_mtl.experiments.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.reporting.tables import markdown_table
 
 __all__ = ["GRID", "SCALE", "TRAININGS", "in_units", "reproduce_units"]

@@ -1,4 +1,4 @@
-"""Loss weightings that recent comparisons include: the scale-invariant sum of log-losses
+"""Loss weightings that undo each loss's scale: the scale-invariant sum of log-losses
 (``si``), analytical uncertainty weighting (``uw-so``) and FAMO (``famo``).
 
 Each is a :class:`~uncertainty_mtl.weighting.base.Weighting`: ``weighting({task: loss}) ->

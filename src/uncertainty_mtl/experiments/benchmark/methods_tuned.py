@@ -2,16 +2,15 @@
 for every benchmark alike (:class:`Benchmark`: the scene's three tasks under SGD or Adam, the
 two-task study).
 
-Every row gets the same search (:mod:`~uncertainty_mtl.experiments.tuning`) on the selection
-split (short runs with seed 0, full-length ones on the mean of seeds 0 and 1): the single-task
-references, ``equal``, the uncertainty weighting, the approx.-optimal fixed weights and every
-other method. Then every row trains ``seeds`` seeds at its chosen rate, reported on the report
-split, with Δm against the tuned single-task references. Under SGD a common scale of the weights
-is a step size, so the rate search is also a search of the fixed weights' scale; Adam is nearly
-blind to that scale. The approx.-optimal row keeps the weights the benchmark's own sweep chose at
-the preset's rate, and then gets the same rate search: it is the only row tuned twice (said in
-the table's note).
-"""
+Every row gets the same search (:mod:`~uncertainty_mtl.experiments.benchmark.tuning`) on the
+selection split (short runs with seed 0, full-length ones on the mean of seeds 0 and 1): the
+single-task references, ``equal``, the uncertainty weighting, the approx.-optimal fixed weights and
+every other method. Then every row trains ``seeds`` seeds at its chosen rate, reported on the report
+split, with Δm against the tuned single-task references. Under SGD a common scale of the weights is
+a step size, so the rate search is also a search of the fixed weights' scale; Adam is nearly blind
+to that scale. The approx.-optimal row keeps the weights the benchmark's own sweep chose at the
+preset's rate, and then gets the same rate search: it is the only row tuned twice (said in the
+table's note)."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from uncertainty_mtl.experiments import two_task
-from uncertainty_mtl.experiments.methods_stats import (
+from uncertainty_mtl.experiments.benchmark.methods_stats import (
     all_pairs_delta_m,
     mean_ranks,
     methods_figure,
@@ -32,9 +31,9 @@ from uncertainty_mtl.experiments.methods_stats import (
     rows_diagnostics,
     seed_references,
 )
-from uncertainty_mtl.experiments.methods_stats import delta_m as task_delta_m
+from uncertainty_mtl.experiments.benchmark.methods_stats import delta_m as task_delta_m
+from uncertainty_mtl.experiments.benchmark.tuning import LrSearch, tune_lr
 from uncertainty_mtl.experiments.runner import Run, Runner
-from uncertainty_mtl.experiments.tuning import LrSearch, tune_lr
 from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import TASKS as SPECS

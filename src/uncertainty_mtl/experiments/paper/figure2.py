@@ -12,9 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from uncertainty_mtl.experiments.paper.scene import (
+    SceneStudy,
+    cell,
+    fixed_run,
+    learned_run,
+    mean_metrics,
+)
+from uncertainty_mtl.experiments.paper.table1 import row_run
 from uncertainty_mtl.experiments.runner import Run, Runner
-from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
-from uncertainty_mtl.experiments.table1 import row_run
 from uncertainty_mtl.reporting.plots import new_figure, save_figure
 from uncertainty_mtl.reporting.tables import markdown_table
 

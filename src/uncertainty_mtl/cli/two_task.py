@@ -107,7 +107,7 @@ def _reproduce_two_task(args: argparse.Namespace) -> int:
 
 def _reproduce_two_task_methods(args: argparse.Namespace) -> int:
     from uncertainty_mtl.errors import ConfigError
-    from uncertainty_mtl.experiments import methods
+    from uncertainty_mtl.experiments.benchmark import methods_two_task
 
     for flag, value in (("--data", args.data), ("--set", args.overrides)):
         if value:
@@ -120,7 +120,7 @@ def _reproduce_two_task_methods(args: argparse.Namespace) -> int:
             "preset) or smoke"
         )
     out = args.out or f"runs/two-task-{args.dataset}"
-    summary = methods.reproduce_two_task_methods(
+    summary = methods_two_task.reproduce_two_task_methods(
         _two_task_config(args),
         out,
         executor=_executor(args, out, _workers(args)),
@@ -134,61 +134,4 @@ def _reproduce_two_task_methods(args: argparse.Namespace) -> int:
         f"wrote {out}/ in {summary['wall_time_s']:.0f} s, training {summary['runs_trained']} of "
         f"the {summary['runs_used']} runs the table uses (the others were finished on disk)"
     )
-    return 0
-
-
-def _add_qm9_study(studies: Any) -> None:
-    qm9 = studies.add_parser(
-        "qm9",
-        help="QM9: 11 regression targets in 11 units (the many-task benchmark; "
-        "needs the 'qm9' extra)",
-        description="Trains the 11 single-task references and every multi-task row on QM9 "
-        "(the CSV files of the PyPI package qm9pack), with the targets standardised and in "
-        "their raw units; writes qm9.json, qm9.md and qm9.png. The default model is an MLP over "
-        "Coulomb-matrix eigenvalues: its numbers are not comparable with the papers' GNNs.",
-    )
-    qm9.set_defaults(handler=_reproduce_qm9)
-    qm9.add_argument("--data-dir", help="directory of qm9_part{1,2,3}.csv (default: qm9pack's)")
-    qm9.add_argument("--seeds", type=_positive_int, help="number of seeds (default: 5)")
-    qm9.add_argument("--epochs", type=_positive_int, help="override the preset's epochs")
-    qm9.add_argument("--units", nargs="+", choices=["standardised", "raw"], help="default: both")
-    qm9.add_argument("--methods", nargs="+", metavar="KIND", help="the multi-task rows' kinds")
-    qm9.add_argument("--preset", choices=["cpu", "smoke"], default="cpu", help="smoke: seconds")
-    qm9.add_argument(
-        "--model",
-        choices=["mlp", "schnet"],
-        help="mlp (default): the CPU's descriptor MLP; schnet: PyG's SchNet, for a GPU",
-    )
-    qm9.add_argument("--out", default="runs/qm9", help="output directory (default: runs/qm9)")
-    qm9.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    _add_common(qm9, workers_help="parallel training processes (default: number of CPUs)")
-
-
-def _reproduce_qm9(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from uncertainty_mtl.experiments import qm9
-
-    given = {
-        "data_dir": args.data_dir,
-        "seeds": args.seeds,
-        "epochs": args.epochs,
-        "units": tuple(args.units) if args.units else None,
-        "methods": tuple(args.methods) if args.methods else None,
-        "model": args.model,
-    }
-    config = qm9.PRESETS["cpu"]
-    if args.preset == "smoke":
-        config = qm9.smoke_config(config)
-    config = replace(config, **{k: v for k, v in given.items() if v is not None})
-    summary = qm9.run_study(
-        config,
-        args.out,
-        executor=_executor(args, args.out, _workers(args)),
-        device=args.device,
-        progress=not args.quiet,
-    )
-    with open(os.path.join(args.out, "qm9.md"), encoding="utf-8") as f:
-        print(f.read())
-    print(f"wrote {args.out}/ in {summary['wall_time_s']:.0f} s")
     return 0

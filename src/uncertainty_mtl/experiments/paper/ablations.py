@@ -13,8 +13,14 @@ from typing import Any
 
 from uncertainty_mtl._io import read_jsonl
 from uncertainty_mtl.errors import RunDirectoryError
+from uncertainty_mtl.experiments.paper.scene import (
+    SceneStudy,
+    cell,
+    fixed_run,
+    learned_run,
+    mean_metrics,
+)
 from uncertainty_mtl.experiments.runner import Run, Runner
-from uncertainty_mtl.experiments.scene import SceneStudy, cell, fixed_run, learned_run, mean_metrics
 from uncertainty_mtl.reporting.tables import markdown_table
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 

@@ -4,9 +4,9 @@ Nine rows: the three single-task models (one-hot fixed weights), the unweighted 
 approximately optimal fixed weights, the three 2-task learned weightings and the 3-task learned
 weighting. The approximately optimal weights are chosen among :data:`GRID` at each of
 :data:`GRID_SCALES` on the selection split (by
-:data:`~uncertainty_mtl.experiments.selection.CANDIDATE_CRITERION`), from selection runs of seed
-0: by successive halving (the default: every candidate trained for a ninth of a selection run,
-the best third for a third, the best three in full) or, with ``search="grid"``, every candidate
+:data:`~uncertainty_mtl.experiments.benchmark.selection.CANDIDATE_CRITERION`), from selection runs
+of seed 0: by successive halving (the default: every candidate trained for a ninth of a selection
+run, the best third for a third, the best three in full) or, with ``search="grid"``, every candidate
 trained in full.
 """
 
@@ -16,8 +16,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from uncertainty_mtl.errors import ConfigError
-from uncertainty_mtl.experiments.runner import Run, Runner
-from uncertainty_mtl.experiments.scene import (
+from uncertainty_mtl.experiments.benchmark.selection import (
+    CANDIDATE_CRITERION,
+    Rung,
+    successive_halving,
+)
+from uncertainty_mtl.experiments.paper.scene import (
     SceneStudy,
     cell,
     fixed_run,
@@ -25,11 +29,7 @@ from uncertainty_mtl.experiments.scene import (
     mean_metrics,
     trivial_baselines,
 )
-from uncertainty_mtl.experiments.selection import (
-    CANDIDATE_CRITERION,
-    Rung,
-    successive_halving,
-)
+from uncertainty_mtl.experiments.runner import Run, Runner
 from uncertainty_mtl.reporting.tables import markdown_table, summarise
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 

@@ -9,24 +9,21 @@ Per method: each task's metric and instance AP (mean ± std over seeds), Δm % a
 single-task models (Maninis et al. 2019; lower is better), seconds per training step relative to
 ``equal``, peak memory, and for every loss weighting the same metrics with depth labels ×100.
 
-:func:`reproduce_two_task_methods` does the same on the two-task study of the reproduction report
-(classification + reconstruction on digits or Fashion-MNIST), beside that study's own rows.
+:func:`~uncertainty_mtl.experiments.benchmark.methods_two_task.reproduce_two_task_methods`
+does the same on the two-task study of the reproduction report (classification + reconstruction
+on digits or Fashion-MNIST), beside that study's own rows.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from uncertainty_mtl._io import read_jsonl
 from uncertainty_mtl.errors import ConfigError, RunDirectoryError
-from uncertainty_mtl.experiments import table1, two_task
-from uncertainty_mtl.experiments.executors import Executor
-from uncertainty_mtl.experiments.methods_stats import (
+from uncertainty_mtl.experiments.benchmark.methods_stats import (
     all_pairs_delta_m,
     mean_ranks,
     methods_figure,
@@ -35,22 +32,19 @@ from uncertainty_mtl.experiments.methods_stats import (
     rows_diagnostics,
     seed_references,
 )
-from uncertainty_mtl.experiments.methods_stats import delta_m as task_delta_m
-from uncertainty_mtl.experiments.methods_tuned import (
+from uncertainty_mtl.experiments.benchmark.methods_stats import delta_m as task_delta_m
+from uncertainty_mtl.experiments.benchmark.methods_tuned import (
     OPTIMISER_NAMES,
-    STEP_COST_HOW,
     Benchmark,
-    spearman_note,
     tuned_table,
-    two_task_tuned,
     weight_sum_spearman,
 )
+from uncertainty_mtl.experiments.benchmark.tuning import LrSearch
+from uncertainty_mtl.experiments.paper import table1
+from uncertainty_mtl.experiments.paper.scene import PRESETS, SceneStudy, cell, mean_metrics
+from uncertainty_mtl.experiments.paper.scene_cost import scene_step_costs
+from uncertainty_mtl.experiments.paper.units import SCALE, in_units
 from uncertainty_mtl.experiments.runner import Run, Runner, training_seconds
-from uncertainty_mtl.experiments.scene import PRESETS, SceneStudy, cell, mean_metrics
-from uncertainty_mtl.experiments.scene_cost import scene_step_costs
-from uncertainty_mtl.experiments.tuning import LrSearch
-from uncertainty_mtl.experiments.two_task.cost import step_costs
-from uncertainty_mtl.experiments.units import SCALE, in_units
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
@@ -67,7 +61,6 @@ __all__ = [
     "delta_m",
     "reproduce_methods",
     "reproduce_methods_tuned",
-    "reproduce_two_task_methods",
 ]
 
 #: ``fixed-lr``: every row at the preset's learning rate (the paper's way); ``tuned``: every row
@@ -111,7 +104,7 @@ def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None
 
 
 #: Δm % against the single-task models, the scene's three tasks by default
-#: (:func:`~uncertainty_mtl.experiments.methods_stats.delta_m`).
+#: (:func:`~uncertainty_mtl.experiments.benchmark.methods_stats.delta_m`).
 delta_m = functools.partial(task_delta_m, tasks=TASKS)
 
 
@@ -279,7 +272,7 @@ def reproduce_methods_tuned(
 ) -> dict[str, Any]:
     """The city's methods under the tuned protocol, one arm (``optimiser``): every method of
     :data:`EVERY_METHOD` and the three single-task references tune their rate on the
-    selection split (:func:`~uncertainty_mtl.experiments.methods_tuned.tuned_table`), then
+    selection split (:func:`~uncertainty_mtl.experiments.benchmark.methods_tuned.tuned_table`), then
     train ``seeds`` seeds; writes ``methods-tuned-<optimiser>.json``, ``.md`` and ``.png``.
     The approx.-optimal row keeps Table 1's weights (chosen with their sum at the preset's SGD
     rate)."""
@@ -326,131 +319,6 @@ def reproduce_methods_tuned(
         aggregators=EVERY_AGGREGATOR,
         name=f"methods-tuned-{optimiser}",
     )
-
-
-def _two_task_run(method: str, seed: int, chosen: float | None) -> Run:
-    """A method's run on the two-task study; the uncertainty weighting and the approx.-optimal
-    weights are the study's own rows (the same runs)."""
-    if method == "uncertainty":
-        return two_task.learned_run("likelihood", seed)
-    if method == "approx-optimal":
-        assert chosen is not None
-        return two_task.fixed_run(chosen, seed)
-    return two_task.method_run(method, seed)
-
-
-def reproduce_two_task_methods(
-    config: two_task.StudyConfig,
-    out: str | os.PathLike[str],
-    *,
-    executor: Executor,
-    device: str = "cpu",
-    progress: bool = True,
-    protocol: str = "fixed-lr",
-    search: LrSearch | None = None,
-) -> dict[str, Any]:
-    """The methods on the two-task study (classification + reconstruction): first the study
-    itself (:func:`~uncertainty_mtl.experiments.two_task.run_study`, in ``out``: its single-task
-    rows, its approx.-optimal weight chosen on val and its learned row are the baselines), then
-    every other method for ``config.seeds`` seeds; writes ``methods.md``, ``methods.json`` and
-    ``methods.png`` into ``out``. Reported on the test split.
-
-    With ``protocol="tuned"``, every row (the single-task references included) chooses its
-    learning rate by ``search`` (default :class:`~uncertainty_mtl.experiments.tuning.LrSearch`)
-    on val before its ``config.seeds`` seeds: ``methods-tuned.json`` and ``methods-tuned.md``
-    (:mod:`~uncertainty_mtl.experiments.methods_tuned`)."""
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
-    start = time.perf_counter()
-    two_task.load_splits(config)  # bad data fails here, before anything is written
-    with Runner(
-        two_task.TwoTaskStudy(config, device), Path(out), executor, progress
-    ) as runner:  # locked before the study's runner takes the same lock again
-        study = two_task.run_study(config, out, executor=executor, device=device, progress=progress)
-        if protocol == "fixed-lr":
-            return _two_task_methods(config, study, runner, start)
-        weights = study["approx_optimal"]["weights"]
-        chosen = None if weights is None else float(weights["classification"])
-        rows = {
-            m: _two_task_run(m, 0, chosen)
-            for m in EVERY_METHOD
-            if m != "approx-optimal" or chosen is not None
-        }
-        return two_task_tuned(
-            config,
-            runner,
-            rows,
-            seeds=config.seeds,
-            search=search or LrSearch(),
-            start=start,
-            aggregators=EVERY_AGGREGATOR,
-        )
-
-
-def _two_task_methods(
-    config: two_task.StudyConfig,
-    study: dict[str, Any],
-    runner: Runner[two_task.TwoTaskStudy],
-    start: float,
-) -> dict[str, Any]:
-    tasks = two_task.TASKS
-    seeds = range(config.seeds)
-    weights = study["approx_optimal"]["weights"]
-    chosen = None if weights is None else float(weights["classification"])
-    methods = [m for m in EVERY_METHOD if m != "approx-optimal" or chosen is not None]
-    singles = {
-        "classification": [two_task.fixed_run(1.0, s) for s in seeds],
-        "reconstruction": [two_task.fixed_run(0.0, s) for s in seeds],
-    }
-    runs = {m: [_two_task_run(m, s, chosen) for s in seeds] for m in methods}
-    done = runner.results(
-        [*(r for rs in singles.values() for r in rs), *(r for rs in runs.values() for r in rs)]
-    )
-
-    single_means = {
-        t: two_task.split_summaries([done[r] for r in singles[t]], "test") for t in tasks
-    }
-    single = {t: {SPECS[t].metric: single_means[t][SPECS[t].metric]["mean"]} for t in tasks}
-    references = seed_references(done, singles, tasks)
-
-    two_task_delta_m = functools.partial(task_delta_m, tasks=tasks)
-
-    rows: dict[str, Any] = {}
-    for method in methods:
-        results = [done[r] for r in runs[method]]
-        row: dict[str, Any] = {
-            "kind": "aggregator" if method in EVERY_AGGREGATOR else "loss weighting",
-            "lr": config.lr,
-            "metrics": two_task.split_summaries(results, "test"),
-            "delta_m": summarise([two_task_delta_m(r["metrics"], single) for r in results]),
-            "delta_m_all_pairs": all_pairs_delta_m(results, references, two_task_delta_m),
-            **_per_step(results),
-            **rows_diagnostics([runner.run_dir(r) for r in runs[method]], tasks),
-            "runs": [str(runner.run_dir(r)) for r in runs[method]],
-        }
-        if method == "approx-optimal":
-            row["weights"] = weights
-        rows[method] = row
-    for method, cost in step_costs({m: runner.config(runs[m][0]) for m in methods}).items():
-        rows[method].update(cost)
-    _compare(rows, tasks)
-    summary: dict[str, Any] = {
-        "experiment": "methods",
-        "protocol": "fixed-lr",
-        "optimiser": "adam",
-        "dataset": config.dataset,
-        "report_split": "test",
-        "seeds": list(seeds),
-        "single_task": single_means,
-        "rows": rows,
-        "step_cost": {"how": STEP_COST_HOW},
-        "weight_sum_spearman": weight_sum_spearman(rows),
-        **runner.timing(),
-        "wall_time_s": time.perf_counter() - start,  # the study's own rows included
-    }
-    figure = runner.write_outputs("methods", summary, _two_task_markdown(summary))
-    methods_figure(figure, summary, f"two tasks, {config.dataset}")
-    return summary
 
 
 def _markdown(summary: Mapping[str, Any]) -> str:
@@ -511,66 +379,5 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             "its optimum for the first batch's losses (`init_log_var: auto`).",
             "",
             markdown_table(headers, lines),
-        ]
-    )
-
-
-def _two_task_markdown(summary: Mapping[str, Any]) -> str:
-    headers = [
-        "method",
-        "accuracy [%] ↑",
-        "reconstruction L1 ↓",
-        "Δm [%] ↓",
-        "Δm − equal, paired [95% CI]",
-        "Δm − uncertainty",
-        "mean rank",
-        "final weights (class., recon.)",
-        "step cost (× equal)",
-        "peak memory [MB]",
-    ]
-    lines = []
-    for method, row in summary["rows"].items():
-        m, memory = row["metrics"], row["peak_memory_mb"]
-        final = (row.get("effective_weights") or {}).get("final")
-        label = method
-        if method == "approx-optimal":
-            label += " ({:g}, {:g})".format(*row["weights"].values())
-        lines.append(
-            [
-                label,
-                format_mean_std(m["accuracy"], 1),
-                format_mean_std(m["reconstruction_l1"], 4),
-                format_mean_std(row["delta_m"], 1),
-                paired_cell(row, "equal", verdict=True),
-                paired_cell(row, "uncertainty", verdict=True),
-                f"{row['mean_rank']:.1f}",
-                "–" if final is None else ", ".join(f"{w:.3g}" for w in final.values()),
-                f"{row['cost_vs_equal']:.2f}×",
-                "–" if memory is None else f"{memory['mean']:.0f}",
-            ]
-        )
-    memory_note = _memory_note(next(iter(summary["rows"].values()))["peak_memory_kind"])
-    single = summary["single_task"]
-    return "\n".join(
-        [
-            f"# Methods on the two-task study ({summary['dataset']}): classification + "
-            "reconstruction",
-            "",
-            f"Test split; mean ± std over {len(summary['seeds'])} seed(s). Δm against the "
-            "single-task models (accuracy "
-            f"{single['classification']['accuracy']['mean']:.1f} %, reconstruction L1 "
-            f"{single['reconstruction']['reconstruction_l1']['mean']:.4f}; lower Δm is better). "
-            f"{_PAIRED_NOTE} "
-            "The approx.-optimal weights are the study's grid point chosen on the validation "
-            "split (Adam is nearly blind to the weights' overall scale, so the grid is not "
-            "repeated at other sums), the uncertainty row is its learned row (likelihood "
-            "convention). Final weights: the effective weights at the last logged step, mean "
-            "over seeds. Step cost: one training step on random batches, timed alone (1 "
-            f"thread, the methods in turns), over equal's; {memory_note}. There is no "
-            "units test here: the reconstruction target is an image in [0, 1].",
-            "",
-            markdown_table(headers, lines),
-            "",
-            spearman_note(summary.get("weight_sum_spearman")),
         ]
     )

@@ -12,12 +12,12 @@ from torch import nn
 
 from uncertainty_mtl.config import ConfigError, load_config
 from uncertainty_mtl.weighting import UncertaintyWeighting
-from uncertainty_mtl.weighting.recent import (
+from uncertainty_mtl.weighting.registry import option_values
+from uncertainty_mtl.weighting.scale_invariant import (
     FAMO,
     AnalyticalUncertaintyWeighting,
     ScaleInvariantWeighting,
 )
-from uncertainty_mtl.weighting.registry import option_values
 from uncertainty_mtl.weighting.uncertainty import optimal_log_variance
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from uncertainty_mtl.experiments.selection import Halving, choose, successive_halving
+from uncertainty_mtl.experiments.benchmark.selection import Halving, choose, successive_halving
 
 __all__ = ["LR_FACTORS", "LrSearch", "tune_lr"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from uncertainty_mtl._io import read_jsonl
+from uncertainty_mtl.experiments.paper.scene import SceneStudy, learned_run
 from uncertainty_mtl.experiments.runner import Run, Runner
-from uncertainty_mtl.experiments.scene import SceneStudy, learned_run
 from uncertainty_mtl.reporting.plots import new_figure, save_figure
 from uncertainty_mtl.reporting.tables import markdown_table
 from uncertainty_mtl.tasks.registry import SCENE_TASKS as TASKS
