@@ -24,7 +24,6 @@ class InMemoryLoop(Loop):
     settings: Any
     n_train: int
     history: list[dict[str, Any]]
-    #: What says how a run executes, not what it is: it may change between sessions.
     volatile = ("device", "data_dir")
 
     def bar_label(self) -> str:

@@ -112,6 +112,9 @@ class Loop:
     steps_per_epoch: int
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     scaler: torch.amp.GradScaler
+    #: Keys of the run's settings that say how it executes, not what it is (a resume may
+    #: change them): :func:`~uncertainty_mtl.engine.rundir.train_in_directory` compares the rest.
+    volatile: tuple[str, ...] = ()
 
     def __init__(
         self,

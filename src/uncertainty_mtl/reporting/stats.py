@@ -11,12 +11,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "ALPHA",
     "delta_m",
     "format_interval",
+    "holm",
+    "holm_family",
     "mean_interval",
     "paired_difference",
+    "paired_p",
     "verdict",
 ]
+
+#: The level of every test: a 95% interval, a p-value below 0.05 (Holm-adjusted for a family).
+ALPHA = 0.05
 
 
 def delta_m(
@@ -47,7 +54,9 @@ def paired_difference(
     Returns:
         ``differences`` (a − b per seed), ``mean``, ``ci95`` (``[low, high]`` of the mean
         difference, Student's t; ``None`` for one seed), ``p_improve`` (the share of seeds
-        where ``a`` is better than ``b``), ``n`` (the seeds) and ``verdict`` (:func:`verdict`).
+        where ``a`` is better than ``b``), ``n`` (the seeds), ``p`` (the two-sided paired t-test,
+        :func:`paired_p`) and ``verdict`` (:func:`verdict`, unadjusted; :func:`holm_family` adds
+        ``p_holm`` and ``verdict_holm`` once the comparison's family is known).
     """
     if len(a) != len(b) or not a:
         raise ValueError(f"paired_difference needs equal, non-empty lists, got {len(a)}, {len(b)}")
@@ -63,8 +72,55 @@ def paired_difference(
         "ci95": ci,
         "p_improve": sum(sign * d > 0 for d in diffs) / n,
         "n": n,
+        "p": paired_p(diffs),
         "verdict": verdict(ci, higher_is_better=higher_is_better),
     }
+
+
+def paired_p(differences: Sequence[float]) -> float | None:
+    """The two-sided p-value of Student's paired t-test that the mean of ``differences`` is 0
+    (``None`` for one seed; 1 when every difference is 0, 0 when they are equal and not 0)."""
+    n = len(differences)
+    if n < 2:
+        return None
+    mean = math.fsum(differences) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    from scipy.stats import t
+
+    return float(2 * t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family's p-values (in their order; ``None`` stays
+    ``None`` and is not counted): the ``k``-th smallest of ``m`` is multiplied by ``m − k + 1``,
+    made no smaller than those before it, and capped at 1."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(order)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for k, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def holm_family(
+    comparisons: Sequence[dict[str, Any]], *, higher_is_better: bool, alpha: float = ALPHA
+) -> None:
+    """Adds ``p_holm`` (Holm over the family: every comparison against one baseline in one
+    table) and ``verdict_holm`` to each of :func:`paired_difference`'s ``comparisons``:
+    ``"better"`` or ``"worse"`` where the adjusted p is below ``alpha`` (by the sign of the mean
+    and the metric's direction), else ``"not separated"``."""
+    adjusted = holm([c["p"] for c in comparisons])
+    for comparison, p in zip(comparisons, adjusted, strict=True):
+        comparison["p_holm"] = p
+        if p is None or p >= alpha:
+            comparison["verdict_holm"] = "not separated"
+        else:
+            above = comparison["mean"] > 0
+            comparison["verdict_holm"] = "better" if above == higher_is_better else "worse"
 
 
 def mean_interval(values: Sequence[float]) -> float:

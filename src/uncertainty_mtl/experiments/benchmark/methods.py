@@ -134,7 +134,8 @@ _PAIRED_NOTE = (
     "Every row at the preset's learning rate (the fixed-lr protocol: it ranks step sizes as "
     "much as methods). Δm − equal: the mean of the per-seed differences of Δm against equal's "
     "run of the same seed, with its 95% Student-t interval (a row is better or worse than equal "
-    "only where the interval excludes 0). Mean rank: each task's rank among the rows (1 = best), "
+    "only where the paired t-test's p, Holm-adjusted over the rows, is below 0.05; suggestive "
+    "where only the interval excludes 0). Mean rank: each task's rank among the rows (1 = best), "
     "averaged over the tasks."
 )
 

@@ -22,12 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from uncertainty_mtl.reporting.stats import delta_m as stats_delta_m
-from uncertainty_mtl.reporting.stats import format_interval, mean_interval, paired_difference
+from uncertainty_mtl.reporting.stats import (
+    format_interval,
+    holm_family,
+    mean_interval,
+    paired_difference,
+)
 from uncertainty_mtl.reporting.tables import summarise
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
 
 __all__ = [
     "BASELINES",
+    "adjusted_verdict",
     "all_pairs_delta_m",
     "delta_m",
     "family",
@@ -63,7 +69,8 @@ def delta_m(
 def paired_rows(rows: Mapping[str, dict[str, Any]]) -> None:
     """Adds ``paired`` = ``{baseline: {"delta_m": paired_difference(...)}}`` to every row, for
     the :data:`BASELINES` present (not against itself); the rows' ``delta_m`` hold one value a
-    seed, in the same seed order."""
+    seed, in the same seed order. Every comparison against one baseline is one family: each gets
+    its Holm-adjusted ``p_holm`` and ``verdict_holm`` over the family."""
     for method, row in rows.items():
         row["paired"] = {
             base: {
@@ -76,17 +83,34 @@ def paired_rows(rows: Mapping[str, dict[str, Any]]) -> None:
             for base in BASELINES
             if base in rows and base != method
         }
+    for base in BASELINES:
+        family = [r["paired"][base]["delta_m"] for r in rows.values() if base in r["paired"]]
+        holm_family(family, higher_is_better=False)
 
 
 def paired_cell(row: Mapping[str, Any], base: str, *, verdict: bool = False) -> str:
     """``"-1.2 [-2.0, -0.4]"`` (and the verdict): a row's paired Δm difference against
-    ``base`` with its 95% interval, for a table; ``"–"`` where it has none."""
+    ``base`` with its 95% interval, for a table; ``"–"`` where it has none. The verdict is the
+    Holm-adjusted one (:func:`~uncertainty_mtl.reporting.stats.holm_family`); where only the
+    unadjusted test separates the rows it reads "suggestive"."""
     found = row.get("paired", {}).get(base)
     if found is None:
         return "–"
     d = found["delta_m"]
     text = f"{d['mean']:+.1f} {format_interval(d['ci95'])}"
-    return f"{text} {d['verdict']}" if verdict else text
+    return f"{text} {adjusted_verdict(d)}" if verdict else text
+
+
+def adjusted_verdict(comparison: Mapping[str, Any]) -> str:
+    """What a table says of a comparison: Holm's verdict, ``"suggestive (better)"`` or
+    ``"suggestive (worse)"`` where only the unadjusted interval separates, the unadjusted
+    verdict for a table written before the adjustment."""
+    adjusted = comparison.get("verdict_holm")
+    if adjusted is None:
+        return str(comparison["verdict"])
+    if adjusted == "not separated" and comparison["verdict"] != "not separated":
+        return f"suggestive ({comparison['verdict']})"
+    return str(adjusted)
 
 
 def seed_references(

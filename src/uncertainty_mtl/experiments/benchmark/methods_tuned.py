@@ -327,11 +327,12 @@ def tuned_markdown(summary: Mapping[str, Any]) -> str:
             f"Single-task references: {references}. The approx.-optimal row keeps "
             f"{summary['reference_note']}, then gets the same rate search (it alone is tuned "
             "twice). Paired columns: the mean of the per-seed differences of Δm against that "
-            "row's run of the same seed, its 95% Student-t interval and the verdict (better or "
-            "worse only where the interval excludes 0). Update norm: the shared gradient's norm "
-            "over equal's on the same batch, averaged over the logged steps. Step cost: one "
-            "training step on random batches, timed alone (1 thread, the methods in turns), "
-            "over equal's.",
+            "row's run of the same seed, its 95% Student-t interval and the verdict: better or "
+            "worse only where the paired t-test's p, Holm-adjusted over the column's rows, is "
+            "below 0.05; suggestive where only the unadjusted interval excludes 0. Update norm: "
+            "the shared gradient's norm over equal's on the same batch, averaged over the logged "
+            "steps. Step cost: one training step on random batches, timed alone (1 thread, the "
+            "methods in turns), over equal's.",
             "",
             markdown_table(headers, lines),
             "",

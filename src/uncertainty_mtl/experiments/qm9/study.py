@@ -20,6 +20,7 @@ from typing import Any
 
 from uncertainty_mtl.config import apply_patch, weighting_config
 from uncertainty_mtl.data.qm9 import ALL_TARGETS
+from uncertainty_mtl.experiments.benchmark.methods_stats import adjusted_verdict
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
 from uncertainty_mtl.experiments.qm9.config import (
     QM9_TASKS,
@@ -33,7 +34,7 @@ from uncertainty_mtl.experiments.qm9.figures import plot_qm9
 from uncertainty_mtl.experiments.qm9.training import RESULT_FILE, QM9Loop, load_arrays
 from uncertainty_mtl.experiments.runner import Run, Runner, loop_job
 from uncertainty_mtl.reporting.stats import delta_m as stats_delta_m
-from uncertainty_mtl.reporting.stats import format_interval, paired_difference
+from uncertainty_mtl.reporting.stats import format_interval, holm_family, paired_difference
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 
 __all__ = ["QM9Study", "delta_m", "run_study"]
@@ -173,6 +174,9 @@ def _summarise_units(
             for base in ("equal", "uncertainty")
             if base in per_seed_dm and base != method
         }
+    for base in ("equal", "uncertainty"):  # each baseline's comparisons: one family
+        family = [r["paired"][base]["delta_m"] for r in rows.values() if base in r["paired"]]
+        holm_family(family, higher_is_better=False)
     equal = rows.get("equal", {}).get("seconds_per_step", {}).get("mean")
     for row in rows.values():
         row["step_cost_vs_equal"] = row["seconds_per_step"]["mean"] / equal if equal else None
@@ -185,7 +189,7 @@ def _units_effect(units: dict[str, Any]) -> dict[str, Any]:
     if set(units) != {"standardised", "raw"}:
         return {}
     raw, std = units["raw"]["rows"], units["standardised"]["rows"]
-    return {
+    effect = {
         method: paired_difference(
             raw[method]["delta_m"]["values"],
             std[method]["delta_m"]["values"],
@@ -194,6 +198,8 @@ def _units_effect(units: dict[str, Any]) -> dict[str, Any]:
         for method in raw
         if method in std
     }
+    holm_family(list(effect.values()), higher_is_better=False)
+    return effect
 
 
 def _sigma_vs_mae(found: list[dict[str, Any]]) -> dict[str, Any]:
@@ -245,13 +251,13 @@ def table(summary: dict[str, Any]) -> str:
                     method,
                     *(format_mean_std(row["mae"][t], 4) for t in QM9_TASKS),
                     format_mean_std(row["delta_m"], 1),
-                    "–" if vs is None else f"{vs['mean']:+.1f} ({vs['verdict']})",
+                    "–" if vs is None else f"{vs['mean']:+.1f} ({adjusted_verdict(vs)})",
                 ]
             )
         lines += [f"## Targets {units}", "", markdown_table(headers, cells), ""]
     if summary.get("units_effect"):
         cells = [
-            [m, f"{d['mean']:+.1f}", format_interval(d["ci95"]), d["verdict"]]
+            [m, f"{d['mean']:+.1f}", format_interval(d["ci95"]), adjusted_verdict(d)]
             for m, d in summary["units_effect"].items()
         ]
         lines += [
