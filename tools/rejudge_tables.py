@@ -25,8 +25,8 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary.get("protocol") == "tuned":
         return tuned_markdown(summary)
     if "dataset" in summary:  # the two-task problem's fixed-lr table
-        return methods_two_task._two_task_markdown(summary)
-    return methods._markdown(summary)
+        return methods_two_task.two_task_markdown(summary)
+    return methods.methods_markdown(summary)
 
 
 def rejudge_qm9(path: Path, summary: dict[str, Any]) -> None:

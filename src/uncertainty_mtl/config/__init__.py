@@ -21,6 +21,7 @@ from uncertainty_mtl.config.files import (
     read_config,
     resolve_config_path,
     shipped_configs,
+    split_weighting,
     weighting_config,
     with_absolute_paths,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "read_config",
     "resolve_config_path",
     "shipped_configs",
+    "split_weighting",
     "weighting_config",
     "with_absolute_paths",
 ]

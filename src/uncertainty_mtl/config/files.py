@@ -30,6 +30,7 @@ __all__ = [
     "read_config",
     "resolve_config_path",
     "shipped_configs",
+    "split_weighting",
     "weighting_config",
     "with_absolute_paths",
 ]
@@ -114,6 +115,17 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; allowed: {names}")
     values = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**values)
+
+
+def split_weighting(
+    patch: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> tuple[WeightingConfig, dict[str, Any]]:
+    """A study run's patch split into its ``weighting`` section (its ``weighting.<key>`` entries
+    over the study's ``defaults`` for that section, checked as :func:`weighting_config` does) and
+    the rest of the patch."""
+    own = {k: v for k, v in patch.items() if k.startswith("weighting.")}
+    section = apply_patch({"weighting": dict(defaults)}, own)["weighting"]
+    return weighting_config(section), {k: v for k, v in patch.items() if k not in own}
 
 
 def weighting_config(data: Mapping[str, Any]) -> WeightingConfig:

@@ -56,9 +56,14 @@ __all__ = [
     "EVERY_METHOD",
     "LOSS_WEIGHTINGS",
     "METHODS",
+    "PAIRED_NOTE",
     "PROTOCOLS",
     "check_tuned_preset",
+    "compare_rows",
     "delta_m",
+    "memory_sentence",
+    "methods_markdown",
+    "per_step_costs",
     "reproduce_methods",
     "reproduce_methods_tuned",
 ]
@@ -108,7 +113,7 @@ def method_run(method: str, seed: int, chosen: tuple[float, float, float] | None
 delta_m = functools.partial(task_delta_m, tasks=TASKS)
 
 
-def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def per_step_costs(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Seconds per step and peak memory over seeds (memory ``None`` where a run did not record
     it), from the runs' ``training``."""
     memory = [r["training"].get("peak_memory_mb") for r in results]
@@ -123,14 +128,14 @@ def _per_step(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _compare(rows: dict[str, dict[str, Any]], tasks: Sequence[str]) -> None:
+def compare_rows(rows: dict[str, dict[str, Any]], tasks: Sequence[str]) -> None:
     """The paired Δm differences against the baselines, and each row's mean rank over tasks."""
     paired_rows(rows)
     for method, rank in mean_ranks(rows, tasks, lambda t: SPECS[t].metric).items():
         rows[method]["mean_rank"] = rank
 
 
-_PAIRED_NOTE = (
+PAIRED_NOTE = (
     "Every row at the preset's learning rate (the fixed-lr protocol: it ranks step sizes as "
     "much as methods). Δm − equal: the mean of the per-seed differences of Δm against equal's "
     "run of the same seed, with its 95% Student-t interval (a row is better or worse than equal "
@@ -144,7 +149,7 @@ def _cost_cell(row: Mapping[str, Any]) -> str:
     return f"{row['seconds_per_step']['mean']:.3f} / {row['cost_vs_equal']:.2f}×"
 
 
-def _memory_note(kind: str | None) -> str:
+def memory_sentence(kind: str | None) -> str:
     if kind == "cuda_allocated":
         return "peak memory is the CUDA allocator's"
     return (
@@ -178,7 +183,7 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
             "metrics": mean_metrics(results),
             "delta_m": summarise([delta_m(r["metrics"], single) for r in results]),
             "delta_m_all_pairs": all_pairs_delta_m(results, references, delta_m),
-            **_per_step(results),
+            **per_step_costs(results),
             **rows_diagnostics([runner.run_dir(r) for r in runs[method]], TASKS),
             "runs": [str(runner.run_dir(r)) for r in runs[method]],
         }
@@ -195,7 +200,7 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
         {m: runner.config(runs[m][0]) for m in CITY_METHODS}
     ).items():
         rows[method].update(cost)
-    _compare(rows, TASKS)
+    compare_rows(rows, TASKS)
     summary: dict[str, Any] = {
         "experiment": "methods",
         "protocol": "fixed-lr",
@@ -210,7 +215,7 @@ def reproduce_methods(runner: Runner[SceneStudy], *, seeds: int = 1) -> dict[str
         "weight_sum_spearman": weight_sum_spearman(rows),
         **runner.timing(),
     }
-    figure = runner.write_outputs("methods", summary, _markdown(summary))
+    figure = runner.write_outputs("methods", summary, methods_markdown(summary))
     methods_figure(figure, summary, f"{summary['preset']} preset")
     return summary
 
@@ -322,7 +327,7 @@ def reproduce_methods_tuned(
     )
 
 
-def _markdown(summary: Mapping[str, Any]) -> str:
+def methods_markdown(summary: Mapping[str, Any]) -> str:
     headers = [
         "method",
         "IoU [%] ↑",
@@ -364,14 +369,14 @@ def _markdown(summary: Mapping[str, Any]) -> str:
                 ),
             ]
         )
-    memory_note = _memory_note(next(iter(summary["rows"].values()))["peak_memory_kind"])
+    memory_note = memory_sentence(next(iter(summary["rows"].values()))["peak_memory_kind"])
     return "\n".join(
         [
             f"# Methods ({summary['preset']} preset): 3 tasks, one protocol",
             "",
             f"Reported split: {summary['report_split']}; mean ± std over "
             f"{len(summary['seeds'])} seed(s). Δm against the single-task models of Table 1 "
-            f"(lower is better). {_PAIRED_NOTE} Seconds per step: each run's training time "
+            f"(lower is better). {PAIRED_NOTE} Seconds per step: each run's training time "
             "over its steps (it mixes whatever else the machine did); step cost: one training "
             "step on random batches of the preset's size, timed alone (1 thread, the methods "
             f"in turns), over equal's; {memory_note}. The last column repeats every row with "

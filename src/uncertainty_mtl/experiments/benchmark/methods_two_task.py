@@ -14,13 +14,13 @@ from typing import Any
 from uncertainty_mtl.errors import ConfigError
 from uncertainty_mtl.experiments import two_task
 from uncertainty_mtl.experiments.benchmark.methods import (
-    _PAIRED_NOTE,
     EVERY_AGGREGATOR,
     EVERY_METHOD,
+    PAIRED_NOTE,
     PROTOCOLS,
-    _compare,
-    _memory_note,
-    _per_step,
+    compare_rows,
+    memory_sentence,
+    per_step_costs,
 )
 from uncertainty_mtl.experiments.benchmark.methods_stats import (
     all_pairs_delta_m,
@@ -43,7 +43,7 @@ from uncertainty_mtl.experiments.two_task.cost import step_costs
 from uncertainty_mtl.reporting.tables import format_mean_std, markdown_table, summarise
 from uncertainty_mtl.tasks.registry import TASKS as SPECS
 
-__all__ = ["reproduce_two_task_methods"]
+__all__ = ["reproduce_two_task_methods", "two_task_markdown"]
 
 
 def _two_task_run(method: str, seed: int, chosen: float | None) -> Run:
@@ -142,7 +142,7 @@ def _two_task_methods(
             "metrics": two_task.split_summaries(results, "test"),
             "delta_m": summarise([two_task_delta_m(r["metrics"], single) for r in results]),
             "delta_m_all_pairs": all_pairs_delta_m(results, references, two_task_delta_m),
-            **_per_step(results),
+            **per_step_costs(results),
             **rows_diagnostics([runner.run_dir(r) for r in runs[method]], tasks),
             "runs": [str(runner.run_dir(r)) for r in runs[method]],
         }
@@ -151,7 +151,7 @@ def _two_task_methods(
         rows[method] = row
     for method, cost in step_costs({m: runner.config(runs[m][0]) for m in methods}).items():
         rows[method].update(cost)
-    _compare(rows, tasks)
+    compare_rows(rows, tasks)
     summary: dict[str, Any] = {
         "experiment": "methods",
         "protocol": "fixed-lr",
@@ -166,12 +166,12 @@ def _two_task_methods(
         **runner.timing(),
         "wall_time_s": time.perf_counter() - start,  # the study's own rows included
     }
-    figure = runner.write_outputs("methods", summary, _two_task_markdown(summary))
+    figure = runner.write_outputs("methods", summary, two_task_markdown(summary))
     methods_figure(figure, summary, f"two tasks, {config.dataset}")
     return summary
 
 
-def _two_task_markdown(summary: Mapping[str, Any]) -> str:
+def two_task_markdown(summary: Mapping[str, Any]) -> str:
     headers = [
         "method",
         "accuracy [%] ↑",
@@ -205,7 +205,7 @@ def _two_task_markdown(summary: Mapping[str, Any]) -> str:
                 "–" if memory is None else f"{memory['mean']:.0f}",
             ]
         )
-    memory_note = _memory_note(next(iter(summary["rows"].values()))["peak_memory_kind"])
+    memory_note = memory_sentence(next(iter(summary["rows"].values()))["peak_memory_kind"])
     single = summary["single_task"]
     return "\n".join(
         [
@@ -216,7 +216,7 @@ def _two_task_markdown(summary: Mapping[str, Any]) -> str:
             "single-task models (accuracy "
             f"{single['classification']['accuracy']['mean']:.1f} %, reconstruction L1 "
             f"{single['reconstruction']['reconstruction_l1']['mean']:.4f}; lower Δm is better). "
-            f"{_PAIRED_NOTE} "
+            f"{PAIRED_NOTE} "
             "The approx.-optimal weights are the study's grid point chosen on the validation "
             "split (Adam is nearly blind to the weights' overall scale, so the grid is not "
             "repeated at other sums), the uncertainty row is its learned row (likelihood "

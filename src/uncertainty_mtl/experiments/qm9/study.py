@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl.config import apply_patch, weighting_config
+from uncertainty_mtl.config import split_weighting
 from uncertainty_mtl.data.qm9 import ALL_TARGETS
 from uncertainty_mtl.experiments.benchmark.methods_stats import adjusted_verdict
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
@@ -64,10 +64,8 @@ class QM9Study:
         }
         # every target's likelihood Gaussian (an MSE each), the method as the run names it
         study = {"likelihoods": dict.fromkeys(run.patch.get("tasks", QM9_TASKS), "gaussian")}
-        own = {k: v for k, v in run.patch.items() if k.startswith("weighting.")}
-        weighting = weighting_config(apply_patch({"weighting": study}, own)["weighting"])
-        settings = {**base, **{k: v for k, v in run.patch.items() if k not in own}}
-        return QM9Run(**settings, weighting=weighting, seed=run.seed, device=self.device)
+        weighting, rest = split_weighting(run.patch, study)
+        return QM9Run(**{**base, **rest}, weighting=weighting, seed=run.seed, device=self.device)
 
     def settings(self) -> dict[str, Any]:
         return asdict(self.config)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from uncertainty_mtl.config import apply_patch, weighting_config
+from uncertainty_mtl.config import split_weighting
 from uncertainty_mtl.data.mnist_like import ImageSplits
 from uncertainty_mtl.experiments.benchmark.selection import CANDIDATE_CRITERION, choose
 from uncertainty_mtl.experiments.executors import Executor, Job, LocalExecutor
@@ -70,12 +70,10 @@ class TwoTaskStudy:
         study_only = ("seeds", "grid_seeds", "grid", "init_log_var", "weighting_lr")
         base = {k: v for k, v in asdict(self.config).items() if k not in study_only}
         study = {"init_log_var": self.config.init_log_var, "lr": self.config.weighting_lr}
-        own = {k: v for k, v in run.patch.items() if k.startswith("weighting.")}
-        weighting = apply_patch({"weighting": study}, own)["weighting"]
-        settings = {**base, **{k: v for k, v in run.patch.items() if k not in own}}
+        weighting, rest = split_weighting(run.patch, study)
         return TwoTaskRun(
-            **settings,
-            weighting=weighting_config(weighting),
+            **{**base, **rest},
+            weighting=weighting,
             seed=run.seed,
             device=self.device,
         )
